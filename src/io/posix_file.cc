@@ -1,0 +1,82 @@
+#include "ovbd/io/posix_file.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace ovbd {
+namespace {
+Status Errno(const char* what, const std::string& name) {
+  int e = errno;
+  return Status::IOError(std::string(what) + " " + name + ": " + std::strerror(e), e);
+}
+}  // namespace
+
+PosixFile::PosixFile(int fd, std::string name, uint64_t size)
+    : fd_(fd), name_(std::move(name)), size_(size) {}
+
+PosixFile::~PosixFile() { ::close(fd_); }
+
+Status PosixFile::ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = ::pread(fd_, buf + done, n - done, static_cast<off_t>(off + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      *got = done;
+      return Errno("read", name_);
+    }
+    if (r == 0) break;  // end of file
+    done += static_cast<size_t>(r);
+  }
+  *got = done;
+  return Status::OK();
+}
+
+Status PosixFile::WriteAt(uint64_t off, const char* buf, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = ::pwrite(fd_, buf + done, n - done, static_cast<off_t>(off + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Errno("write", name_);
+    }
+    done += static_cast<size_t>(r);
+  }
+  uint64_t end = off + n;
+  uint64_t cur = size_.load(std::memory_order_relaxed);
+  while (end > cur && !size_.compare_exchange_weak(cur, end, std::memory_order_relaxed)) {
+  }
+  return Status::OK();
+}
+
+Status PosixFile::Sync() {
+  if (::fdatasync(fd_) != 0) return Errno("fdatasync", name_);
+  return Status::OK();
+}
+
+Status PosixFile::PunchHole(uint64_t off, uint64_t len) {
+  if (len == 0) return Status::OK();
+  if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
+                  static_cast<off_t>(len)) != 0) {
+    return Errno("punch hole in", name_);
+  }
+  return Status::OK();
+}
+
+Status PosixFile::Truncate(uint64_t size) {
+  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return Errno("truncate", name_);
+  size_.store(size, std::memory_order_relaxed);
+  return Status::OK();
+}
+
+Result<uint64_t> PosixFile::AllocatedBytes() const {
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return Errno("fstat", name_);
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+}  // namespace ovbd
