@@ -76,4 +76,8 @@ uint32_t Crc32cRaw(uint32_t crc, const void* data, size_t n) {
   return Software(crc, p, n);
 }
 
+uint32_t Crc32cRawSoftware(uint32_t crc, const void* data, size_t n) {
+  return Software(crc, static_cast<const uint8_t*>(data), n);
+}
+
 }  // namespace ovbd

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -125,6 +126,16 @@ class PosixEnv : public Env {
       return Errno("flock", path);
     }
     return std::unique_ptr<FileLock>(std::make_unique<PosixLock>(fd));
+  }
+  Result<FsSpace> SpaceOf(const std::string& path) override {
+    struct statvfs sv;
+    if (::statvfs(path.c_str(), &sv) != 0) return Errno("statvfs", path);
+    FsSpace s;
+    s.block_size = sv.f_frsize;
+    s.blocks = sv.f_blocks;
+    s.blocks_free = sv.f_bfree;
+    s.blocks_avail = sv.f_bavail;
+    return s;
   }
   uint64_t NowMicros() override {
     struct timespec ts;

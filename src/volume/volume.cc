@@ -1,1 +1,246 @@
-// (being written)
+#include "ovbd/volume/volume.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace ovbd {
+
+using lsmt::kSectorSize;
+
+namespace {
+constexpr uint64_t kSectorMask = kSectorSize - 1;
+uint64_t AlignDown(uint64_t v) { return v & ~kSectorMask; }
+uint64_t AlignUp(uint64_t v) { return (v + kSectorMask) & ~kSectorMask; }
+}  // namespace
+
+std::shared_ptr<Stack> Stack::Make(std::vector<std::shared_ptr<lsmt::Layer>> lowers,
+                                   std::shared_ptr<Upper> upper) {
+  auto st = std::make_shared<Stack>();
+  std::vector<const std::vector<Segment>*> segs;
+  segs.reserve(lowers.size());
+  for (const auto& l : lowers) segs.push_back(&l->segments());
+  st->index = MergedIndex::Build(segs);
+  st->lowers = std::move(lowers);
+  st->upper = std::move(upper);
+  return st;
+}
+
+Volume::Volume(std::string name, uint64_t size, std::vector<std::shared_ptr<lsmt::Layer>> lowers,
+               std::shared_ptr<Upper> upper, bool read_only)
+    : name_(std::move(name)), size_(size), read_only_(read_only || upper == nullptr) {
+  stack_ = Stack::Make(std::move(lowers), std::move(upper));
+}
+
+Volume::~Volume() = default;
+
+std::shared_ptr<const Stack> Volume::stack() const {
+  std::lock_guard lk(stack_mu_);
+  return stack_;
+}
+
+void Volume::InstallStack(std::shared_ptr<const Stack> st) {
+  std::lock_guard lk(stack_mu_);
+  stack_ = std::move(st);
+}
+
+void Volume::PlanAligned(const Stack& st, uint64_t off, uint64_t len,
+                         std::vector<ReadPiece>* out) const {
+  auto add = [out](uint64_t n, const ReadableFile* f, uint64_t foff) {
+    if (!out->empty()) {
+      ReadPiece& p = out->back();
+      // Extend contiguous pieces: fewer, larger reads and splices.
+      if (p.file == f && (f == nullptr || p.file_offset + p.length == foff)) {
+        p.length += n;
+        return;
+      }
+    }
+    out->push_back(ReadPiece{n, f, foff});
+  };
+  auto lower = [&](uint64_t o, uint64_t n) {
+    st.index.Walk(o / kSectorSize, n / kSectorSize,
+                  [&](uint64_t so, uint64_t sn, const Segment* seg) {
+                    if (!seg) return add(sn * kSectorSize, nullptr, 0);
+                    const auto& layer = st.lowers[seg->layer];
+                    add(sn * kSectorSize, &layer->file(),
+                        (seg->moffset + (so - seg->offset)) * kSectorSize);
+                  });
+  };
+  if (!st.upper) return lower(off, len);
+  st.upper->Walk(off, len, [&](uint64_t o, uint64_t n, UpperPiece p) {
+    switch (p) {
+      case UpperPiece::kData: return add(n, st.upper->data_file().get(), Upper::DataOffset(o));
+      case UpperPiece::kZero: return add(n, nullptr, 0);
+      case UpperPiece::kAbsent: return lower(o, n);
+    }
+  });
+}
+
+Result<ReadPlan> Volume::PlanRead(uint64_t off, uint64_t len) const {
+  ReadPlan plan;
+  plan.stack = stack();
+  const uint64_t size = size_.load();
+  if (off >= size || len == 0) return plan;
+  len = std::min(len, size - off);
+  plan.length = len;
+  const uint64_t aoff = AlignDown(off);
+  const uint64_t aend = AlignUp(off + len);
+  PlanAligned(*plan.stack, aoff, aend - aoff, &plan.pieces);
+  // Trim the sector padding off both ends: within a piece the mapping is
+  // linear, so byte-granular trimming is exact.
+  uint64_t head = off - aoff;
+  while (head > 0) {
+    ReadPiece& p = plan.pieces.front();
+    uint64_t cut = std::min(head, p.length);
+    p.length -= cut;
+    if (p.file) p.file_offset += cut;
+    head -= cut;
+    if (p.length == 0) plan.pieces.erase(plan.pieces.begin());
+  }
+  uint64_t tail = aend - (off + len);
+  while (tail > 0) {
+    ReadPiece& p = plan.pieces.back();
+    uint64_t cut = std::min(tail, p.length);
+    p.length -= cut;
+    tail -= cut;
+    if (p.length == 0) plan.pieces.pop_back();
+  }
+  return plan;
+}
+
+Result<size_t> Volume::Read(uint64_t off, size_t len, char* buf) const {
+  OVBD_ASSIGN_OR_RETURN(ReadPlan plan, PlanRead(off, len));
+  char* p = buf;
+  for (const ReadPiece& piece : plan.pieces) {
+    if (!piece.file) {
+      std::memset(p, 0, piece.length);
+    } else {
+      size_t got = 0;
+      OVBD_RETURN_IF_ERROR(piece.file->ReadAt(piece.file_offset, piece.length, p, &got));
+      // A sparse upper data file may end before a mapped range was ever
+      // flushed to it; past its end it reads zeros by definition.
+      if (got < piece.length) std::memset(p + got, 0, piece.length - got);
+    }
+    p += piece.length;
+  }
+  return static_cast<size_t>(plan.length);
+}
+
+Status Volume::ReadAligned(const Stack& st, uint64_t off, uint64_t len, char* buf) const {
+  std::vector<ReadPiece> pieces;
+  PlanAligned(st, off, len, &pieces);
+  char* p = buf;
+  for (const ReadPiece& piece : pieces) {
+    if (!piece.file) {
+      std::memset(p, 0, piece.length);
+    } else {
+      size_t got = 0;
+      OVBD_RETURN_IF_ERROR(piece.file->ReadAt(piece.file_offset, piece.length, p, &got));
+      if (got < piece.length) std::memset(p + got, 0, piece.length - got);
+    }
+    p += piece.length;
+  }
+  return Status::OK();
+}
+
+Result<size_t> Volume::Write(uint64_t off, const char* buf, size_t len) {
+  if (read_only_) return Status::ReadOnly(name_ + " is read-only");
+  std::shared_lock gate(gate_);
+  const uint64_t size = size_.load();
+  if (off >= size) {
+    return Status::NoSpace(name_ + ": write at " + std::to_string(off) + " is past the end (" +
+                           std::to_string(size) + " bytes)");
+  }
+  len = static_cast<size_t>(std::min<uint64_t>(len, size - off));
+  if (len == 0) return size_t{0};
+  auto st = stack();
+  const uint64_t head = off & kSectorMask;
+  const uint64_t tail = (off + len) & kSectorMask;
+  if (head == 0 && tail == 0) {
+    OVBD_RETURN_IF_ERROR(st->upper->Write(off, buf, len));
+    return len;
+  }
+  // Partial sectors: read the edge sectors from the merged view, overlay the
+  // new bytes, write whole sectors. Stripe locks keep two partial writes to
+  // the same sector from losing each other's bytes.
+  const uint64_t aoff = AlignDown(off);
+  const uint64_t aend = AlignUp(off + len);
+  std::mutex& m1 = StripeFor(aoff);
+  std::mutex& m2 = StripeFor(aend - 1);
+  std::unique_lock l1(m1);
+  std::unique_lock<std::mutex> l2;
+  if (&m2 != &m1) l2 = std::unique_lock(m2);
+  std::vector<char> tmp(aend - aoff);
+  if (head) OVBD_RETURN_IF_ERROR(ReadAligned(*st, aoff, kSectorSize, tmp.data()));
+  if (tail && (aend - kSectorSize != aoff || !head)) {
+    OVBD_RETURN_IF_ERROR(
+        ReadAligned(*st, aend - kSectorSize, kSectorSize, tmp.data() + tmp.size() - kSectorSize));
+  }
+  std::memcpy(tmp.data() + head, buf, len);
+  OVBD_RETURN_IF_ERROR(st->upper->Write(aoff, tmp.data(), tmp.size()));
+  return len;
+}
+
+Status Volume::Discard(uint64_t off, uint64_t len) {
+  if (read_only_) return Status::ReadOnly(name_ + " is read-only");
+  const uint64_t size = size_.load();
+  if (off >= size || len == 0) return Status::OK();
+  len = std::min(len, size - off);
+  // Whole sectors are zeroed in the upper; partial edge sectors get explicit
+  // zero bytes so their other bytes survive.
+  const uint64_t inner_begin = AlignUp(off);
+  const uint64_t inner_end = AlignDown(off + len);
+  static const char kZeros[kSectorSize] = {};
+  if (inner_begin >= inner_end) {
+    std::vector<char> z(len, 0);
+    return Write(off, z.data(), len).status();
+  }
+  if (inner_begin > off) {
+    OVBD_RETURN_IF_ERROR(Write(off, kZeros, inner_begin - off).status());
+  }
+  if (off + len > inner_end) {
+    OVBD_RETURN_IF_ERROR(Write(inner_end, kZeros, off + len - inner_end).status());
+  }
+  std::shared_lock gate(gate_);
+  return stack()->upper->Zero(inner_begin, inner_end - inner_begin);
+}
+
+Status Volume::Flush() {
+  if (read_only_) return Status::OK();
+  std::shared_lock gate(gate_);
+  return stack()->upper->Commit();
+}
+
+bool Volume::dirty() const {
+  auto st = stack();
+  return st->upper && st->upper->dirty();
+}
+
+Status Volume::Grow(uint64_t new_size) {
+  if (read_only_) return Status::ReadOnly(name_ + " is read-only");
+  if (new_size < size_.load()) {
+    return Status::InvalidArgument(name_ + ": volumes can only grow (" +
+                                   std::to_string(size_.load()) + " -> " +
+                                   std::to_string(new_size) + " refused)");
+  }
+  std::unique_lock gate(gate_);
+  OVBD_RETURN_IF_ERROR(stack()->upper->Resize(new_size));
+  size_ = new_size;
+  return Status::OK();
+}
+
+Status Volume::WithWritesQuiesced(const std::function<Status()>& fn) {
+  std::unique_lock gate(gate_);
+  return fn();
+}
+
+VolumeStats Volume::Stats() const {
+  auto st = stack();
+  VolumeStats s;
+  s.size = size_.load();
+  s.layers = st->lowers.size();
+  s.index_segments = st->index.size();
+  if (st->upper) s.upper = st->upper->Stats();
+  return s;
+}
+
+}  // namespace ovbd

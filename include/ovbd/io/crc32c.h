@@ -14,6 +14,9 @@
 namespace ovbd {
 
 uint32_t Crc32cRaw(uint32_t crc, const void* data, size_t n);
+// The table-driven path of Crc32cRaw, whatever the CPU: for tests that the
+// SSE4.2 path computes the same function.
+uint32_t Crc32cRawSoftware(uint32_t crc, const void* data, size_t n);
 
 inline uint32_t Crc32cExtend(uint32_t crc, const void* data, size_t n) {
   return ~Crc32cRaw(~crc, data, n);

@@ -62,6 +62,13 @@ struct FileInfo {
   uint64_t mtime_ns = 0;
 };
 
+struct FsSpace {
+  uint64_t block_size = 4096;
+  uint64_t blocks = 0;
+  uint64_t blocks_free = 0;
+  uint64_t blocks_avail = 0;
+};
+
 class FileLock {
  public:
   virtual ~FileLock() = default;
@@ -91,6 +98,10 @@ class Env {
   // kBusy if another process holds it.
   virtual Result<std::unique_ptr<FileLock>> LockFile(const std::string& path) = 0;
   virtual uint64_t NowMicros() = 0;
+  // Space on the filesystem holding `path` (statvfs).
+  virtual Result<FsSpace> SpaceOf(const std::string& path) {
+    return Status::NotSupported("space of " + path);
+  }
 
   // A named point in a multi-step operation where a crash is worth testing
   // ("snapshot.after_seal"). The POSIX Env does nothing; FaultInjectionEnv may

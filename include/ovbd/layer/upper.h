@@ -1,0 +1,141 @@
+// Upper: a volume's writable, thin-provisioned copy-on-write layer.
+//
+// Two files (format in docs/FORMAT.md, "Upper layer"):
+//  - NAME.data: a 4 KiB LSMT header, then every written sector *at its
+//    virtual offset* (file offset 4096 + 512 * sector). The file is sparse:
+//    only written ranges take space. Overwrites land in place, so the file
+//    never grows from rewriting the same range.
+//  - NAME.jnl: a header and an append-only sequence of checksummed 32-byte
+//    records "sectors [o, o+n) now hold data / read zeros". Replaying them in
+//    order rebuilds the sector-exact map. A torn or corrupt tail is dropped.
+//    When the journal grows well past the size of the map it is rewritten
+//    (compacted) as the minimal record list, atomically by rename.
+//
+// Ordering rule that makes crashes safe: a record is written to the journal
+// only after the data file has been fdatasync'ed past the write it describes.
+// Without a Commit() writes may be lost in a crash, but every sector then
+// reads its old contents (the map never points at unsynced data) or, for
+// in-place overwrites, whatever the disk kept of that sector: old or new.
+//
+// Sealing appends an LSMT index (built from the map, O(index)) and trailer
+// to the data file, which thereby becomes a valid committed LSMT layer.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "ovbd/io/env.h"
+#include "ovbd/layer/extent_map.h"
+#include "ovbd/layer/lsmt_format.h"
+
+namespace ovbd {
+
+struct UpperStats {
+  uint64_t mapped_sectors = 0;    // sectors holding data
+  uint64_t extents = 0;           // map entries (data + zeroed)
+  uint64_t allocated_bytes = 0;   // space taken by the data file
+  uint64_t journal_bytes = 0;
+  uint64_t journal_records = 0;
+  uint64_t commits = 0;
+  uint64_t compactions = 0;
+};
+
+// What the upper says about a piece of a read.
+enum class UpperPiece : uint8_t { kAbsent, kData, kZero };
+
+class Upper {
+ public:
+  // Creates a new, empty upper (both files must not exist) and syncs it.
+  static Result<std::unique_ptr<Upper>> Create(Env* env, const std::string& base_path,
+                                               uint64_t virtual_size, const std::string& uuid,
+                                               const std::string& parent_uuid);
+  // Opens an existing upper, replaying its journal. A torn tail is cut off
+  // (with `read_only` it is only ignored).
+  static Result<std::unique_ptr<Upper>> Open(Env* env, const std::string& base_path,
+                                             uint64_t virtual_size, bool read_only = false);
+  ~Upper();
+
+  static std::string DataPath(const std::string& base) { return base + ".data"; }
+  static std::string JournalPath(const std::string& base) { return base + ".jnl"; }
+
+  // Sector-aligned I/O. `off` and `len` are bytes, multiples of 512.
+  Status Write(uint64_t off, const char* buf, size_t len);
+  // Makes [off, off+len) read zeros and hide lower layers; frees its space.
+  Status Zero(uint64_t off, uint64_t len);
+  // Forgets [off, off+len): it reads from the lower layers again.
+  Status Forget(uint64_t off, uint64_t len);
+
+  // Calls fn(offset_bytes, length_bytes, UpperPiece) for each piece of the
+  // byte range (sector-aligned); for kData the bytes are in data_file() at
+  // DataOffset(offset).
+  template <typename F>
+  void Walk(uint64_t off, uint64_t len, F&& fn) const {
+    std::shared_lock lk(mu_);
+    map_.Walk(off / lsmt::kSectorSize, len / lsmt::kSectorSize,
+              [&](uint64_t o, uint64_t n, const ExtentMap::Extent* e, uint64_t) {
+                UpperPiece p = !e ? UpperPiece::kAbsent
+                                  : (e->zeroed ? UpperPiece::kZero : UpperPiece::kData);
+                fn(o * lsmt::kSectorSize, n * lsmt::kSectorSize, p);
+              });
+  }
+  static uint64_t DataOffset(uint64_t virtual_off) { return lsmt::kHeaderSize + virtual_off; }
+  const std::shared_ptr<RWFile>& data_file() const { return data_; }
+
+  // Durability point: data first (fdatasync), then the journal records.
+  // Concurrent callers share one commit.
+  Status Commit();
+  bool dirty() const;
+
+  // Turns the data file into a committed LSMT layer in place (after a
+  // Commit). The upper must not be written afterwards. Cost: O(extents).
+  Status Seal(const std::string& message);
+
+  // Grows the virtual size (never shrinks).
+  Status Resize(uint64_t new_size);
+  uint64_t virtual_size() const { return vsize_.load(); }
+  const std::string& uuid() const { return uuid_; }
+  UpperStats Stats() const;
+  // A copy of the current map as LSMT segments (moffset in data-file sectors).
+  std::vector<Segment> Segments() const;
+
+ private:
+  struct PendingOp {
+    uint8_t type;
+    uint64_t offset, length;  // sectors
+  };
+
+  Upper() = default;
+  Status CheckWritable(uint64_t off, uint64_t len) const;
+  void Apply(uint64_t off_sec, uint64_t len_sec, uint8_t type);
+  Status Replay(bool read_only);
+  Status AppendRecords(const std::vector<PendingOp>& ops);
+  Status Compact(const std::vector<Segment>& segs);
+
+  Env* env_ = nullptr;
+  std::string base_;
+  std::string uuid_, parent_uuid_;
+  std::atomic<uint64_t> vsize_{0};
+  std::shared_ptr<RWFile> data_;
+  std::unique_ptr<RWFile> jnl_;
+
+  mutable std::shared_mutex mu_;  // guards map_, pending_, applied_
+  ExtentMap map_;
+  std::vector<PendingOp> pending_;  // applied to map_, not yet in the journal
+  uint64_t applied_ = 0;            // operations applied so far
+
+  mutable std::mutex commit_mu_;  // one commit at a time; guards the fields below
+  uint64_t committed_ = 0;          // operations durable in the journal
+  uint64_t jnl_end_ = 0;            // byte offset where the next record goes
+  uint64_t jnl_records_ = 0;
+  uint64_t next_seq_ = 1;           // sequence number of the next record
+  std::atomic<uint64_t> commits_{0}, compactions_{0};
+  std::atomic<bool> sealed_{false};
+  bool read_only_ = false;
+};
+
+}  // namespace ovbd

@@ -1,0 +1,59 @@
+// Volume manifests: the small JSON document per volume that names its size,
+// its lower layers, its upper, its snapshots and its file attributes.
+// Format in docs/FORMAT.md, "Store". Parsing treats the file as hostile:
+// every name is validated so no manifest can point outside the store.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ovbd/io/status.h"
+
+namespace ovbd {
+
+constexpr int kManifestVersion = 1;
+constexpr size_t kMaxNameLength = 128;
+constexpr size_t kMaxManifestBytes = 16 << 20;
+
+// Volume and snapshot names: [A-Za-z0-9._-]{1,128}, not starting with '.'
+// (which keeps ".control", "." and ".." out of the namespace).
+Status ValidateName(const std::string& name, const char* what);
+// Layer file names inside STORE/layers/: same alphabet, no '/', no leading '.'.
+Status ValidateLayerFileName(const std::string& name);
+
+struct FileAttrs {
+  uint32_t mode = 0644;  // permission bits only
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t atime_ns = 0;
+  uint64_t mtime_ns = 0;
+  uint64_t ctime_ns = 0;
+};
+
+struct SnapshotRecord {
+  std::string name;
+  uint64_t size = 0;
+  std::vector<std::string> lowers;  // layer files, bottom first
+  uint64_t created_ns = 0;
+  FileAttrs attrs;
+};
+
+struct Manifest {
+  std::string name;
+  uint64_t size = 0;
+  std::vector<std::string> lowers;  // layer files, bottom first
+  std::string upper;                // upper id (files layers/ID.data, ID.jnl)
+  FileAttrs attrs;
+  std::vector<SnapshotRecord> snapshots;
+  uint64_t generation = 0;          // bumped on every change
+  // A deleted volume whose snapshots live on: no upper, not listed itself.
+  bool deleted = false;
+
+  const SnapshotRecord* FindSnapshot(const std::string& snap) const;
+};
+
+std::string EncodeManifest(const Manifest& m);
+Status DecodeManifest(const std::string& text, const std::string& what, Manifest* out);
+
+}  // namespace ovbd

@@ -1,0 +1,127 @@
+// Store: a directory of volumes, their snapshots and the layer files they share.
+//
+//   STORE/ovbd-store.json     store marker and format version
+//   STORE/lock                flock'ed by whoever has the store open for writing
+//   STORE/volumes/NAME.json   one manifest per volume (snapshots inside it)
+//   STORE/layers/FILE         layer files: imported layers (sha256-HEX.layer),
+//                             uppers (ID.data + ID.jnl) and sealed uppers (ID.data)
+//
+// Every change is one atomic manifest replacement (write temp, fsync, rename,
+// fsync dir), preceded by whatever new files it needs and followed by garbage
+// collection of files no manifest references. A crash at any point leaves
+// the old or the new manifest, so opening the store is the whole recovery.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ovbd/io/env.h"
+#include "ovbd/layer/layer_open.h"
+#include "ovbd/layer/zfile.h"
+#include "ovbd/store/manifest.h"
+#include "ovbd/volume/volume.h"
+
+namespace ovbd {
+
+struct StoreOptions {
+  bool read_only = false;
+  LayerOpenOptions layer;
+};
+
+struct VolumeInfo {
+  std::string name;        // "vm1" or "vm1@snap"
+  bool is_snapshot = false;
+  uint64_t size = 0;
+  FileAttrs attrs;
+  std::vector<std::string> lowers;
+  std::string upper;
+  size_t open_handles = 0;
+};
+
+struct ImportOptions {
+  std::optional<zfile::Options> compress;  // wrap the layer in a ZFile
+  std::function<void(const char* stage, uint64_t done, uint64_t total)> progress;
+};
+
+class Store {
+ public:
+  static Status Init(Env* env, const std::string& dir);
+  static Result<std::unique_ptr<Store>> Open(Env* env, const std::string& dir,
+                                             const StoreOptions& opts = {});
+  ~Store();
+
+  const std::string& dir() const { return dir_; }
+  bool read_only() const { return opts_.read_only; }
+  Env* env() const { return env_; }
+
+  // Every volume and snapshot, sorted by name.
+  std::vector<VolumeInfo> List() const;
+  Result<VolumeInfo> Lookup(const std::string& name) const;
+
+  // Creates a volume over existing layer files (bottom first; copied into
+  // the store, deduplicated by content digest). size 0: the top layer's size.
+  Status CreateVolume(const std::string& name, uint64_t size,
+                      const std::vector<std::string>& layer_paths, const FileAttrs& attrs);
+  // Imports a raw disk image as the single lower layer of a new volume.
+  Status ImportRaw(const std::string& name, const std::string& raw_path,
+                   const ImportOptions& opts, const FileAttrs& attrs);
+  Status Resize(const std::string& name, uint64_t new_size);
+  Status SetAttrs(const std::string& name, const FileAttrs& attrs);
+
+  // Snapshots, clones, deletion.
+  Status Snapshot(const std::string& vol, const std::string& snap);
+  Status SnapshotAll(const std::string& snap);
+  Status Clone(const std::string& src_snapshot, const std::string& new_vol);
+  Status Delete(const std::string& name);
+
+  // Open volumes are shared and reference-counted by their users (FUSE
+  // handles). Delete refuses a volume with open handles.
+  Result<std::shared_ptr<Volume>> Acquire(const std::string& name);
+  void Release(const std::string& name);
+
+  // Commits every dirty volume (the periodic flusher and unmount call it).
+  Status FlushAll();
+  // Removes files under layers/ that no manifest references.
+  Status CollectGarbage(std::vector<std::string>* removed = nullptr);
+
+  // Human-readable status of one volume or all.
+  std::string StatusText(const std::string& name = "") const;
+
+  std::string LayerPath(const std::string& file) const;
+
+ private:
+  Store(Env* env, std::string dir, StoreOptions opts);
+  Status LoadManifests();
+  Status WriteManifest(Manifest m);
+  Status RemoveManifest(const std::string& name);
+  Result<std::shared_ptr<lsmt::Layer>> OpenLayerFile(const std::string& file);
+  Result<std::string> ImportLayerFile(const std::string& path);
+  Result<std::shared_ptr<Volume>> OpenVolumeLocked(const std::string& name);
+  Status SnapshotCheckLocked(const std::string& vol, const std::string& snap);
+  Status SnapshotQuiescedLocked(const std::string& vol, Volume* v, const std::string& snap,
+                                uint64_t now_ns);
+  Status CollectGarbageLocked(std::vector<std::string>* removed);
+  Result<std::pair<const Manifest*, const SnapshotRecord*>> Resolve(const std::string& name) const;
+  Status CheckWritable() const;
+  Status EnsureNameFree(const std::string& name) const;
+  std::string ManifestPath(const std::string& name) const;
+  std::string StatusLine(const VolumeInfo& v) const;
+
+  Env* env_;
+  std::string dir_;
+  StoreOptions opts_;
+  std::unique_ptr<FileLock> lock_;
+
+  mutable std::mutex mu_;
+  std::map<std::string, Manifest> manifests_;             // by volume name
+  std::map<std::string, std::shared_ptr<Volume>> open_;   // by full name
+  std::map<std::string, size_t> handles_;                 // by full name
+  std::map<std::string, std::weak_ptr<lsmt::Layer>> layer_cache_;
+};
+
+}  // namespace ovbd

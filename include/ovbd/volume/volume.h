@@ -1,0 +1,110 @@
+// Volume: one disk image = a stack of read-only lower layers (merged into one
+// flat index) under a writable upper. Byte-granular reads and writes; the
+// upper only ever sees whole sectors (sub-sector edges are read-modify-written
+// from the merged view).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "ovbd/io/env.h"
+#include "ovbd/layer/lsmt_layer.h"
+#include "ovbd/layer/merged_index.h"
+#include "ovbd/layer/upper.h"
+
+namespace ovbd {
+
+// An immutable view of a volume's layers. Replaced as a whole (snapshot,
+// merge); readers that hold one keep every file in it alive.
+struct Stack {
+  std::vector<std::shared_ptr<lsmt::Layer>> lowers;  // bottom first
+  MergedIndex index;
+  std::shared_ptr<Upper> upper;  // null for read-only snapshots
+
+  static std::shared_ptr<Stack> Make(std::vector<std::shared_ptr<lsmt::Layer>> lowers,
+                                     std::shared_ptr<Upper> upper);
+};
+
+// Where the bytes of one piece of a read come from.
+struct ReadPiece {
+  uint64_t length = 0;
+  const ReadableFile* file = nullptr;  // null: the piece reads zeros
+  uint64_t file_offset = 0;
+};
+
+// A read resolved to pieces; holds the stack so the files stay open.
+struct ReadPlan {
+  std::shared_ptr<const Stack> stack;
+  std::vector<ReadPiece> pieces;
+  uint64_t length = 0;  // total bytes (already clipped to the volume size)
+};
+
+struct VolumeStats {
+  uint64_t size = 0;
+  size_t layers = 0;
+  size_t index_segments = 0;
+  UpperStats upper;
+};
+
+class Volume {
+ public:
+  // `upper` may be null: the volume is then read-only (a snapshot).
+  Volume(std::string name, uint64_t size, std::vector<std::shared_ptr<lsmt::Layer>> lowers,
+         std::shared_ptr<Upper> upper, bool read_only);
+  ~Volume();
+
+  const std::string& name() const { return name_; }
+  uint64_t size() const { return size_.load(); }
+  bool read_only() const { return read_only_; }
+
+  // Resolves [off, off+len) (clipped to the size) into pieces.
+  Result<ReadPlan> PlanRead(uint64_t off, uint64_t len) const;
+  // Reads into buf; returns the number of bytes (short only at the end).
+  Result<size_t> Read(uint64_t off, size_t len, char* buf) const;
+  // Writes at any offset and length. Returns the bytes written: short when
+  // the write crosses the end, kNoSpace when it starts at or past it.
+  Result<size_t> Write(uint64_t off, const char* buf, size_t len);
+  // Makes the range read zeros (fallocate PUNCH_HOLE / ZERO_RANGE) and frees
+  // what the upper held there.
+  Status Discard(uint64_t off, uint64_t len);
+  // fsync: every write acknowledged before is durable when this returns.
+  Status Flush();
+  bool dirty() const;
+  // Grows the volume. (The store persists the new size first.)
+  Status Grow(uint64_t new_size);
+
+  // Runs fn while no write, discard or flush is in flight and none can
+  // start; reads continue. Used for snapshots and stack changes.
+  Status WithWritesQuiesced(const std::function<Status()>& fn);
+  // Installs a new stack; only inside WithWritesQuiesced.
+  void InstallStack(std::shared_ptr<const Stack> stack);
+  std::shared_ptr<const Stack> stack() const;
+
+  VolumeStats Stats() const;
+
+ private:
+  Status ReadAligned(const Stack& st, uint64_t off, uint64_t len, char* buf) const;
+  void PlanAligned(const Stack& st, uint64_t off, uint64_t len,
+                   std::vector<ReadPiece>* out) const;
+  std::mutex& StripeFor(uint64_t byte_off) { return stripes_[(byte_off >> 12) % stripes_.size()]; }
+
+  const std::string name_;
+  std::atomic<uint64_t> size_;
+  const bool read_only_;
+
+  mutable std::mutex stack_mu_;  // guards stack_ (the pointer, not the stack)
+  std::shared_ptr<const Stack> stack_;
+
+  std::shared_mutex gate_;  // writes hold it shared; quiescing holds it exclusive
+  // Serialises read-modify-write of partial sectors that share a 4 KiB block.
+  std::array<std::mutex, 64> stripes_;
+};
+
+}  // namespace ovbd

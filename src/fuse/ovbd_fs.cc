@@ -1,0 +1,494 @@
+#include "ovbd_fs.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "errno_map.h"
+
+namespace ovbd::fuse {
+
+namespace {
+constexpr double kTimeout = 1.0;
+constexpr size_t kZeroBytes = 1 << 20;
+// Shared source of zeros for holes; only ever read.
+const char kZeros[kZeroBytes] = {};
+
+uint64_t Now() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+void SetTime(struct timespec* t, uint64_t ns) {
+  t->tv_sec = static_cast<time_t>(ns / 1000000000ull);
+  t->tv_nsec = static_cast<long>(ns % 1000000000ull);
+}
+uint64_t FromTime(const struct timespec& t) {
+  return static_cast<uint64_t>(t.tv_sec) * 1000000000ull + static_cast<uint64_t>(t.tv_nsec);
+}
+
+// Per-thread scratch for pieces that have no file descriptor to splice from
+// (compressed layers): allocated once per thread and reused.
+std::vector<char>& Scratch() {
+  thread_local std::vector<char> buf;
+  return buf;
+}
+}  // namespace
+
+struct OvbdFs::Handle {
+  enum class Kind { kVolume, kControl } kind;
+  std::string name;
+  std::shared_ptr<Volume> volume;
+  // .control state: result of the last command written through this handle.
+  std::mutex mu;
+  std::string result;
+  std::string partial;  // bytes of a command line not yet terminated
+  bool json = false;
+  // What reads return: generated at the first read after open or after a
+  // command, then consumed until EOF (so `cat` terminates).
+  std::string out;
+  size_t out_pos = 0;
+  bool out_ready = false;
+};
+
+OvbdFs::OvbdFs(Store* store, MountOptions opts)
+    : store_(store), controller_(store), opts_(opts), mount_time_ns_(Now()) {}
+
+fuse_ino_t OvbdFs::InoFor(const std::string& name) {
+  std::lock_guard lk(ino_mu_);
+  auto it = ino_by_name_.find(name);
+  if (it != ino_by_name_.end()) return it->second;
+  fuse_ino_t ino = next_ino_++;
+  ino_by_name_[name] = ino;
+  name_by_ino_[ino] = name;
+  return ino;
+}
+
+bool OvbdFs::NameFor(fuse_ino_t ino, std::string* name) {
+  std::lock_guard lk(ino_mu_);
+  auto it = name_by_ino_.find(ino);
+  if (it == name_by_ino_.end()) return false;
+  *name = it->second;
+  return true;
+}
+
+void OvbdFs::ReplyError(fuse_req_t req, const Status& s, const char* op, const std::string& what) {
+  const int err = ToErrno(s);
+  if (s.code() == Status::Code::kCorruption || s.code() == Status::Code::kIOError) {
+    spdlog::error("{} {}: {}", op, what, s.ToString());
+  } else {
+    spdlog::debug("{} {}: {}", op, what, s.ToString());
+  }
+  fuse_reply_err(req, err);
+}
+
+void OvbdFs::FillVolumeAttr(const VolumeInfo& v, fuse_ino_t ino, struct stat* st) {
+  std::memset(st, 0, sizeof *st);
+  st->st_ino = ino;
+  uint32_t mode = v.attrs.mode & 07777;
+  if (v.is_snapshot || opts_.read_only) mode &= ~0222u;
+  st->st_mode = S_IFREG | mode;
+  st->st_nlink = 1;
+  st->st_uid = v.attrs.uid;
+  st->st_gid = v.attrs.gid;
+  st->st_size = static_cast<off_t>(v.size);
+  st->st_blksize = 4096;
+  SetTime(&st->st_atim, v.attrs.atime_ns);
+  SetTime(&st->st_mtim, v.attrs.mtime_ns);
+  SetTime(&st->st_ctim, v.attrs.ctime_ns);
+  // Blocks: what the upper takes (the volume's own, unshared space).
+  st->st_blocks = 0;
+}
+
+Status OvbdFs::FillAttr(fuse_ino_t ino, struct stat* st) {
+  std::memset(st, 0, sizeof *st);
+  st->st_ino = ino;
+  st->st_uid = opts_.uid;
+  st->st_gid = opts_.gid;
+  SetTime(&st->st_atim, mount_time_ns_);
+  SetTime(&st->st_mtim, mount_time_ns_);
+  SetTime(&st->st_ctim, mount_time_ns_);
+  if (ino == kRootIno) {
+    st->st_mode = S_IFDIR | 0755;
+    st->st_nlink = 2;
+    return Status::OK();
+  }
+  if (ino == kControlIno) {
+    // Only the mounting user may run commands; with allow_other its group
+    // may too (documented in docs/CONTROL.md).
+    st->st_mode = S_IFREG | (opts_.allow_other ? 0660 : 0600);
+    st->st_nlink = 1;
+    return Status::OK();
+  }
+  std::string name;
+  if (!NameFor(ino, &name)) return Status::NotFound("stale inode");
+  OVBD_ASSIGN_OR_RETURN(VolumeInfo v, store_->Lookup(name));
+  FillVolumeAttr(v, ino, st);
+  return Status::OK();
+}
+
+void OvbdFs::Init(void* userdata, fuse_conn_info* conn) {
+  (void)userdata;
+  // Large requests, many in flight, zero-copy replies where possible.
+  conn->max_write = 1 << 20;
+  conn->max_readahead = 1 << 20;
+  conn->max_background = 128;
+  conn->congestion_threshold = 96;
+  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+  if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
+  if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
+  // Our writes are the only writes: keep clean pages across opens.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  // No writeback cache: a write is in the upper when it is acknowledged.
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+void OvbdFs::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  OvbdFs* fs = Self(req);
+  if (parent != kRootIno) return (void)fuse_reply_err(req, ENOENT);
+  fuse_entry_param e{};
+  e.attr_timeout = kTimeout;
+  e.entry_timeout = 0;  // volumes come and go through .control
+  if (std::strcmp(name, kControlName) == 0) {
+    e.ino = kControlIno;
+    (void)fs->FillAttr(kControlIno, &e.attr);
+    return (void)fuse_reply_entry(req, &e);
+  }
+  auto v = fs->store_->Lookup(name);
+  if (!v.ok()) {
+    // Names that can never exist are still plain ENOENT to the caller.
+    return (void)fuse_reply_err(req, ENOENT);
+  }
+  e.ino = fs->InoFor(name);
+  fs->FillVolumeAttr(v.value(), e.ino, &e.attr);
+  fuse_reply_entry(req, &e);
+}
+
+void OvbdFs::GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  OvbdFs* fs = Self(req);
+  struct stat st;
+  Status s = fs->FillAttr(ino, &st);
+  if (!s.ok()) return fs->ReplyError(req, s, "getattr", std::to_string(ino));
+  fuse_reply_attr(req, &st, kTimeout);
+}
+
+void OvbdFs::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+                     fuse_file_info*) {
+  OvbdFs* fs = Self(req);
+  std::string name;
+  if (ino == kRootIno || ino == kControlIno) {
+    // Truncation of .control (shell `>` redirection) is harmless; the rest
+    // of the root's and control file's attributes are fixed.
+    if ((to_set & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+                    FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME)) != 0) {
+      return (void)fuse_reply_err(req, EPERM);
+    }
+    struct stat st;
+    (void)fs->FillAttr(ino, &st);
+    return (void)fuse_reply_attr(req, &st, kTimeout);
+  }
+  if (!fs->NameFor(ino, &name)) return (void)fuse_reply_err(req, ENOENT);
+  if (fs->opts_.read_only) return (void)fuse_reply_err(req, EROFS);
+  auto info = fs->store_->Lookup(name);
+  if (!info.ok()) return fs->ReplyError(req, info.status(), "setattr", name);
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    if (info->is_snapshot) return (void)fuse_reply_err(req, EROFS);
+    const uint64_t want = static_cast<uint64_t>(attr->st_size);
+    if (want != info->size) {
+      Status s = fs->store_->Resize(name, want);
+      if (!s.ok()) {
+        spdlog::warn("truncate {} to {}: {}", name, want, s.ToString());
+        return fs->ReplyError(req, s, "truncate", name);
+      }
+    }
+  }
+  FileAttrs a = info->attrs;
+  const uint64_t now = Now();
+  if (to_set & FUSE_SET_ATTR_MODE) a.mode = attr->st_mode & 07777;
+  if (to_set & FUSE_SET_ATTR_UID) a.uid = attr->st_uid;
+  if (to_set & FUSE_SET_ATTR_GID) a.gid = attr->st_gid;
+  if (to_set & FUSE_SET_ATTR_ATIME) a.atime_ns = FromTime(attr->st_atim);
+  if (to_set & FUSE_SET_ATTR_MTIME) a.mtime_ns = FromTime(attr->st_mtim);
+  if (to_set & FUSE_SET_ATTR_ATIME_NOW) a.atime_ns = now;
+  if (to_set & FUSE_SET_ATTR_MTIME_NOW) a.mtime_ns = now;
+  a.ctime_ns = now;
+  if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_ATIME |
+                FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)) {
+    Status s = fs->store_->SetAttrs(name, a);
+    if (!s.ok()) return fs->ReplyError(req, s, "setattr", name);
+  }
+  struct stat st;
+  Status s = fs->FillAttr(ino, &st);
+  if (!s.ok()) return fs->ReplyError(req, s, "setattr", name);
+  fuse_reply_attr(req, &st, kTimeout);
+}
+
+void OvbdFs::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (ino != kRootIno) return (void)fuse_reply_err(req, ENOTDIR);
+  // Snapshot the listing at open so readdir offsets stay consistent.
+  auto* names = new std::vector<std::pair<std::string, fuse_ino_t>>();
+  OvbdFs* fs = Self(req);
+  names->emplace_back(".", kRootIno);
+  names->emplace_back("..", kRootIno);
+  names->emplace_back(kControlName, kControlIno);
+  for (const auto& v : fs->store_->List()) names->emplace_back(v.name, fs->InoFor(v.name));
+  fi->fh = reinterpret_cast<uint64_t>(names);
+  fuse_reply_open(req, fi);
+}
+
+void OvbdFs::ReadDir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  auto* names = reinterpret_cast<std::vector<std::pair<std::string, fuse_ino_t>>*>(fi->fh);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (size_t i = static_cast<size_t>(off); i < names->size(); ++i) {
+    struct stat st {};
+    st.st_ino = (*names)[i].second;
+    st.st_mode = (*names)[i].second == kRootIno ? S_IFDIR : S_IFREG;
+    size_t n = fuse_add_direntry(req, buf.data() + used, size - used, (*names)[i].first.c_str(),
+                                 &st, static_cast<off_t>(i + 1));
+    if (n > size - used) break;
+    used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void OvbdFs::ReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete reinterpret_cast<std::vector<std::pair<std::string, fuse_ino_t>>*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void OvbdFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  OvbdFs* fs = Self(req);
+  const bool wants_write = (fi->flags & O_ACCMODE) != O_RDONLY;
+  if (ino == kControlIno) {
+    auto* h = new Handle{Handle::Kind::kControl, kControlName, nullptr};
+    fi->fh = reinterpret_cast<uint64_t>(h);
+    fi->direct_io = 1;  // results are generated per read
+    fi->nonseekable = 1;
+    return (void)fuse_reply_open(req, fi);
+  }
+  std::string name;
+  if (!fs->NameFor(ino, &name)) return (void)fuse_reply_err(req, ENOENT);
+  if (wants_write && fs->opts_.read_only) return (void)fuse_reply_err(req, EROFS);
+  auto info = fs->store_->Lookup(name);
+  if (!info.ok()) return fs->ReplyError(req, info.status(), "open", name);
+  if (wants_write && info->is_snapshot) return (void)fuse_reply_err(req, EROFS);
+  auto v = fs->store_->Acquire(name);
+  if (!v.ok()) return fs->ReplyError(req, v.status(), "open", name);
+  auto* h = new Handle{Handle::Kind::kVolume, name, v.value()};
+  fi->fh = reinterpret_cast<uint64_t>(h);
+  fi->keep_cache = 1;  // only we change the bytes, and we do it through this mount
+  fuse_reply_open(req, fi);
+}
+
+void OvbdFs::Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  OvbdFs* fs = Self(req);
+  auto* h = reinterpret_cast<Handle*>(fi->fh);
+  if (h->kind == Handle::Kind::kControl) {
+    std::lock_guard lk(h->mu);
+    if (!h->out_ready) {
+      // A fresh handle (`cat .control` after `echo ... > .control`) shows
+      // the mount's most recent command result.
+      std::string result = h->result;
+      if (result.empty()) {
+        std::lock_guard ll(fs->last_mu_);
+        if (!fs->last_result_.empty()) result = "last command: " + fs->last_result_;
+      }
+      h->out = result + fs->controller_.Report(h->json);
+      h->out_pos = 0;
+      h->out_ready = true;
+    }
+    // nonseekable: every read continues where the last one stopped.
+    (void)off;
+    const size_t n = std::min(size, h->out.size() - h->out_pos);
+    fuse_reply_buf(req, h->out.data() + h->out_pos, n);
+    h->out_pos += n;
+    return;
+  }
+  auto plan = h->volume->PlanRead(static_cast<uint64_t>(off), size);
+  if (!plan.ok()) return fs->ReplyError(req, plan.status(), "read", h->name);
+  const ReadPlan& p = plan.value();
+  // Count the buffers; pieces without a descriptor go through scratch memory.
+  size_t nbufs = 0, scratch = 0;
+  for (const ReadPiece& piece : p.pieces) {
+    if (!piece.file) {
+      nbufs += (piece.length + kZeroBytes - 1) / kZeroBytes;
+    } else {
+      ++nbufs;
+      if (piece.file->NativeFd() < 0) scratch += piece.length;
+    }
+  }
+  if (nbufs == 0) return (void)fuse_reply_buf(req, nullptr, 0);
+  std::vector<char>& sbuf = Scratch();
+  if (sbuf.size() < scratch) sbuf.resize(scratch);
+  const size_t bytes = sizeof(fuse_bufvec) + (nbufs - 1) * sizeof(fuse_buf);
+  std::unique_ptr<fuse_bufvec, void (*)(void*)> bv(static_cast<fuse_bufvec*>(std::malloc(bytes)),
+                                                   std::free);
+  std::memset(bv.get(), 0, bytes);
+  bv->count = nbufs;
+  size_t bi = 0, so = 0;
+  for (const ReadPiece& piece : p.pieces) {
+    if (!piece.file) {
+      for (uint64_t done = 0; done < piece.length; done += kZeroBytes) {
+        fuse_buf& b = bv->buf[bi++];
+        b.size = std::min<uint64_t>(kZeroBytes, piece.length - done);
+        b.mem = const_cast<char*>(kZeros);
+      }
+      continue;
+    }
+    fuse_buf& b = bv->buf[bi++];
+    b.size = piece.length;
+    const int fd = piece.file->NativeFd();
+    if (fd >= 0) {
+      b.flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+      b.fd = fd;
+      b.pos = static_cast<off_t>(piece.file_offset);
+    } else {
+      size_t got = 0;
+      Status s = piece.file->ReadAt(piece.file_offset, piece.length, sbuf.data() + so, &got);
+      if (!s.ok()) return fs->ReplyError(req, s, "read", h->name);
+      if (got < piece.length) std::memset(sbuf.data() + so + got, 0, piece.length - got);
+      b.mem = sbuf.data() + so;
+      so += piece.length;
+    }
+  }
+  fuse_reply_data(req, bv.get(), FUSE_BUF_SPLICE_MOVE);
+}
+
+void OvbdFs::Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
+                   fuse_file_info* fi) {
+  OvbdFs* fs = Self(req);
+  auto* h = reinterpret_cast<Handle*>(fi->fh);
+  if (h->kind == Handle::Kind::kControl) {
+    // Each complete line is one command; the write returns when the last
+    // command in it is done, with its error if it failed.
+    std::lock_guard lk(h->mu);
+    std::string data = h->partial + std::string(buf, size);
+    h->partial.clear();
+    if (data.size() > kMaxCommandLine + 1 && data.find('\n') == std::string::npos) {
+      h->result = "error: command longer than " + std::to_string(kMaxCommandLine) + " bytes\n";
+      return (void)fuse_reply_err(req, EINVAL);
+    }
+    size_t start = 0;
+    Status last;
+    std::string out;
+    while (start < data.size()) {
+      size_t nl = data.find('\n', start);
+      std::string line = data.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+      start = nl == std::string::npos ? data.size() : nl + 1;
+      auto r = fs->controller_.Execute(line, &h->json);
+      if (r.ok()) {
+        out += "ok: " + r.value() + (r.value().empty() || r.value().back() != '\n' ? "\n" : "");
+        spdlog::info("control: {} -> ok", line);
+      } else {
+        out += "error: " + r.status().ToString() + "\n";
+        spdlog::warn("control: {} -> {}", line, r.status().ToString());
+        last = r.status();
+      }
+    }
+    h->result = out;
+    h->out_ready = false;
+    {
+      std::lock_guard ll(fs->last_mu_);
+      fs->last_result_ = out;
+    }
+    if (!last.ok()) return (void)fuse_reply_err(req, ToErrno(last));
+    return (void)fuse_reply_write(req, size);
+  }
+  auto n = h->volume->Write(static_cast<uint64_t>(off), buf, size);
+  if (!n.ok()) return fs->ReplyError(req, n.status(), "write", h->name);
+  fuse_reply_write(req, n.value());
+}
+
+void OvbdFs::Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void OvbdFs::Fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
+  OvbdFs* fs = Self(req);
+  auto* h = reinterpret_cast<Handle*>(fi->fh);
+  if (h->kind != Handle::Kind::kVolume) return (void)fuse_reply_err(req, 0);
+  Status s = h->volume->Flush();
+  if (!s.ok()) return fs->ReplyError(req, s, "fsync", h->name);
+  fuse_reply_err(req, 0);
+}
+
+void OvbdFs::Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  OvbdFs* fs = Self(req);
+  auto* h = reinterpret_cast<Handle*>(fi->fh);
+  if (h->kind == Handle::Kind::kVolume) {
+    // Closing is a natural durability point (like a disk flushing its cache
+    // when the last user goes); errors were already reported to fsync users.
+    if (h->volume->dirty()) {
+      Status s = h->volume->Flush();
+      if (!s.ok()) spdlog::error("flush on close of {}: {}", h->name, s.ToString());
+    }
+    fs->store_->Release(h->name);
+  }
+  delete h;
+  fuse_reply_err(req, 0);
+}
+
+void OvbdFs::Fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len,
+                       fuse_file_info* fi) {
+  OvbdFs* fs = Self(req);
+  auto* h = reinterpret_cast<Handle*>(fi->fh);
+  if (h->kind != Handle::Kind::kVolume) return (void)fuse_reply_err(req, EOPNOTSUPP);
+  const int punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+  if (mode == punch || mode == FALLOC_FL_ZERO_RANGE ||
+      mode == (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)) {
+    const uint64_t size = h->volume->size();
+    if (static_cast<uint64_t>(off) + static_cast<uint64_t>(len) > size &&
+        !(mode & FALLOC_FL_KEEP_SIZE)) {
+      return (void)fuse_reply_err(req, ENOSPC);  // a disk cannot grow by zeroing
+    }
+    Status s = h->volume->Discard(static_cast<uint64_t>(off), static_cast<uint64_t>(len));
+    if (!s.ok()) return fs->ReplyError(req, s, "fallocate", h->name);
+    return (void)fuse_reply_err(req, 0);
+  }
+  // Preallocation has no meaning for a thin volume.
+  fuse_reply_err(req, EOPNOTSUPP);
+}
+
+void OvbdFs::StatFs(fuse_req_t req, fuse_ino_t) {
+  OvbdFs* fs = Self(req);
+  struct statvfs sv {};
+  auto space = fs->store_->env()->SpaceOf(fs->store_->dir());
+  if (space.ok()) {
+    sv.f_bsize = sv.f_frsize = space->block_size;
+    sv.f_blocks = space->blocks;
+    sv.f_bfree = space->blocks_free;
+    sv.f_bavail = space->blocks_avail;
+  }
+  sv.f_namemax = 2 * kMaxNameLength + 1;
+  fuse_reply_statfs(req, &sv);
+}
+
+const fuse_lowlevel_ops& OvbdFs::Ops() {
+  static const fuse_lowlevel_ops ops = [] {
+    fuse_lowlevel_ops o{};
+    o.init = Init;
+    o.lookup = Lookup;
+    o.getattr = GetAttr;
+    o.setattr = SetAttr;
+    o.opendir = OpenDir;
+    o.readdir = ReadDir;
+    o.releasedir = ReleaseDir;
+    o.open = Open;
+    o.read = Read;
+    o.write = Write;
+    o.flush = Flush;
+    o.fsync = Fsync;
+    o.release = Release;
+    o.fallocate = Fallocate;
+    o.statfs = StatFs;
+    return o;
+  }();
+  return ops;
+}
+
+}  // namespace ovbd::fuse

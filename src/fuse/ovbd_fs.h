@@ -1,0 +1,86 @@
+// OvbdFs: the FUSE lowlevel adapter. It maps the mount's flat namespace
+// (volumes, snapshots, .control) to inodes and translates each request into
+// one call on the store, a volume or the controller, and the result back
+// into a reply. No storage logic lives here.
+#pragma once
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "ovbd/control/controller.h"
+#include "ovbd/store/store.h"
+
+namespace ovbd::fuse {
+
+struct MountOptions {
+  bool read_only = false;
+  bool allow_other = false;
+  uid_t uid = 0;  // owner of the root, .control and new volumes
+  gid_t gid = 0;
+};
+
+class OvbdFs {
+ public:
+  static constexpr fuse_ino_t kRootIno = FUSE_ROOT_ID;
+  static constexpr fuse_ino_t kControlIno = 2;
+  static constexpr const char* kControlName = ".control";
+
+  OvbdFs(Store* store, MountOptions opts);
+  static const fuse_lowlevel_ops& Ops();
+
+  void set_session(fuse_session* se) { session_ = se; }
+
+ private:
+  struct Handle;
+
+  // Inode numbers are handed out per name on first sight and stay stable
+  // for the life of the mount (never reused).
+  fuse_ino_t InoFor(const std::string& name);
+  bool NameFor(fuse_ino_t ino, std::string* name);
+  Status FillAttr(fuse_ino_t ino, struct stat* st);
+  void FillVolumeAttr(const VolumeInfo& v, fuse_ino_t ino, struct stat* st);
+
+  static OvbdFs* Self(fuse_req_t req) { return static_cast<OvbdFs*>(fuse_req_userdata(req)); }
+  static void Init(void* userdata, fuse_conn_info* conn);
+  static void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+  static void GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  static void SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+                      fuse_file_info* fi);
+  static void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  static void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+  static void ReleaseDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  static void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  static void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+  static void Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+                    fuse_file_info* fi);
+  static void Flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  static void Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
+  static void Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  static void Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+                        fuse_file_info* fi);
+  static void StatFs(fuse_req_t req, fuse_ino_t ino);
+
+  void ReplyError(fuse_req_t req, const Status& s, const char* op, const std::string& what);
+
+  Store* store_;
+  Controller controller_;
+  MountOptions opts_;
+  fuse_session* session_ = nullptr;
+
+  uint64_t mount_time_ns_ = 0;
+  std::mutex last_mu_;
+  std::string last_result_;  // the most recent command's result, any handle
+
+  std::mutex ino_mu_;
+  std::map<std::string, fuse_ino_t> ino_by_name_;
+  std::map<fuse_ino_t, std::string> name_by_ino_;
+  fuse_ino_t next_ino_ = 16;
+};
+
+}  // namespace ovbd::fuse
