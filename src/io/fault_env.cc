@@ -828,6 +828,12 @@ Result<std::unique_ptr<FileLock>> FaultInjectionEnv::LockFile(const std::string&
   return std::unique_ptr<FileLock>(std::move(lock));
 }
 
+Result<FsSpace> FaultInjectionEnv::SpaceOf(const std::string& path) {
+  std::lock_guard<std::mutex> l(impl_->mu);
+  OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kMetadata, path, {}, nullptr, false));
+  return impl_->base->SpaceOf(path);
+}
+
 uint64_t FaultInjectionEnv::NowMicros() { return impl_->base->NowMicros(); }
 
 Status FaultInjectionEnv::CrashPoint(std::string_view name) {

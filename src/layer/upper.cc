@@ -14,9 +14,8 @@ using lsmt::kHeaderSectors;
 using lsmt::kSectorSize;
 
 namespace {
-// Rewrite the journal once it holds this many records and at least four
-// times as many as the map needs: bounds both replay time and disk use.
-constexpr uint64_t kCompactMinRecords = 1 << 16;
+// Rewrite the journal once it holds compact_min_records_ records and at
+// least four times as many as the map needs: bounds replay time and disk use.
 constexpr uint64_t kCompactRatio = 4;
 constexpr size_t kReplayChunkRecords = 4096;
 
@@ -315,7 +314,7 @@ Status Upper::Commit() {
     ops.swap(pending_);
     upto = applied_;
     const uint64_t after = jnl_records_ + ops.size();
-    if (after >= kCompactMinRecords && after > kCompactRatio * map_.size()) {
+    if (after >= compact_min_records_ && after > kCompactRatio * map_.size()) {
       compact = true;
       snapshot = map_.ToSegments(std::numeric_limits<uint32_t>::max());
     }

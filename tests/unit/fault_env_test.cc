@@ -792,6 +792,22 @@ TEST_F(FaultEnvTest, LocksAreReleasedWhenTheProcessDies) {
   EXPECT_EQ(Env::Default()->LockFile(P("LOCK")).status().code(), Status::Code::kBusy);
 }
 
+TEST_F(FaultEnvTest, MetadataCallsAreForwardedAndFilterable) {
+  FaultInjectionEnv env;
+  MakeDurable(env, P("a"), "abc");
+  auto space = env.SpaceOf(dir_);
+  ASSERT_TRUE(space.ok()) << space.status().ToString();
+  EXPECT_GT(space->blocks, 0u);
+  auto names = env.ListDir(dir_);
+  ASSERT_TRUE(names.ok());
+  EXPECT_EQ(names.value(), std::vector<std::string>{"a"});
+  env.FailWith(EIO, FaultFilter::kMetadata);
+  ExpectEIO(env.SpaceOf(dir_).status());
+  ExpectEIO(env.Stat(P("a")).status());
+  ExpectEIO(env.ListDir(dir_).status());
+  EXPECT_TRUE(env.OpenReadable(P("a")).ok());
+}
+
 TEST_F(FaultEnvTest, ObjectsMayOutliveTheEnv) {
   auto env = std::make_unique<FaultInjectionEnv>();
   MakeDurable(*env, P("a"), "x");

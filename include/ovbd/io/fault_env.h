@@ -65,7 +65,7 @@ enum class FaultFilter : uint32_t {
   kPunch = 1u << 3,      // RWFile::PunchHole
   kOpen = 1u << 4,       // OpenReadable, OpenRW (with or without create), LockFile
   kNamespace = 1u << 5,  // Rename, Remove, CreateDir, RemoveDir
-  kMetadata = 1u << 6,   // Stat, ListDir, RWFile::AllocatedBytes
+  kMetadata = 1u << 6,   // Stat, ListDir, SpaceOf, RWFile::AllocatedBytes
   kAll = 0xffffffffu,
 };
 constexpr FaultFilter operator|(FaultFilter a, FaultFilter b) {
@@ -95,6 +95,7 @@ class FaultInjectionEnv : public Env {
   Result<std::vector<std::string>> ListDir(const std::string& path) override;
   Result<FileInfo> Stat(const std::string& path) override;
   Result<std::unique_ptr<FileLock>> LockFile(const std::string& path) override;
+  Result<FsSpace> SpaceOf(const std::string& path) override;
   uint64_t NowMicros() override;
   // Records the name (see crash_points_seen()) and crashes if it is armed.
   Status CrashPoint(std::string_view name) override;
@@ -159,7 +160,7 @@ class FaultInjectionEnv : public Env {
   // Number of files with unsynced data changes (for tests of the env itself).
   size_t unsynced_file_count() const;
 
-  struct Impl;
+  struct Impl;  // implementation detail, shared with the objects handed out
 
  private:
   std::shared_ptr<Impl> impl_;

@@ -100,6 +100,9 @@ class Upper {
   uint64_t virtual_size() const { return vsize_.load(); }
   const std::string& uuid() const { return uuid_; }
   UpperStats Stats() const;
+  // The journal is rewritten once it holds at least this many records (and
+  // four times what the map needs). Tests lower it to exercise compaction.
+  void set_compact_min_records(uint64_t n) { compact_min_records_ = n; }
   // A copy of the current map as LSMT segments (moffset in data-file sectors).
   std::vector<Segment> Segments() const;
 
@@ -135,6 +138,7 @@ class Upper {
   uint64_t next_seq_ = 1;           // sequence number of the next record
   std::atomic<uint64_t> commits_{0}, compactions_{0};
   std::atomic<bool> sealed_{false};
+  uint64_t compact_min_records_ = uint64_t{1} << 16;
   bool read_only_ = false;
 };
 
