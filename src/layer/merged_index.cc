@@ -7,8 +7,9 @@
 
 namespace ovbd {
 
-MergedIndex MergedIndex::Build(const std::vector<const std::vector<Segment>*>& layers) {
-  MergedIndex idx;
+std::vector<Segment> MergedIndex::Overlay(const std::vector<const std::vector<Segment>*>& layers,
+                                          bool keep_zeroed) {
+  std::vector<Segment> segs;
   const size_t n = std::min(layers.size(), kMaxLayers);
   // Sweep from the top layer down. `covered` holds every range some higher
   // layer already decided (as zeroed extents, which coalesce into few
@@ -18,26 +19,28 @@ MergedIndex MergedIndex::Build(const std::vector<const std::vector<Segment>*>& l
     for (const Segment& s : *layers[li]) {
       covered.Walk(s.offset, s.length,
                    [&](uint64_t off, uint64_t len, const ExtentMap::Extent* e, uint64_t) {
-                     if (e != nullptr || s.zeroed) return;
+                     if (e != nullptr || (s.zeroed && !keep_zeroed)) return;
                      Segment piece;
                      piece.offset = off;
                      piece.length = static_cast<uint32_t>(len);
-                     piece.moffset = s.moffset + (off - s.offset);
+                     piece.moffset = s.zeroed ? 0 : s.moffset + (off - s.offset);
+                     piece.zeroed = s.zeroed;
                      piece.layer = static_cast<uint8_t>(li);
-                     idx.segs_.push_back(piece);
+                     segs.push_back(piece);
                    });
       covered.Set(s.offset, s.length, 0, true);
     }
   }
-  std::sort(idx.segs_.begin(), idx.segs_.end(),
+  std::sort(segs.begin(), segs.end(),
             [](const Segment& a, const Segment& b) { return a.offset < b.offset; });
   // Join pieces that continue each other in the same layer.
   std::vector<Segment> out;
-  out.reserve(idx.segs_.size());
-  for (const Segment& s : idx.segs_) {
+  out.reserve(segs.size());
+  for (const Segment& s : segs) {
     if (!out.empty()) {
       Segment& p = out.back();
-      if (p.end() == s.offset && p.layer == s.layer && p.moffset + p.length == s.moffset &&
+      if (p.end() == s.offset && p.layer == s.layer && p.zeroed == s.zeroed &&
+          (s.zeroed || p.moffset + p.length == s.moffset) &&
           uint64_t{p.length} + s.length < (uint64_t{1} << 31)) {
         p.length += s.length;
         continue;
@@ -45,7 +48,12 @@ MergedIndex MergedIndex::Build(const std::vector<const std::vector<Segment>*>& l
     }
     out.push_back(s);
   }
-  idx.segs_ = std::move(out);
+  return out;
+}
+
+MergedIndex MergedIndex::Build(const std::vector<const std::vector<Segment>*>& layers) {
+  MergedIndex idx;
+  idx.segs_ = Overlay(layers, /*keep_zeroed=*/false);
   idx.segs_.shrink_to_fit();
   idx.BuildBuckets();
   return idx;

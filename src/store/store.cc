@@ -58,7 +58,10 @@ std::string Store::ManifestPath(const std::string& name) const {
 }
 
 Status Store::Init(Env* env, const std::string& dir) {
-  if (!env->Exists(dir)) OVBD_RETURN_IF_ERROR(env->CreateDir(dir));
+  if (!env->Exists(dir)) {
+    OVBD_RETURN_IF_ERROR(env->CreateDir(dir));
+    OVBD_RETURN_IF_ERROR(env->SyncDir(DirName(dir)));  // the new directory's own entry
+  }
   auto st = env->Stat(dir);
   if (!st.ok()) return st.status();
   if (!st->is_dir) return Status::InvalidArgument(dir + " is not a directory");
@@ -446,8 +449,15 @@ Status Store::SnapshotCheckLocked(const std::string& vol, const std::string& sna
   if (r.second) return Status::InvalidArgument("cannot snapshot a snapshot ('" + vol + "')");
   OVBD_RETURN_IF_ERROR(ValidateName(snap, "snapshot"));
   if (r.first->FindSnapshot(snap)) return Status::Exists("snapshot '" + vol + "@" + snap + "' exists");
-  if (r.first->lowers.size() + 1 > MergedIndex::kMaxLayers) {
-    return Status::TooLarge(vol + " already has 255 layers; delete snapshots to merge them");
+  if (r.first->lowers.size() + 1 >= MergedIndex::kMaxLayers) {
+    // Keep below the limit: merge the lowest pair of layers only this
+    // volume's stacks use.
+    OVBD_ASSIGN_OR_RETURN(int merged, MergeLayersLocked(vol));
+    if (merged > 0) OVBD_RETURN_IF_ERROR(CollectGarbageLocked(nullptr));
+    if (manifests_.at(vol).lowers.size() + 1 > MergedIndex::kMaxLayers) {
+      return Status::TooLarge(vol + " has 255 layers and every pair is shared by snapshots; "
+                              "delete snapshots to let them merge");
+    }
   }
   return Status::OK();
 }
@@ -588,7 +598,142 @@ Status Store::Delete(const std::string& name) {
     OVBD_RETURN_IF_ERROR(WriteManifest(std::move(m)));
   }
   OVBD_RETURN_IF_ERROR(env_->CrashPoint("delete.after_manifest"));
-  return CollectGarbageLocked(nullptr);
+  OVBD_RETURN_IF_ERROR(CollectGarbageLocked(nullptr));
+  // Layers that only ever appear together now can be merged, freeing the
+  // data the upper one hides.
+  OVBD_ASSIGN_OR_RETURN(int merged, MergeLayersLocked(""));
+  if (merged > 0) OVBD_RETURN_IF_ERROR(CollectGarbageLocked(nullptr));
+  return Status::OK();
+}
+
+Result<std::string> Store::WriteMergedLayer(const std::string& x, const std::string& y) {
+  OVBD_ASSIGN_OR_RETURN(auto lx, OpenLayerFile(x));
+  OVBD_ASSIGN_OR_RETURN(auto ly, OpenLayerFile(y));
+  const std::vector<std::shared_ptr<lsmt::Layer>> pair = {lx, ly};
+  const auto segs = MergedIndex::Overlay({&lx->segments(), &ly->segments()}, true);
+  const std::string id = lsmt::NewUuid();
+  const std::string file = id + ".lsmt";
+  const std::string tmp = LayerPath(id + ".merge.tmp");
+  {
+    OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> out, env_->OpenRW(tmp, true));
+    lsmt::WriteOptions wo;
+    wo.virtual_size = std::max(lx->virtual_size(), ly->virtual_size());
+    wo.uuid = id;
+    wo.parent_uuid = lsmt::IsValidUuid(lx->header().parent_uuid) ? lx->header().parent_uuid : "";
+    wo.message = "merged";
+    lsmt::Writer w(out.get(), wo);
+    std::vector<char> buf(4 << 20);
+    for (const Segment& sg : segs) {
+      if (sg.zeroed) {
+        OVBD_RETURN_IF_ERROR(w.AddZeroed(sg.offset * 512, uint64_t{sg.length} * 512));
+        continue;
+      }
+      const auto& layer = pair[sg.layer];
+      for (uint64_t done = 0; done < sg.length;) {
+        const uint64_t n = std::min<uint64_t>(buf.size() / 512, sg.length - done);
+        OVBD_RETURN_IF_ERROR(layer->ReadData((sg.moffset + done) * 512, n * 512, buf.data()));
+        OVBD_RETURN_IF_ERROR(w.AddData((sg.offset + done) * 512, buf.data(), n * 512));
+        done += n;
+      }
+    }
+    OVBD_RETURN_IF_ERROR(w.Finish());
+  }
+  OVBD_RETURN_IF_ERROR(env_->CrashPoint("merge.after_write"));
+  OVBD_RETURN_IF_ERROR(env_->Rename(tmp, LayerPath(file)));
+  OVBD_RETURN_IF_ERROR(env_->SyncDir(JoinPath(dir_, kLayersDir)));
+  return file;
+}
+
+Status Store::InstallLowers(const std::string& vol, const std::vector<std::string>& lowers) {
+  auto it = open_.find(vol);
+  if (it == open_.end()) return Status::OK();
+  std::vector<std::shared_ptr<lsmt::Layer>> layers;
+  for (const auto& f : lowers) {
+    OVBD_ASSIGN_OR_RETURN(auto l, OpenLayerFile(f));
+    layers.push_back(std::move(l));
+  }
+  Volume* v = it->second.get();
+  return v->WithWritesQuiesced([&] {
+    v->InstallStack(Stack::Make(std::move(layers), v->stack()->upper));
+    return Status::OK();
+  });
+}
+
+Result<int> Store::MergeLayersLocked(const std::string& for_volume) {
+  int merges = 0;
+  for (;;) {
+    // Every stack in the store, as lists of layer files.
+    std::vector<const std::vector<std::string>*> lists;
+    for (const auto& [n, m] : manifests_) {
+      if (!m.deleted) lists.push_back(&m.lowers);
+      for (const auto& s : m.snapshots) lists.push_back(&s.lowers);
+    }
+    auto always_together = [&](const std::string& x, const std::string& y) {
+      for (const auto* l : lists) {
+        for (size_t i = 0; i < l->size(); ++i) {
+          if ((*l)[i] == x && (i + 1 == l->size() || (*l)[i + 1] != y)) return false;
+          if ((*l)[i] == y && (i == 0 || (*l)[i - 1] != x)) return false;
+        }
+      }
+      return true;
+    };
+    std::string x, y;
+    bool found = false;
+    for (const auto* l : lists) {
+      if (!for_volume.empty() && l != &manifests_.at(for_volume).lowers) continue;
+      for (size_t i = 0; i + 1 < l->size() && !found; ++i) {
+        if ((*l)[i] == (*l)[i + 1] || !always_together((*l)[i], (*l)[i + 1])) continue;
+        if (for_volume.empty()) {
+          // Only worth the copy when the upper layer hides data of the lower.
+          OVBD_ASSIGN_OR_RETURN(auto lx, OpenLayerFile((*l)[i]));
+          OVBD_ASSIGN_OR_RETURN(auto ly, OpenLayerFile((*l)[i + 1]));
+          auto merged = MergedIndex::Overlay({&lx->segments(), &ly->segments()}, true);
+          uint64_t kept = 0, total = 0;
+          for (const auto& sg : merged)
+            if (!sg.zeroed && sg.layer == 0) kept += sg.length;
+          for (const auto& sg : lx->segments())
+            if (!sg.zeroed) total += sg.length;
+          if (kept == total) continue;
+        }
+        x = (*l)[i];
+        y = (*l)[i + 1];
+        found = true;
+      }
+      if (found) break;
+    }
+    if (!found) return merges;
+    OVBD_ASSIGN_OR_RETURN(std::string xy, WriteMergedLayer(x, y));
+    // Each manifest switches to the merged layer in its own atomic write; a
+    // crash in between leaves some stacks on X,Y and some on XY, all valid.
+    std::vector<std::string> names;
+    for (const auto& [n, m] : manifests_) names.push_back(n);
+    for (const auto& n : names) {
+      Manifest m = manifests_.at(n);
+      auto replace = [&](std::vector<std::string>* l) {
+        bool changed = false;
+        for (size_t i = 0; i + 1 < l->size(); ++i) {
+          if ((*l)[i] == x && (*l)[i + 1] == y) {
+            (*l)[i] = xy;
+            l->erase(l->begin() + static_cast<ptrdiff_t>(i) + 1);
+            changed = true;
+          }
+        }
+        return changed;
+      };
+      bool changed = replace(&m.lowers);
+      for (auto& s : m.snapshots) changed |= replace(&s.lowers);
+      if (!changed) continue;
+      const std::vector<std::string> lowers = m.lowers;
+      OVBD_RETURN_IF_ERROR(WriteManifest(std::move(m)));
+      OVBD_RETURN_IF_ERROR(env_->CrashPoint("merge.after_manifest"));
+      if (!manifests_.at(n).deleted) OVBD_RETURN_IF_ERROR(InstallLowers(n, lowers));
+      for (const auto& s : manifests_.at(n).snapshots) {
+        OVBD_RETURN_IF_ERROR(InstallLowers(n + "@" + s.name, s.lowers));
+      }
+    }
+    ++merges;
+    if (!for_volume.empty()) return merges;
+  }
 }
 
 Status Store::CollectGarbage(std::vector<std::string>* removed) {

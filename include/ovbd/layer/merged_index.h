@@ -27,6 +27,12 @@ class MergedIndex {
   // below the bottom, are dropped: a gap in the merged index reads zeros.
   static MergedIndex Build(const std::vector<const std::vector<Segment>*>& layers);
 
+  // The same overlay as a plain sorted list. With keep_zeroed the zeroed
+  // ranges of upper layers stay in it (as zeroed segments): what merging
+  // layers into one needs, since the result may sit above other layers.
+  static std::vector<Segment> Overlay(const std::vector<const std::vector<Segment>*>& layers,
+                                      bool keep_zeroed);
+
   // Index of the first segment whose end is after `sector` (size() if none).
   size_t FindFirst(uint64_t sector) const {
     if (segs_.empty()) return 0;

@@ -106,6 +106,14 @@ class Store {
   Status SnapshotQuiescedLocked(const std::string& vol, Volume* v, const std::string& snap,
                                 uint64_t now_ns);
   Status CollectGarbageLocked(std::vector<std::string>* removed);
+  // Merges adjacent layers X,Y that are always used together (every stack
+  // holding X has Y right above it and vice versa) when Y hides data of X,
+  // so deleting snapshots frees that data. With `for_volume` set, merges the
+  // lowest such pair of that volume regardless of hidden data (to stay
+  // below 255 layers). Returns the number of merges done.
+  Result<int> MergeLayersLocked(const std::string& for_volume);
+  Result<std::string> WriteMergedLayer(const std::string& x, const std::string& y);
+  Status InstallLowers(const std::string& vol, const std::vector<std::string>& lowers);
   Result<std::pair<const Manifest*, const SnapshotRecord*>> Resolve(const std::string& name) const;
   Status CheckWritable() const;
   Status EnsureNameFree(const std::string& name) const;

@@ -1,0 +1,367 @@
+// Store: volumes, snapshots, clones, deletion with space reclaim, crash
+// safety of every multi-step command, hostile manifests and commands.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <set>
+
+#include "ovbd/control/controller.h"
+#include "ovbd/io/fault_env.h"
+#include "ovbd/store/store.h"
+#include "test_util.h"
+
+namespace ovbd {
+namespace {
+
+constexpr uint64_t kSize = 8 << 20;
+
+std::vector<char> ReadAll(Store* s, const std::string& name) {
+  auto v = s->Acquire(name);
+  EXPECT_TRUE(v.ok()) << name << ": " << v.status().ToString();
+  if (!v.ok()) return {};
+  std::vector<char> buf(v.value()->size());
+  auto n = v.value()->Read(0, buf.size(), buf.data());
+  EXPECT_TRUE(n.ok());
+  s->Release(name);
+  return buf;
+}
+
+void WriteAt(Store* s, const std::string& name, uint64_t off, const std::vector<char>& d,
+             bool flush = true) {
+  auto v = s->Acquire(name);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  auto n = v.value()->Write(off, d.data(), d.size());
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  if (flush) {
+    ASSERT_TRUE(v.value()->Flush().ok());
+  }
+  s->Release(name);
+}
+
+uint64_t LayersAllocated(const std::string& store) {
+  uint64_t total = 0;
+  for (const auto& e : std::filesystem::directory_iterator(store + "/layers")) {
+    auto st = Env::Default()->Stat(e.path().string());
+    if (st.ok()) total += st->allocated;
+  }
+  return total;
+}
+
+std::set<std::string> LayerFiles(const std::string& store) {
+  std::set<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(store + "/layers"))
+    out.insert(e.path().filename().string());
+  return out;
+}
+
+// Every file in layers/ is referenced by some manifest, and every reference exists.
+void ExpectNoLeaksNoDangling(Store* s) {
+  std::set<std::string> referenced;
+  for (const auto& v : s->List()) {
+    for (const auto& l : v.lowers) referenced.insert(l);
+    if (!v.upper.empty()) {
+      referenced.insert(v.upper + ".data");
+      referenced.insert(v.upper + ".jnl");
+    }
+  }
+  auto files = LayerFiles(s->dir());
+  for (const auto& f : files) EXPECT_TRUE(referenced.count(f)) << "leaked file " << f;
+  for (const auto& r : referenced) EXPECT_TRUE(files.count(r)) << "missing file " << r;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = dir_.Sub("store");
+    ASSERT_TRUE(Store::Init(Env::Default(), path_).ok());
+    auto s = Store::Open(Env::Default(), path_);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(s).value();
+  }
+  std::vector<char> Rand(size_t n) { return test::RandomBytes(rng_, n); }
+
+  test::TempDir dir_;
+  std::string path_;
+  std::unique_ptr<Store> store_;
+  std::mt19937_64 rng_{11};
+};
+
+TEST_F(StoreTest, SnapshotCloneAndIsolation) {
+  ASSERT_TRUE(store_->CreateVolume("vm1", kSize, {}, {}).ok());
+  WriteAt(store_.get(), "vm1", 0, Rand(1 << 20));
+  const auto before = ReadAll(store_.get(), "vm1");
+  ASSERT_TRUE(store_->Snapshot("vm1", "s1").ok());
+  ASSERT_TRUE(store_->Clone("vm1@s1", "vm2").ok());
+  WriteAt(store_.get(), "vm1", 4096, Rand(8192));
+  WriteAt(store_.get(), "vm2", 65536, Rand(8192));
+  EXPECT_EQ(ReadAll(store_.get(), "vm1@s1"), before);
+  EXPECT_NE(ReadAll(store_.get(), "vm1"), before);
+  EXPECT_NE(ReadAll(store_.get(), "vm2"), before);
+  EXPECT_NE(ReadAll(store_.get(), "vm2"), ReadAll(store_.get(), "vm1"));
+  // Snapshots are read-only.
+  auto snap = store_->Acquire("vm1@s1");
+  ASSERT_TRUE(snap.ok());
+  EXPECT_FALSE(snap.value()->Write(0, "x", 1).ok());
+  store_->Release("vm1@s1");
+  // Everything survives a reopen.
+  const auto vm1 = ReadAll(store_.get(), "vm1"), vm2 = ReadAll(store_.get(), "vm2");
+  store_.reset();
+  auto s = Store::Open(Env::Default(), path_);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(ReadAll(s.value().get(), "vm1"), vm1);
+  EXPECT_EQ(ReadAll(s.value().get(), "vm2"), vm2);
+  EXPECT_EQ(ReadAll(s.value().get(), "vm1@s1"), before);
+  ExpectNoLeaksNoDangling(s.value().get());
+}
+
+TEST_F(StoreTest, OpenVolumeIsBusyToDelete) {
+  ASSERT_TRUE(store_->CreateVolume("vm1", kSize, {}, {}).ok());
+  auto v = store_->Acquire("vm1");
+  ASSERT_TRUE(v.ok());
+  auto st = store_->Delete("vm1");
+  EXPECT_EQ(st.code(), Status::Code::kBusy) << st.ToString();
+  store_->Release("vm1");
+  EXPECT_TRUE(store_->Delete("vm1").ok());
+  EXPECT_TRUE(store_->List().empty());
+}
+
+// Deletion in every order reclaims the space nothing else uses.
+TEST_F(StoreTest, DeleteOriginFirst) {
+  ASSERT_TRUE(store_->CreateVolume("vm1", kSize, {}, {}).ok());
+  WriteAt(store_.get(), "vm1", 0, Rand(2 << 20));
+  ASSERT_TRUE(store_->Snapshot("vm1", "s1").ok());
+  WriteAt(store_.get(), "vm1", 4 << 20, Rand(2 << 20));
+  const auto snap = ReadAll(store_.get(), "vm1@s1");
+  const uint64_t before = LayersAllocated(path_);
+  ASSERT_TRUE(store_->Delete("vm1").ok());
+  EXPECT_LT(LayersAllocated(path_), before - (3 << 19));  // the upper's 2 MiB are gone
+  EXPECT_EQ(ReadAll(store_.get(), "vm1@s1"), snap);
+  EXPECT_EQ(store_->CreateVolume("vm1", kSize, {}, {}).code(), Status::Code::kExists);
+  ASSERT_TRUE(store_->Delete("vm1@s1").ok());
+  EXPECT_TRUE(store_->List().empty());
+  EXPECT_TRUE(LayerFiles(path_).empty());
+}
+
+TEST_F(StoreTest, DeleteSnapshotFirst) {
+  ASSERT_TRUE(store_->CreateVolume("vm1", kSize, {}, {}).ok());
+  WriteAt(store_.get(), "vm1", 0, Rand(2 << 20));
+  ASSERT_TRUE(store_->Snapshot("vm1", "s1").ok());
+  // Overwrite everything the snapshot holds, then snapshot again.
+  WriteAt(store_.get(), "vm1", 0, Rand(2 << 20));
+  ASSERT_TRUE(store_->Snapshot("vm1", "s2").ok());
+  const auto vm1 = ReadAll(store_.get(), "vm1");
+  const uint64_t before = LayersAllocated(path_);
+  ASSERT_TRUE(store_->Delete("vm1@s1").ok());
+  // s1's layer was wholly hidden by s2's: merged away, 2 MiB freed.
+  EXPECT_LT(LayersAllocated(path_), before - (3 << 19));
+  EXPECT_EQ(ReadAll(store_.get(), "vm1"), vm1);
+  EXPECT_EQ(ReadAll(store_.get(), "vm1@s2"), vm1);
+  ExpectNoLeaksNoDangling(store_.get());
+}
+
+TEST_F(StoreTest, DeleteMiddleOfChain) {
+  ASSERT_TRUE(store_->CreateVolume("vm1", kSize, {}, {}).ok());
+  WriteAt(store_.get(), "vm1", 0, Rand(1 << 20));
+  ASSERT_TRUE(store_->Snapshot("vm1", "s1").ok());
+  WriteAt(store_.get(), "vm1", 1 << 20, Rand(1 << 20));
+  ASSERT_TRUE(store_->Snapshot("vm1", "s2").ok());
+  WriteAt(store_.get(), "vm1", 1 << 20, Rand(1 << 20));  // hides s2's new data
+  ASSERT_TRUE(store_->Snapshot("vm1", "s3").ok());
+  const auto s1 = ReadAll(store_.get(), "vm1@s1"), s3 = ReadAll(store_.get(), "vm1@s3");
+  const uint64_t before = LayersAllocated(path_);
+  ASSERT_TRUE(store_->Delete("vm1@s2").ok());
+  EXPECT_LT(LayersAllocated(path_), before - (1 << 19));
+  EXPECT_EQ(ReadAll(store_.get(), "vm1@s1"), s1);
+  EXPECT_EQ(ReadAll(store_.get(), "vm1@s3"), s3);
+  EXPECT_EQ(ReadAll(store_.get(), "vm1"), s3);
+  ExpectNoLeaksNoDangling(store_.get());
+}
+
+TEST_F(StoreTest, ResizeGrowsOnly) {
+  ASSERT_TRUE(store_->CreateVolume("vm1", kSize, {}, {}).ok());
+  EXPECT_TRUE(store_->Resize("vm1", 2 * kSize).ok());
+  EXPECT_EQ(store_->Lookup("vm1")->size, 2 * kSize);
+  WriteAt(store_.get(), "vm1", 2 * kSize - 4096, Rand(4096));
+  auto s = store_->Resize("vm1", kSize);
+  EXPECT_EQ(s.code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(store_->Lookup("vm1")->size, 2 * kSize);
+}
+
+TEST_F(StoreTest, HostileManifestsAreRefused) {
+  ASSERT_TRUE(store_->CreateVolume("vm1", kSize, {}, {}).ok());
+  store_.reset();
+  const std::string m = path_ + "/volumes/vm1.json";
+  auto text = Env::Default()->ReadSmallFile(m, 1 << 20);
+  ASSERT_TRUE(text.ok());
+  const std::vector<std::pair<std::string, std::string>> edits = {
+      {"\"lowers\": []", "\"lowers\": [\"../../etc/passwd\"]"},
+      {"\"lowers\": []", "\"lowers\": [\"/etc/passwd\"]"},
+      {"\"lowers\": []", "\"lowers\": [\".hidden\"]"},
+      {"\"name\": \"vm1\"", "\"name\": \"../vm1\""},
+      {"\"size\": 8388608", "\"size\": 8388609"},
+      {"\"size\": 8388608", "\"size\": -1"},
+      {"\"format\": \"ovbd-volume\"", "\"format\": \"other\""},
+  };
+  for (const auto& [from, to] : edits) {
+    std::string t = text.value();
+    auto pos = t.find(from);
+    ASSERT_NE(pos, std::string::npos) << from;
+    t.replace(pos, from.size(), to);
+    ASSERT_TRUE(Env::Default()->WriteFileAtomic(m, t).ok());
+    auto s = Store::Open(Env::Default(), path_);
+    EXPECT_FALSE(s.ok()) << to;
+    EXPECT_TRUE(s.status().IsCorruption()) << to << ": " << s.status().ToString();
+  }
+  ASSERT_TRUE(Env::Default()->WriteFileAtomic(m, "{not json").ok());
+  EXPECT_TRUE(Store::Open(Env::Default(), path_).status().IsCorruption());
+}
+
+TEST_F(StoreTest, SymlinkedLayerIsNotFollowed) {
+  ASSERT_TRUE(store_->CreateVolume("vm1", kSize, {}, {}).ok());
+  const std::string upper = store_->Lookup("vm1")->upper;
+  store_.reset();
+  const std::string data = path_ + "/layers/" + upper + ".data";
+  std::filesystem::rename(data, dir_.Sub("outside.data"));
+  std::filesystem::create_symlink(dir_.Sub("outside.data"), data);
+  auto s = Store::Open(Env::Default(), path_);
+  ASSERT_TRUE(s.ok());
+  auto v = s.value()->Acquire("vm1");
+  EXPECT_FALSE(v.ok());
+}
+
+TEST_F(StoreTest, ControlCommandsRejectBadInputAndChangeNothing) {
+  ASSERT_TRUE(store_->CreateVolume("vm1", kSize, {}, {}).ok());
+  Controller c(store_.get());
+  const std::vector<std::string> bad = {
+      "", "   ", "frobnicate vm1", "snapshot --all a b", "snapshot vm1 s1 extra", "snapshot ../vm1 s",
+      "snapshot vm1 a/b", "snapshot vm1 ..", std::string("snapshot vm1 a\0b", 16),
+      "snapshot vm1 " + std::string(129, 'a'), "clone vm1 vm2", "clone vm1@nosuch vm2",
+      "clone vm1@a@b vm2", "create vm2", "create vm2 10X", "create vm2 99999999999999999999",
+      "create vm2 18014398509481984T", "create vm1 1G", "resize vm1 1K", "delete", "delete nosuch",
+      "delete vm1@nosuch", "status nosuch", std::string(5000, 'x'), "snapshot vm1 \x01",
+      "snapshot vm1 s\xc3\xa9"};
+  const auto before = store_->List();
+  for (const auto& line : bad) {
+    auto r = c.Execute(line);
+    EXPECT_FALSE(r.ok()) << "accepted: " << line;
+  }
+  const auto after = store_->List();
+  ASSERT_EQ(before.size(), after.size());
+  EXPECT_EQ(before[0].size, after[0].size);
+  // The good ones work.
+  EXPECT_TRUE(c.Execute("snapshot vm1 s1\n").ok());
+  EXPECT_TRUE(c.Execute("clone vm1@s1 vm2").ok());
+  EXPECT_TRUE(c.Execute("create vm3 1M").ok());
+  EXPECT_TRUE(c.Execute("resize vm3 2M").ok());
+  EXPECT_TRUE(c.Execute("snapshot --all g1").ok());
+  EXPECT_TRUE(c.Execute("snapshot").ok());
+  EXPECT_TRUE(c.Execute("delete vm1@s1").ok());
+  EXPECT_EQ(store_->Lookup("vm3")->size, 2u << 20);
+  EXPECT_TRUE(store_->Lookup("vm2@g1").ok());
+}
+
+// ---- Crash at every step of every multi-step command -------------------------
+
+struct Scenario {
+  const char* name;
+  // Prepares the store (runs on a clean env).
+  std::function<void(Store*)> setup;
+  // The command under test.
+  std::function<Status(Store*)> run;
+};
+
+class CrashPointTest : public ::testing::TestWithParam<int> {};
+
+std::vector<Scenario> Scenarios() {
+  auto base = [](Store* s) {
+    std::mt19937_64 rng(5);
+    ASSERT_TRUE(s->CreateVolume("vm1", kSize, {}, {}).ok());
+    WriteAt(s, "vm1", 0, test::RandomBytes(rng, 1 << 20));
+    ASSERT_TRUE(s->Snapshot("vm1", "s1").ok());
+    WriteAt(s, "vm1", 0, test::RandomBytes(rng, 1 << 20));
+  };
+  return {
+      {"snapshot", base, [](Store* s) { return s->Snapshot("vm1", "s2"); }},
+      {"snapshot-all", base, [](Store* s) { return s->SnapshotAll("g"); }},
+      {"clone", base, [](Store* s) { return s->Clone("vm1@s1", "vm2"); }},
+      {"delete-snapshot-merge",
+       [base](Store* s) {
+         base(s);
+         ASSERT_TRUE(s->Snapshot("vm1", "s2").ok());
+       },
+       [](Store* s) { return s->Delete("vm1@s1"); }},
+      {"delete-volume", base, [](Store* s) { return s->Delete("vm1"); }},
+  };
+}
+
+TEST_P(CrashPointTest, StoreIsConsistentAfterACrashAtAnyPoint) {
+  const Scenario sc = Scenarios()[static_cast<size_t>(GetParam())];
+  // Dry run: which crash points does the command pass?
+  std::vector<std::string> points;
+  {
+    test::TempDir dir;
+    FaultInjectionEnv fenv(Env::Default(), 1);
+    const std::string path = dir.Sub("s");
+    ASSERT_TRUE(Store::Init(&fenv, path).ok());
+    auto s = Store::Open(&fenv, path);
+    ASSERT_TRUE(s.ok());
+    sc.setup(s.value().get());
+    const size_t seen_before = fenv.crash_points_seen().size();
+    ASSERT_TRUE(sc.run(s.value().get()).ok());
+    auto seen = fenv.crash_points_seen();
+    points.assign(seen.begin() + static_cast<ptrdiff_t>(seen_before), seen.end());
+  }
+  ASSERT_FALSE(points.empty()) << sc.name;
+  std::printf("%s: %zu crash points:", sc.name, points.size());
+  for (const auto& p : points) std::printf(" %s", p.c_str());
+  std::printf("\n");
+  std::map<std::string, int> nth;
+  for (const std::string& p : points) {
+    const int n = ++nth[p];
+    SCOPED_TRACE(std::string(sc.name) + " crash at " + p + " #" + std::to_string(n));
+    test::TempDir dir;
+    FaultInjectionEnv fenv(Env::Default(), static_cast<uint64_t>(n));
+    const std::string path = dir.Sub("s");
+    ASSERT_TRUE(Store::Init(&fenv, path).ok());
+    std::vector<char> vm1, s1;
+    {
+      auto s = Store::Open(&fenv, path);
+      ASSERT_TRUE(s.ok());
+      sc.setup(s.value().get());
+      ASSERT_TRUE(s.value()->FlushAll().ok());
+      vm1 = ReadAll(s.value().get(), "vm1");
+      s1 = ReadAll(s.value().get(), "vm1@s1");
+      fenv.CrashAt(p, n);
+      Status st = sc.run(s.value().get());
+      EXPECT_FALSE(st.ok());
+      EXPECT_TRUE(fenv.crashed());
+      ASSERT_TRUE(fenv.SimulatePowerLoss(PowerLossMode::kDropAll).ok());
+    }
+    auto s = Store::Open(&fenv, path);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    Store* st = s.value().get();
+    // The data is what it was: every volume and snapshot that exists is whole.
+    for (const auto& v : st->List()) {
+      auto content = ReadAll(st, v.name);
+      if (v.name == "vm1@s1") {
+        EXPECT_EQ(content, s1);
+      } else if (v.name.rfind("vm1", 0) == 0 || v.name.rfind("vm2", 0) == 0) {
+        EXPECT_TRUE(content == vm1 || content == s1) << v.name;
+        if (v.name.find('@') != std::string::npos && v.name != "vm1@s1") {
+          EXPECT_EQ(content, vm1) << v.name;  // a new snapshot is of vm1 now
+        }
+      }
+    }
+    if (st->Lookup("vm1").ok()) {
+      EXPECT_EQ(ReadAll(st, "vm1"), vm1);
+    }
+    ExpectNoLeaksNoDangling(st);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Commands, CrashPointTest, ::testing::Range(0, 5));
+
+}  // namespace
+}  // namespace ovbd
