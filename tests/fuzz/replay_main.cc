@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     for (const auto& e : std::filesystem::recursive_directory_iterator(root)) {
-      if (!e.is_regular_file()) continue;
+      if (!e.is_regular_file() || e.path().filename().string()[0] == '.') continue;
       std::ifstream in(e.path(), std::ios::binary);
       std::vector<char> buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
       LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(buf.data()), buf.size());
