@@ -1,5 +1,6 @@
 // Env helpers written only in terms of Env primitives, so they behave the
 // same (and fail the same) under FaultInjectionEnv as under POSIX.
+#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -100,7 +101,8 @@ Status Env::CopyFile(const std::string& from, const std::string& to) {
     }
   }
   OVBD_RETURN_IF_ERROR(dst->Truncate(size));
-  return dst->Sync();
+  OVBD_RETURN_IF_ERROR(dst->Sync());
+  return SyncDir(DirName(to));
 }
 
 }  // namespace ovbd

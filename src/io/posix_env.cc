@@ -32,7 +32,8 @@ class PosixLock : public FileLock {
 class PosixEnv : public Env {
  public:
   Result<std::unique_ptr<ReadableFile>> OpenReadable(const std::string& path) override {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    // O_NONBLOCK: a FIFO planted in the store must not hang the open.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0) return Errno("open", path);
     struct stat st;
     if (::fstat(fd, &st) != 0) {
@@ -49,7 +50,7 @@ class PosixEnv : public Env {
   }
 
   Result<std::unique_ptr<RWFile>> OpenRW(const std::string& path, bool create) override {
-    int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW;
+    int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
     if (create) flags |= O_CREAT | O_EXCL;
     int fd = ::open(path.c_str(), flags, 0644);
     if (fd < 0) return Errno(create ? "create" : "open", path);

@@ -44,6 +44,7 @@ Status PosixFile::WriteAt(uint64_t off, const char* buf, size_t n) {
       if (errno == EINTR) continue;
       return Errno("write", name_);
     }
+    if (r == 0) return Status::IOError("write " + name_ + ": no progress", EIO);
     done += static_cast<size_t>(r);
   }
   uint64_t end = off + n;
@@ -60,9 +61,9 @@ Status PosixFile::Sync() {
 
 Status PosixFile::PunchHole(uint64_t off, uint64_t len) {
   if (len == 0) return Status::OK();
-  if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
-                  static_cast<off_t>(len)) != 0) {
-    return Errno("punch hole in", name_);
+  while (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
+                     static_cast<off_t>(len)) != 0) {
+    if (errno != EINTR) return Errno("punch hole in", name_);
   }
   return Status::OK();
 }

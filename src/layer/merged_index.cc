@@ -1,11 +1,53 @@
 #include "ovbd/layer/merged_index.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <bit>
+#include <cstdlib>
 
 #include "ovbd/layer/extent_map.h"
 
 namespace ovbd {
+
+namespace internal {
+
+namespace {
+constexpr size_t kHugePage = size_t{2} << 20;
+}  // namespace
+
+// Memory hints, not file access: the one OS call outside io/ (an Env would
+// add nothing a test could inject).
+void* AllocTable(size_t bytes) {
+  if (bytes < kHugePage) return ::operator new(bytes);
+  // Map 2 MiB more than needed and trim to a 2 MiB-aligned window, so every
+  // page of the table can be a huge page.
+  const size_t len = (bytes + kHugePage - 1) & ~(kHugePage - 1);
+  void* raw = mmap(nullptr, len + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+  if (raw == MAP_FAILED) throw std::bad_alloc();
+  const uintptr_t r = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t a = (r + kHugePage - 1) & ~(uintptr_t{kHugePage} - 1);
+  if (a > r) munmap(raw, a - r);
+  if (a + len < r + len + kHugePage) munmap(reinterpret_cast<void*>(a + len), r + kHugePage - a);
+  void* p = reinterpret_cast<void*>(a);
+  (void)madvise(p, len, MADV_HUGEPAGE);  // best effort: THP may be off
+  return p;
+}
+
+void AdviseHugePages(void* p, size_t bytes) {
+  if (bytes < 2 * kHugePage) return;
+  const uintptr_t a = (reinterpret_cast<uintptr_t>(p) + kHugePage - 1) & ~(uintptr_t{kHugePage} - 1);
+  const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(uintptr_t{kHugePage} - 1);
+  if (e > a) (void)madvise(reinterpret_cast<void*>(a), e - a, MADV_HUGEPAGE);
+}
+
+void FreeTable(void* p, size_t bytes) {
+  if (bytes < kHugePage) return ::operator delete(p);
+  munmap(p, (bytes + kHugePage - 1) & ~(kHugePage - 1));
+}
+
+}  // namespace internal
 
 std::vector<Segment> MergedIndex::Overlay(const std::vector<const std::vector<Segment>*>& layers,
                                           bool keep_zeroed) {
@@ -53,32 +95,72 @@ std::vector<Segment> MergedIndex::Overlay(const std::vector<const std::vector<Se
 
 MergedIndex MergedIndex::Build(const std::vector<const std::vector<Segment>*>& layers) {
   MergedIndex idx;
-  idx.segs_ = Overlay(layers, /*keep_zeroed=*/false);
-  idx.segs_.shrink_to_fit();
-  idx.BuildBuckets();
+  const std::vector<Segment> segs = Overlay(layers, /*keep_zeroed=*/false);
+  // Exact-size storage, advised for huge pages before it is first written
+  // (best effort: only the 2 MiB-aligned middle of a fresh block benefits).
+  idx.segs_.reserve(segs.size());
+  internal::AdviseHugePages(idx.segs_.data(), segs.size() * sizeof(Segment));
+  idx.segs_.assign(segs.begin(), segs.end());
+  idx.BuildSlots();
   return idx;
 }
 
-void MergedIndex::BuildBuckets() {
-  buckets_.clear();
-  if (segs_.empty()) return;
-  const uint64_t span = segs_.back().end();
-  // About one slot per segment, rounded to a power of two.
-  const uint64_t want = std::bit_ceil(static_cast<uint64_t>(segs_.size()));
-  unsigned shift = 0;
-  while ((span >> shift) > want) ++shift;
-  shift_ = shift;
-  const uint64_t nb = (span >> shift) + 2;
-  buckets_.resize(nb);
-  size_t i = 0;
-  for (uint64_t b = 0; b < nb; ++b) {
-    const uint64_t sector = b << shift;
-    while (i < segs_.size() && segs_[i].end() <= sector) ++i;
-    buckets_[b] = static_cast<uint32_t>(i);
+void MergedIndex::BuildSlots() {
+  slots_.clear();
+  const size_t n = segs_.size();
+  if (n == 0) {
+    base_ = limit_ = mask_ = 0;
+    shift_ = 0;
+    return;  // every lookup answers 0 == size()
   }
+  base_ = segs_.front().offset;
+  limit_ = segs_.back().end() - base_;
+  if (n > kMaxSegments) {
+    // Indexes cannot fit in 2^31 entries in practice (48 GiB of segments);
+    // should one ever exist, one overflowing slot makes every lookup a
+    // binary search over everything.
+    shift_ = 63;
+    mask_ = ~uint64_t{0} >> 1;
+    slots_.assign(2, Slot{kOverflow, {kNoEnd, kNoEnd, kNoEnd}});
+    return;
+  }
+  // The widest slots that still give at least one slot per segment (so on
+  // average at most one segment ends in a slot), no wider than 2^31 sectors
+  // so that slot-relative ends fit in 32 bits.
+  unsigned shift = 0;
+  while (shift < 31 && (limit_ >> (shift + 1)) + 1 >= n) ++shift;
+  shift_ = shift;
+  mask_ = (uint64_t{1} << shift) - 1;
+  const uint64_t nslots = (limit_ >> shift) + 1;
+  slots_.resize(nslots + 1);  // + a sentinel: the first index past the end
+  size_t i = 0;
+  for (uint64_t b = 0; b < nslots; ++b) {
+    const uint64_t start = b << shift;
+    const uint64_t stop = start + (uint64_t{1} << shift);
+    Slot& sl = slots_[b];
+    sl.first = static_cast<uint32_t>(i);
+    sl.end[0] = sl.end[1] = sl.end[2] = kNoEnd;
+    // Every segment ending inside (start, stop] belongs to this slot; the
+    // next slot starts at the first segment that ends beyond it.
+    unsigned c = 0;
+    for (; i < n && segs_[i].end() - base_ <= stop; ++i, ++c) {
+      if (c < 3) sl.end[c] = static_cast<uint32_t>(segs_[i].end() - base_ - start);
+    }
+    if (c > 3) sl.first |= kOverflow;
+  }
+  slots_[nslots] = Slot{static_cast<uint32_t>(n), {kNoEnd, kNoEnd, kNoEnd}};
 }
 
-size_t MergedIndex::FindFirstSlow(uint64_t sector, size_t lo, size_t hi) const {
+size_t MergedIndex::FindFirstOverflow(uint64_t sector, size_t i, uint64_t slot) const {
+  size_t lo = 0, hi = segs_.size();
+  if (segs_.size() <= kMaxSegments) {
+    lo = slots_[slot].first & kIndexMask;
+    // The three stored ends are exact: fewer than three passed means i is it.
+    if (i < lo + 3) return i;
+    lo += 3;
+    // The next slot's first segment ends beyond this slot, hence beyond sector.
+    hi = slots_[slot + 1].first & kIndexMask;
+  }
   // First index in [lo, hi) whose end is after `sector`; hi if none.
   auto it = std::partition_point(segs_.begin() + static_cast<ptrdiff_t>(lo),
                                  segs_.begin() + static_cast<ptrdiff_t>(hi),

@@ -68,6 +68,18 @@ Status ViaControl(const std::string& mnt, const std::string& line) {
   const std::string path = mnt + "/.control";
   int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return Status::IOError("open " + path + ": " + std::strerror(errno), errno);
+  if (line == "status") {
+    // The status report is what a fresh handle reads, minus the mount's
+    // last-command line.
+    std::string out;
+    char buf[65536];
+    ssize_t r;
+    while ((r = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(r));
+    ::close(fd);
+    if (out.rfind("last command:", 0) == 0) out = out.substr(out.find("\nvolumes:") + 1);
+    std::cout << out;
+    return Status::OK();
+  }
   std::string cmd = line + "\n";
   ssize_t w = ::write(fd, cmd.data(), cmd.size());
   int werr = errno;
@@ -83,8 +95,18 @@ Status ViaControl(const std::string& mnt, const std::string& line) {
     return Status::IOError(msg, werr);
   }
   if (first.rfind("ok: ", 0) == 0) {
-    // `status` prints the whole report; other commands a line.
-    std::cout << (line.rfind("status", 0) == 0 ? out.substr(4) : first.substr(4) + "\n");
+    if (line.rfind("status", 0) == 0) {
+      // `status` prints its whole (multi-line) result. Every read of
+      // .control ends with the mount's status block (docs/CONTROL.md), which
+      // starts at the last "volumes: N" line: leave that out, or the report
+      // would be printed twice.
+      std::string body = out.substr(4);
+      const size_t block = body.rfind("\nvolumes: ");
+      if (block != std::string::npos) body.resize(block + 1);
+      std::cout << body;
+    } else {
+      std::cout << first.substr(4) << "\n";
+    }
   }
   return Status::OK();
 }
@@ -156,6 +178,15 @@ void RegisterStoreCommands(CLI::App& app, const std::function<void(const Status&
     }
     if (from.empty()) {
       if (size == 0) return run(Status::InvalidArgument("give --size or --from"));
+      // Not mounted: create it here, owned by the caller (as with --from).
+      // Mounted: through .control.
+      if (FindMount(dir).empty()) {
+        std::unique_ptr<Store> st;
+        Status s = OpenDirect(dir, &st);
+        if (s.ok()) s = st->CreateVolume(name, size, {}, DefaultAttrs());
+        if (s.ok()) std::printf("volume %s created (%s)\n", name.c_str(), FormatSize(size).c_str());
+        return run(s);
+      }
       return run(RunCommand(dir, "create " + name + " " + std::to_string(size)));
     }
     std::unique_ptr<Store> st;

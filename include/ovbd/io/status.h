@@ -44,6 +44,8 @@ class [[nodiscard]] Status {
     if (err == ENOSPC || err == EDQUOT) s.code_ = Code::kNoSpace;
     if (err == ENOENT) s.code_ = Code::kNotFound;
     if (err == EROFS) s.code_ = Code::kReadOnly;
+    if (err == EEXIST) s.code_ = Code::kExists;
+    if (err == EBUSY) s.code_ = Code::kBusy;
     return s;
   }
   static Status NoSpace(std::string m) { return Status(Code::kNoSpace, std::move(m), ENOSPC); }

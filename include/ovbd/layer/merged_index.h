@@ -3,19 +3,45 @@
 //
 // Built once when a stack is opened (O(total entries · log)), so a lookup
 // costs the same whether the stack has 1 layer or 255. Lookups go through a
-// direct-mapped bucket table (one slot per 2^shift sectors, sized to about
-// one slot per segment) that narrows the search to the few segments sharing
-// the slot; only a pathologically skewed index falls back to a binary search
-// over a slot's range.
+// direct-mapped slot table: the index's span is cut into slots of 2^shift
+// sectors (at least one slot per segment), and each 16-byte slot holds the
+// answer for its first sector plus the slot-relative ends of the (at most
+// three) segments that end inside it. A lookup is one slot load and three
+// branch-free compares, so independent lookups overlap their cache misses;
+// only a slot in which more than three segments end (a locally dense
+// index) falls back to a binary search over the segments of that slot.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 #include "ovbd/layer/segment.h"
 
 namespace ovbd {
+
+namespace internal {
+// Storage for large lookup tables: blocks of 2 MiB or more are mapped
+// 2 MiB-aligned and advised for transparent huge pages before first touch,
+// so random lookups do not pay a page walk each (see docs/PERFORMANCE.md).
+void* AllocTable(size_t bytes);
+void FreeTable(void* p, size_t bytes);
+// Advises the 2 MiB-aligned middle of [p, p+bytes) for huge pages.
+void AdviseHugePages(void* p, size_t bytes);
+
+template <typename T>
+struct TableAllocator {
+  using value_type = T;
+  TableAllocator() = default;
+  template <typename U>
+  TableAllocator(const TableAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(AllocTable(n * sizeof(T))); }
+  void deallocate(T* p, size_t n) { FreeTable(p, n * sizeof(T)); }
+  template <typename U>
+  bool operator==(const TableAllocator<U>&) const { return true; }
+};
+}  // namespace internal
 
 class MergedIndex {
  public:
@@ -35,13 +61,14 @@ class MergedIndex {
 
   // Index of the first segment whose end is after `sector` (size() if none).
   size_t FindFirst(uint64_t sector) const {
-    if (segs_.empty()) return 0;
-    uint64_t b = sector >> shift_;
-    if (b >= buckets_.size() - 1) return FindFirstSlow(sector, buckets_.back(), segs_.size());
-    uint32_t lo = buckets_[b], hi = buckets_[b + 1];
-    // Common case: the slot's first candidate already covers the sector.
-    if (lo < segs_.size() && segs_[lo].end() > sector) return lo;
-    return FindFirstSlow(sector, lo + 1, hi < segs_.size() ? hi + 1 : segs_.size());
+    const uint64_t rel = sector - base_;  // wraps for sector < base_
+    if (rel >= limit_) return sector < base_ ? 0 : segs_.size();
+    const Slot& s = slots_[rel >> shift_];
+    const uint32_t r = static_cast<uint32_t>(rel & mask_);
+    const size_t i = (s.first & kIndexMask) + (s.end[0] <= r) + (s.end[1] <= r) + (s.end[2] <= r);
+    if (s.first & kOverflow) [[unlikely]]
+      return FindFirstOverflow(sector, i, rel >> shift_);
+    return i;
   }
 
   // Calls fn(offset, length, const Segment* seg_or_null) for each piece of
@@ -68,16 +95,34 @@ class MergedIndex {
   const std::vector<Segment>& segments() const { return segs_; }
   size_t size() const { return segs_.size(); }
   size_t MemoryBytes() const {
-    return segs_.capacity() * sizeof(Segment) + buckets_.capacity() * sizeof(uint32_t);
+    return segs_.capacity() * sizeof(Segment) + slots_.capacity() * sizeof(Slot);
   }
 
  private:
-  size_t FindFirstSlow(uint64_t sector, size_t lo, size_t hi) const;
-  void BuildBuckets();
+  // One slot of the lookup table (4 per cache line).
+  struct Slot {
+    // FindFirst(slot start); kOverflow set when more than 3 segments end in
+    // the slot (then end[] holds the first three).
+    uint32_t first;
+    // Ends, relative to the slot start, of segments first, first+1, first+2
+    // when they end inside the slot (in (0, 2^shift]); kNoEnd otherwise.
+    uint32_t end[3];
+  };
+  static_assert(sizeof(Slot) == 16, "four slots per cache line");
+  static constexpr uint32_t kOverflow = 1u << 31;
+  static constexpr uint32_t kIndexMask = kOverflow - 1;
+  static constexpr uint32_t kNoEnd = UINT32_MAX;  // above every r (shift <= 31)
+  static constexpr size_t kMaxSegments = kIndexMask;  // beyond: one slot, binary search
+
+  size_t FindFirstOverflow(uint64_t sector, size_t i, uint64_t slot) const;
+  void BuildSlots();
 
   std::vector<Segment> segs_;
-  std::vector<uint32_t> buckets_;  // buckets_[b] = FindFirst(b << shift_)
-  unsigned shift_ = 63;
+  std::vector<Slot, internal::TableAllocator<Slot>> slots_;  // one per 2^shift_ sectors from base_, plus a sentinel
+  uint64_t base_ = 0;        // slot 0 starts here (first segment's offset, rounded down)
+  uint64_t limit_ = 0;       // sectors from base_ to the last segment's end
+  uint64_t mask_ = 0;        // 2^shift_ - 1
+  unsigned shift_ = 0;
 };
 
 }  // namespace ovbd
