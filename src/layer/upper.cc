@@ -165,12 +165,33 @@ Status Upper::Replay(bool read_only) {
   jnl_records_ = good;
   next_seq_ = expect;
   jnl_end_ = uj::kHeaderSize + good * uj::kRecordSize;
+  torn_tail_bytes_ = jnl_->Size() > jnl_end_ ? jnl_->Size() - jnl_end_ : 0;
   if (!read_only && jnl_->Size() != jnl_end_) {
     // Cut the torn tail so new records follow the last valid one directly.
     OVBD_RETURN_IF_ERROR(jnl_->Truncate(jnl_end_));
     OVBD_RETURN_IF_ERROR(jnl_->Sync());
   }
   return Status::OK();
+}
+
+Result<uint64_t> Upper::CutJournalAtDamage(Env* env, const std::string& base) {
+  OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> j, env->OpenRW(JournalPath(base), false));
+  char hb[uj::kHeaderSize];
+  OVBD_RETURN_IF_ERROR(j->ReadExact(0, sizeof hb, hb));
+  uj::Header h;
+  OVBD_RETURN_IF_ERROR(uj::DecodeHeader(hb, j->Name(), &h));
+  const uint64_t total = (j->Size() - std::min<uint64_t>(j->Size(), uj::kHeaderSize)) /
+                         uj::kRecordSize;
+  uint64_t good = 0;
+  for (; good < total; ++good) {
+    char rb[uj::kRecordSize];
+    OVBD_RETURN_IF_ERROR(j->ReadExact(uj::kHeaderSize + good * uj::kRecordSize, sizeof rb, rb));
+    uj::Record r;
+    if (!uj::DecodeRecord(rb, &r) || r.seq != h.first_seq + good) break;
+  }
+  OVBD_RETURN_IF_ERROR(j->Truncate(uj::kHeaderSize + good * uj::kRecordSize));
+  OVBD_RETURN_IF_ERROR(j->Sync());
+  return total - good;
 }
 
 Status Upper::CheckWritable(uint64_t off, uint64_t len) const {

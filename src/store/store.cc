@@ -236,9 +236,6 @@ Result<std::shared_ptr<lsmt::Layer>> Store::OpenLayerFile(const std::string& fil
 }
 
 Result<std::string> Store::ImportLayerFile(const std::string& path) {
-  // Validate before copying anything: a bad layer changes nothing.
-  OVBD_ASSIGN_OR_RETURN(auto layer, OpenLayer(env_, path, opts_.layer));
-  (void)layer;
   OVBD_ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> src, env_->OpenReadable(path));
   const std::string tmp = LayerPath("import.tmp");
   if (env_->Exists(tmp)) OVBD_RETURN_IF_ERROR(env_->Remove(tmp));
@@ -258,6 +255,14 @@ Result<std::string> Store::ImportLayerFile(const std::string& path) {
   }
   OVBD_RETURN_IF_ERROR(dst->Truncate(size));
   OVBD_RETURN_IF_ERROR(dst->Sync());
+  dst.reset();
+  // Validate the copy itself: the source may have changed since the caller
+  // checked it.
+  auto copied = OpenLayer(env_, tmp, opts_.layer);
+  if (!copied.ok()) {
+    (void)env_->Remove(tmp);
+    return copied.status().Annotate(path);
+  }
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int dlen = 0;
   EVP_DigestFinal_ex(md.get(), digest, &dlen);
@@ -289,12 +294,12 @@ Status Store::CreateVolume(const std::string& name, uint64_t size,
   Manifest m;
   m.name = name;
   std::string parent_uuid;
+  // Validate every layer and the size before anything is copied: bad input
+  // changes nothing.
   for (const auto& p : layer_paths) {
-    OVBD_ASSIGN_OR_RETURN(std::string file, ImportLayerFile(p));
-    OVBD_ASSIGN_OR_RETURN(auto layer, OpenLayerFile(file));
-    if (size == 0 || &p == &layer_paths.back()) m.size = std::max(m.size, layer->virtual_size());
+    OVBD_ASSIGN_OR_RETURN(auto layer, OpenLayer(env_, p, opts_.layer));
+    if (&p == &layer_paths.back()) m.size = layer->virtual_size();
     parent_uuid = layer->header().uuid;
-    m.lowers.push_back(file);
   }
   if (size != 0) {
     if (size < m.size) {
@@ -303,6 +308,11 @@ Status Store::CreateVolume(const std::string& name, uint64_t size,
                                      " bytes)");
     }
     m.size = size;
+  }
+  if (m.size == 0) return Status::InvalidArgument("a volume needs a size (--size) or a layer");
+  for (const auto& p : layer_paths) {
+    OVBD_ASSIGN_OR_RETURN(std::string file, ImportLayerFile(p));
+    m.lowers.push_back(file);
   }
   if (m.size == 0) return Status::InvalidArgument("a volume needs a size (--size) or a layer");
   const std::string id = lsmt::NewUuid();

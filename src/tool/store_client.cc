@@ -19,6 +19,7 @@
 
 #include "ovbd/control/controller.h"
 #include "ovbd/control/size.h"
+#include "ovbd/store/check.h"
 #include "ovbd/store/store.h"
 
 namespace ovbd::tool {
@@ -288,6 +289,27 @@ void RegisterStoreCommands(CLI::App& app, const std::function<void(const Status&
   stc->add_option("DIR", dir, "Store directory")->required();
   stc->add_option("VOL", name, "One volume or snapshot");
   stc->callback([&run] { run(RunCommand(dir, name.empty() ? "status" : "status " + name)); });
+  static bool repair = false, quick = false;
+  auto* ck = app.add_subcommand("check", "Verify a store: manifests, layers, journals, references");
+  ck->add_option("DIR", dir, "Store directory")->required();
+  ck->add_flag("--repair", repair,
+               "Fix what is safe to fix: remove unreferenced and temporary files, cut torn "
+               "journal tails (needs the store unmounted)");
+  ck->add_flag("--quick", quick, "Skip reading every byte of every layer");
+  ck->callback([&run] {
+    CheckOptions co;
+    co.repair = repair;
+    co.verify_data = !quick;
+    auto rep = CheckStore(env(), dir, co);
+    if (!rep.ok()) return run(rep.status());
+    for (const auto& f : rep->findings)
+      std::printf("%s %s: %s\n", f.repaired ? "repaired" : "PROBLEM ", f.where.c_str(),
+                  f.what.c_str());
+    std::printf("%zu manifests, %zu layers, %zu uppers checked: %s\n", rep->manifests,
+                rep->layers, rep->uppers, rep->clean() ? "clean" : "problems found");
+    run(rep->clean() ? Status::OK() : Status::Corruption("store has problems"));
+  });
+
   auto* gc = app.add_subcommand("gc", "Remove layer files no volume or snapshot uses");
   gc->add_option("DIR", dir, "Store directory")->required();
   gc->callback([&run] { run(RunCommand(dir, "gc")); });

@@ -220,7 +220,7 @@ proc_gone() { ! proc_alive "$1"; }
 # dead FUSE mounts and for mounts root may not stat).
 is_mounted() {
   local p
-  p=$(realpath -s "$1")
+  p=$(realpath -m -s "$1")
   awk -v p="$p" '{ gsub(/\\040/, " ", $5); if ($5 == p) found = 1 } END { exit !found }' \
     /proc/self/mountinfo
 }

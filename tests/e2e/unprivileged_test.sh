@@ -151,3 +151,11 @@ u1 bash -c "echo 'snapshot disk s1' > '$M/.control'" || fail "$U1 cannot run a c
 assert_eq "$U1" "$(u1 stat -c %U "$M/disk@s1")" "owner of the snapshot file"
 assert_eq EACCES "$(errno_as "$U2" "os.open('$M/disk@s1', os.O_RDONLY)")" "$U2 opens $U1's 0600 volume's snapshot"
 unmount_store
+
+# ---- volumes created through .control belong to the mounting user
+log "as $U1: create through .control on a mounted store"
+mount_store
+u1 bash -c "echo 'create disk2 64M' > '$M/.control'" || fail "$U1 cannot create a volume through .control"
+assert_eq "$U1" "$(u1 stat -c %U "$M/disk2")" "owner of a volume created through $U1's .control"
+assert_eq ok "$(errno_as "$U1" "os.close(os.open('$M/disk2', os.O_RDWR))")" "$U1 opens the volume it created through .control"
+unmount_store

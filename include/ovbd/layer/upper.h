@@ -60,6 +60,11 @@ class Upper {
                                              uint64_t virtual_size, bool read_only = false);
   ~Upper();
 
+  // Repair for a journal damaged in the middle (Open refuses it): cuts it at
+  // the first bad record, losing the records after it. Returns how many
+  // records were dropped.
+  static Result<uint64_t> CutJournalAtDamage(Env* env, const std::string& base_path);
+
   static std::string DataPath(const std::string& base) { return base + ".data"; }
   static std::string JournalPath(const std::string& base) { return base + ".jnl"; }
 
@@ -100,6 +105,9 @@ class Upper {
   uint64_t virtual_size() const { return vsize_.load(); }
   const std::string& uuid() const { return uuid_; }
   UpperStats Stats() const;
+  // Bytes of torn journal tail found when this upper was opened (cut off
+  // unless opened read-only).
+  uint64_t torn_tail_bytes() const { return torn_tail_bytes_; }
   // The journal is rewritten once it holds at least this many records (and
   // four times what the map needs). Tests lower it to exercise compaction.
   void set_compact_min_records(uint64_t n) { compact_min_records_ = n; }
@@ -140,6 +148,7 @@ class Upper {
   std::atomic<bool> sealed_{false};
   uint64_t compact_min_records_ = uint64_t{1} << 16;
   bool read_only_ = false;
+  uint64_t torn_tail_bytes_ = 0;
 };
 
 }  // namespace ovbd

@@ -1,0 +1,141 @@
+#include "ovbd/store/check.h"
+
+#include <map>
+#include <set>
+
+#include "ovbd/layer/layer_open.h"
+#include "ovbd/layer/upper.h"
+#include "ovbd/store/manifest.h"
+
+namespace ovbd {
+
+Result<CheckReport> CheckStore(Env* env, const std::string& dir, const CheckOptions& opts) {
+  CheckReport rep;
+  auto add = [&](std::string where, std::string what, bool repaired = false) {
+    rep.findings.push_back({std::move(where), std::move(what), repaired});
+  };
+  if (!env->Exists(JoinPath(dir, "ovbd-store.json"))) {
+    return Status::NotFound(dir + " is not an ovbd store");
+  }
+  std::unique_ptr<FileLock> lock;
+  if (opts.repair) {
+    auto l = env->LockFile(JoinPath(dir, "lock"));
+    if (!l.ok()) return l.status().Annotate("cannot repair while the store is in use");
+    lock = std::move(l).value();
+  }
+  const std::string vdir = JoinPath(dir, "volumes");
+  const std::string ldir = JoinPath(dir, "layers");
+
+  // 1. Manifests.
+  std::map<std::string, Manifest> manifests;
+  OVBD_ASSIGN_OR_RETURN(auto vfiles, env->ListDir(vdir));
+  for (const auto& f : vfiles) {
+    const std::string path = JoinPath(vdir, f);
+    if (f.size() > 4 && f.compare(f.size() - 4, 4, ".tmp") == 0) {
+      bool fixed = opts.repair && env->Remove(path).ok();
+      add(path, "leftover temporary file of an interrupted change", fixed);
+      continue;
+    }
+    auto st = env->Stat(path);
+    if (!st.ok() || !st->is_regular) {
+      add(path, "not a regular file (symlinks are never followed)");
+      continue;
+    }
+    auto text = env->ReadSmallFile(path, kMaxManifestBytes);
+    if (!text.ok()) {
+      add(path, text.status().ToString());
+      continue;
+    }
+    Manifest m;
+    Status s = DecodeManifest(text.value(), path, &m);
+    if (!s.ok()) {
+      add(path, s.ToString());
+      continue;
+    }
+    if (m.name + ".json" != f) {
+      add(path, "manifest names volume '" + m.name + "'");
+      continue;
+    }
+    ++rep.manifests;
+    manifests[m.name] = std::move(m);
+  }
+
+  // 2. Every referenced layer exists, is a regular file and is valid.
+  std::set<std::string> referenced;
+  std::map<std::string, std::string> used_by;  // layer -> a user, for messages
+  for (const auto& [n, m] : manifests) {
+    for (const auto& l : m.lowers) used_by.emplace(l, n);
+    for (const auto& s : m.snapshots)
+      for (const auto& l : s.lowers) used_by.emplace(l, n + "@" + s.name);
+  }
+  for (const auto& [file, user] : used_by) {
+    referenced.insert(file);
+    const std::string path = JoinPath(ldir, file);
+    auto st = env->Stat(path);
+    if (!st.ok()) {
+      add(path, "missing (used by " + user + ")");
+      continue;
+    }
+    if (!st->is_regular) {
+      add(path, "not a regular file (used by " + user + ")");
+      continue;
+    }
+    auto layer = OpenLayer(env, path, LayerOpenOptions{0});
+    if (!layer.ok()) {
+      add(path, layer.status().ToString());
+      continue;
+    }
+    ++rep.layers;
+    if (opts.verify_data) {
+      Status s = layer.value()->CheckData();
+      if (!s.ok()) add(path, s.ToString());
+    }
+  }
+
+  // 3. Uppers: both files present, journal replays cleanly.
+  for (const auto& [n, m] : manifests) {
+    if (m.upper.empty()) continue;
+    const std::string base = JoinPath(ldir, m.upper);
+    referenced.insert(m.upper + ".data");
+    referenced.insert(m.upper + ".jnl");
+    auto u = Upper::Open(env, base, m.size, /*read_only=*/!opts.repair);
+    if (u.ok()) {
+      ++rep.uppers;
+      if (u.value()->torn_tail_bytes() > 0) {
+        add(Upper::JournalPath(base),
+            "torn tail of " + std::to_string(u.value()->torn_tail_bytes()) +
+                " bytes after the last valid record (an interrupted commit)" +
+                (opts.repair ? "; cut off" : ""),
+            opts.repair);
+      }
+      continue;
+    }
+    if (u.status().IsCorruption() &&
+        u.status().message().find("valid records follow") != std::string::npos) {
+      bool fixed = false;
+      std::string what = u.status().ToString();
+      if (opts.repair) {
+        auto dropped = Upper::CutJournalAtDamage(env, base);
+        fixed = dropped.ok() && Upper::Open(env, base, m.size).ok();
+        if (dropped.ok()) what += "; cut the journal, dropping " + std::to_string(dropped.value()) +
+                                  " records (the writes they describe are lost)";
+      }
+      add(Upper::JournalPath(base), what, fixed);
+      continue;
+    }
+    add(base, u.status().ToString() + " (volume " + n + ")");
+  }
+
+  // 4. Files nothing references.
+  OVBD_ASSIGN_OR_RETURN(auto lfiles, env->ListDir(ldir));
+  for (const auto& f : lfiles) {
+    if (referenced.count(f)) continue;
+    const std::string path = JoinPath(ldir, f);
+    bool fixed = opts.repair && env->Remove(path).ok();
+    add(path, "not referenced by any volume or snapshot", fixed);
+  }
+  if (opts.repair) (void)env->SyncDir(ldir);
+  return rep;
+}
+
+}  // namespace ovbd
