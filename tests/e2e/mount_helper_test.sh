@@ -107,7 +107,7 @@ umount_and_wait
 log "mount -T FSTAB MNT"
 cat >"$W/fstab" <<EOF
 # a test fstab
-$S  $M  fuse.ovbdfs  rw,noauto,nofail,flush_interval=1,allow_other  0  0
+$S  $M  fuse.ovbdfs  defaults,noauto,nofail,flush_interval=1,allow_other  0  0
 EOF
 mount -T "$W/fstab" "$M" || fail "mount -T $W/fstab $M failed"
 check_mounted rw
