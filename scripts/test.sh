@@ -22,11 +22,11 @@ if [ "$QUICK" = 1 ]; then exit 0; fi
 echo "== AddressSanitizer + UBSan build: unit and stress tests, fuzzers"
 BUILD_DIR=build-asan bash scripts/build.sh -DCMAKE_CXX_COMPILER=clang++ \
   -DOVBD_SANITIZE=address,undefined -DOVBD_FUZZ=ON -DOVBD_BUILD_BENCH=OFF
-ctest --test-dir build-asan --output-on-failure --timeout 900 -j2 -L 'unit|stress'
+OVBD_CRASH_ITERATIONS=40 ctest --test-dir build-asan --output-on-failure --timeout 900 -j2 -L 'unit|stress'
 FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash tests/fuzz/run_fuzzers.sh build-asan
 
 echo "== ThreadSanitizer build: unit and stress tests"
 BUILD_DIR=build-tsan bash scripts/build.sh -DCMAKE_CXX_COMPILER=clang++ \
   -DOVBD_SANITIZE=thread -DOVBD_BUILD_BENCH=OFF
-TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+OVBD_CRASH_ITERATIONS=20 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
   ctest --test-dir build-tsan --output-on-failure --timeout 900 -j2 -L 'unit|stress'
