@@ -78,6 +78,19 @@ bool OvbdFs::NameFor(fuse_ino_t ino, std::string* name) {
   return true;
 }
 
+void OvbdFs::RetireGoneNames() {
+  std::lock_guard lk(ino_mu_);
+  for (auto it = ino_by_name_.begin(); it != ino_by_name_.end();) {
+    auto v = store_->Lookup(it->first);
+    if (!v.ok() && v.status().code() == Status::Code::kNotFound) {
+      name_by_ino_.erase(it->second);
+      it = ino_by_name_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
 void OvbdFs::ReplyError(fuse_req_t req, const Status& s, const char* op, const std::string& what) {
   const int err = ToErrno(s);
   if (s.code() == Status::Code::kCorruption || s.code() == Status::Code::kIOError) {
@@ -382,7 +395,12 @@ void OvbdFs::Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off
       size_t nl = data.find('\n', start);
       std::string line = data.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
       start = nl == std::string::npos ? data.size() : nl + 1;
-      auto r = fs->controller_.Execute(line, &h->json);
+      Result<std::string> r = [&] {
+        std::lock_guard cl(fs->control_mu_);
+        Result<std::string> res = fs->controller_.Execute(line, &h->json);
+        fs->RetireGoneNames();
+        return res;
+      }();
       if (r.ok()) {
         out += "ok: " + r.value() + (r.value().empty() || r.value().back() != '\n' ? "\n" : "");
         spdlog::info("control: {} -> ok", line);

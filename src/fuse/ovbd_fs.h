@@ -40,9 +40,15 @@ class OvbdFs {
   struct Handle;
 
   // Inode numbers are handed out per name on first sight and stay stable
-  // for the life of the mount (never reused).
+  // while the name exists (never reused: a name deleted and made again gets
+  // a new one, see RetireGoneNames).
   fuse_ino_t InoFor(const std::string& name);
   bool NameFor(fuse_ino_t ino, std::string* name);
+  // Forgets the inode numbers of names the store no longer has (deleted
+  // volumes and snapshots), so that a volume made later under the same name
+  // gets a new inode: the kernel must not serve it the page cache of the
+  // deleted one (we ask for keep_cache and no auto_inval_data).
+  void RetireGoneNames();
   Status FillAttr(fuse_ino_t ino, struct stat* st);
   void FillVolumeAttr(const VolumeInfo& v, fuse_ino_t ino, struct stat* st);
 
@@ -76,6 +82,9 @@ class OvbdFs {
   uint64_t mount_time_ns_ = 0;
   std::mutex last_mu_;
   std::string last_result_;  // the most recent command's result, any handle
+  // Serializes control commands with RetireGoneNames, so no command can
+  // recreate a name between a delete and the retiring of its inode.
+  std::mutex control_mu_;
 
   std::mutex ino_mu_;
   std::map<std::string, fuse_ino_t> ino_by_name_;

@@ -150,6 +150,17 @@ Result<std::shared_ptr<Layer>> Layer::OpenAppendOnly(std::shared_ptr<const Reada
   return layer;
 }
 
+void Layer::MarkFailed(const std::string& why) {
+  std::lock_guard lk(failed_mu_);
+  failed_why_ = why;
+  failed_.store(true, std::memory_order_release);
+}
+
+Status Layer::FailedStatus() const {
+  std::lock_guard lk(failed_mu_);
+  return Status::Corruption(file_->Name() + ": layer unusable: " + failed_why_);
+}
+
 Status Layer::CheckData(const std::function<void(uint64_t, uint64_t)>& progress) const {
   std::vector<char> buf(1 << 20);
   uint64_t total = 0, done = 0;

@@ -230,8 +230,10 @@ Result<std::shared_ptr<lsmt::Layer>> Store::OpenLayerFile(const std::string& fil
     if (auto l = it->second.lock()) return l;
   }
   OVBD_RETURN_IF_ERROR(ValidateLayerFileName(file));
+  OVBD_ASSIGN_OR_RETURN(FileInfo id, env_->Stat(LayerPath(file)));
   OVBD_ASSIGN_OR_RETURN(auto layer, OpenLayer(env_, LayerPath(file), opts_.layer));
   layer_cache_[file] = layer;
+  layer_identity_[file] = id;
   return layer;
 }
 
@@ -439,7 +441,33 @@ void Store::Release(const std::string& name) {
   if (--it->second == 0) handles_.erase(it);
 }
 
+Status Store::VerifyLayerFiles() {
+  std::lock_guard lk(mu_);
+  Status first;
+  for (auto& [file, weak] : layer_cache_) {
+    auto layer = weak.lock();
+    if (!layer || layer->failed()) continue;
+    auto it = layer_identity_.find(file);
+    if (it == layer_identity_.end()) continue;
+    auto now = env_->Stat(LayerPath(file));
+    std::string why;
+    if (!now.ok()) {
+      why = "file vanished (" + now.status().ToString() + ")";
+    } else if (now->size != it->second.size) {
+      why = "size changed from " + std::to_string(it->second.size) + " to " +
+            std::to_string(now->size) + " bytes";
+    } else if (now->mtime_ns != it->second.mtime_ns) {
+      why = "modified while in use";
+    }
+    if (why.empty()) continue;
+    layer->MarkFailed(why);
+    if (first.ok()) first = Status::Corruption(LayerPath(file) + ": " + why);
+  }
+  return first;
+}
+
 Status Store::FlushAll() {
+  Status layers = VerifyLayerFiles();
   std::vector<std::shared_ptr<Volume>> vols;
   {
     std::lock_guard lk(mu_);
@@ -451,7 +479,7 @@ Status Store::FlushAll() {
     Status s = v->Flush();
     if (!s.ok() && first.ok()) first = s.Annotate(v->name());
   }
-  return first;
+  return first.ok() ? layers : first;
 }
 
 Status Store::SnapshotCheckLocked(const std::string& vol, const std::string& snap) {
@@ -508,6 +536,7 @@ Status Store::SnapshotQuiescedLocked(const std::string& vol, Volume* v, const st
   // 4. Switch the live volume over.
   OVBD_ASSIGN_OR_RETURN(auto sealed, lsmt::Layer::Open(old->data_file()));
   layer_cache_[sealed_file] = sealed;
+  if (auto id = env_->Stat(LayerPath(sealed_file)); id.ok()) layer_identity_[sealed_file] = id.value();
   auto lowers = st->lowers;
   lowers.push_back(sealed);
   v->InstallStack(Stack::Make(std::move(lowers), std::shared_ptr<Upper>(std::move(fresh))));

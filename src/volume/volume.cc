@@ -43,8 +43,9 @@ void Volume::InstallStack(std::shared_ptr<const Stack> st) {
   stack_ = std::move(st);
 }
 
-void Volume::PlanAligned(const Stack& st, uint64_t off, uint64_t len,
-                         std::vector<ReadPiece>* out) const {
+Status Volume::PlanAligned(const Stack& st, uint64_t off, uint64_t len,
+                           std::vector<ReadPiece>* out) const {
+  Status failed;
   auto add = [out](uint64_t n, const ReadableFile* f, uint64_t foff) {
     if (!out->empty()) {
       ReadPiece& p = out->back();
@@ -61,11 +62,17 @@ void Volume::PlanAligned(const Stack& st, uint64_t off, uint64_t len,
                   [&](uint64_t so, uint64_t sn, const Segment* seg) {
                     if (!seg) return add(sn * kSectorSize, nullptr, 0);
                     const auto& layer = st.lowers[seg->layer];
+                    // A layer whose file changed behind our back serves
+                    // nothing: the ranges it maps fail, the rest still work.
+                    if (layer->failed() && failed.ok()) failed = layer->FailedStatus();
                     add(sn * kSectorSize, &layer->file(),
                         (seg->moffset + (so - seg->offset)) * kSectorSize);
                   });
   };
-  if (!st.upper) return lower(off, len);
+  if (!st.upper) {
+    lower(off, len);
+    return failed;
+  }
   st.upper->Walk(off, len, [&](uint64_t o, uint64_t n, UpperPiece p) {
     switch (p) {
       case UpperPiece::kData: return add(n, st.upper->data_file().get(), Upper::DataOffset(o));
@@ -73,18 +80,20 @@ void Volume::PlanAligned(const Stack& st, uint64_t off, uint64_t len,
       case UpperPiece::kAbsent: return lower(o, n);
     }
   });
+  return failed;
 }
 
 Result<ReadPlan> Volume::PlanRead(uint64_t off, uint64_t len) const {
   ReadPlan plan;
   plan.stack = stack();
+
   const uint64_t size = size_.load();
   if (off >= size || len == 0) return plan;
   len = std::min(len, size - off);
   plan.length = len;
   const uint64_t aoff = AlignDown(off);
   const uint64_t aend = AlignUp(off + len);
-  PlanAligned(*plan.stack, aoff, aend - aoff, &plan.pieces);
+  OVBD_RETURN_IF_ERROR(PlanAligned(*plan.stack, aoff, aend - aoff, &plan.pieces));
   // Trim the sector padding off both ends: within a piece the mapping is
   // linear, so byte-granular trimming is exact.
   uint64_t head = off - aoff;
@@ -127,7 +136,7 @@ Result<size_t> Volume::Read(uint64_t off, size_t len, char* buf) const {
 
 Status Volume::ReadAligned(const Stack& st, uint64_t off, uint64_t len, char* buf) const {
   std::vector<ReadPiece> pieces;
-  PlanAligned(st, off, len, &pieces);
+  OVBD_RETURN_IF_ERROR(PlanAligned(st, off, len, &pieces));
   char* p = buf;
   for (const ReadPiece& piece : pieces) {
     if (!piece.file) {

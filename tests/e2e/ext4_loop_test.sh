@@ -99,7 +99,6 @@ used_before=$(used_of)
 cmp "$M/imported" "$W/base.img" || fail "imported volume does not read as the raw image"
 loop_attach "$M/imported" --direct-io=on
 kmount "$LOOP" "$K"
-(cd "$W/src" && find . -mindepth 1 -printf '%y %p\n' | LC_ALL=C sort) >"$W/src.list"
 tree_manifest "$W/src" | grep -v ' \.$' >"$W/manifest2.src"
 tree_manifest "$K" | grep -v ' \.$' >"$W/manifest2.lower"
 diff -u "$W/manifest2.src" "$W/manifest2.lower" >&2 || fail "files of the lower ext4 image read wrong"

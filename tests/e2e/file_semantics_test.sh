@@ -8,6 +8,7 @@
 # E2E_CORRUPT=1 flips one byte of the upper before the final comparison: the
 # test must then fail.
 . "$(dirname "$0")/lib.sh"
+require_root "chown to another user"
 require_fuse
 require_cmd fallocate truncate stat sha256sum
 e2e_init
@@ -166,6 +167,22 @@ cp "$SH" "$W/shadow.s1"
 shadow write "$V" "$SH" $((50 * MiB + 3)) 10000 31
 shadow fullcmp "$M/vol@s1" "$W/shadow.s1" || fail "snapshot changed when the volume was written"
 shadow fullcmp "$V" "$SH" || fail "volume differs after snapshot + write"
+# A clone of the snapshot is a writable volume with the snapshot's bytes.
+echo "clone vol@s1 copy" >"$M/.control" || fail "clone command failed"
+shadow fullcmp "$M/copy" "$W/shadow.s1" || fail "clone differs from its snapshot"
+cp "$W/shadow.s1" "$W/shadow.copy"
+shadow write "$M/copy" "$W/shadow.copy" 12345 777 32 || fail "writing the clone failed"
+shadow fullcmp "$M/copy" "$W/shadow.copy" || fail "clone differs after a write"
+shadow fullcmp "$M/vol@s1" "$W/shadow.s1" || fail "a write to the clone changed the snapshot"
+shadow fullcmp "$V" "$SH" || fail "a write to the clone changed the volume"
+echo "resize copy $((400 * MiB))" >"$M/.control" || fail "resize command failed"
+assert_eq $((400 * MiB)) "$(stat -c %s "$M/copy")" "size after resize through .control"
+echo "delete copy" >"$M/.control" || fail "delete command failed"
+[[ -e $M/copy ]] && fail "deleted volume still visible"
+# A new volume under the deleted one's name is new: it must read zeros, not
+# the deleted volume's bytes (from the kernel's page cache, say).
+echo "create copy $((64 * MiB))" >"$M/.control" || fail "create command failed"
+cmp -n $((4 * MiB)) "$M/copy" /dev/zero || fail "a volume re-created under a deleted name shows old data"
 stop_daemon "$M"
 
 # ---- read-only mount

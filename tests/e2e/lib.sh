@@ -377,15 +377,14 @@ pids_of() {
 # tree_manifest DIR: one line per entry: type, mode, size, sha256 (files) or
 # target (symlinks), path; sorted. Two equal trees give equal manifests.
 tree_manifest() {
-  (cd "$1" && find . -path ./lost+found -prune -o -printf '%y %m %s %p %l\n' | LC_ALL=C sort |
-    while read -r t m s p l; do
-      if [[ $t == f ]]; then
-        printf '%s %s %s %s %s\n' "$t" "$m" "$s" "$(sha256sum <"$p" | cut -c1-64)" "$p"
-      elif [[ $t == l ]]; then
-        printf '%s %s %s\n' "$t" "$p" "$l"
-      elif [[ $t == d ]]; then
-        printf '%s %s %s\n' "$t" "$m" "$p"
-      fi
+  (cd "$1" && find . -path ./lost+found -prune -o -printf '%y\t%m\t%s\t%p\t%l\n' | LC_ALL=C sort -t $'\t' -k4 |
+    while IFS=$'\t' read -r t m s p l; do
+      case $t in
+        f) printf 'f %s %s %s %s\n' "$m" "$s" "$(sha256sum <"$p" | cut -c1-64)" "$p" ;;
+        l) printf 'l %s -> %s\n' "$p" "$l" ;;
+        d) printf 'd %s %s\n' "$m" "$p" ;;
+        *) printf '%s %s %s\n' "$t" "$m" "$p" ;;
+      esac
     done)
 }
 

@@ -9,6 +9,9 @@
 # clean. The second user must get EACCES on the first user's volume and
 # .control: without allow_other (FUSE refuses other users outright), and with
 # allow_other (the mode bits, enforced by default_permissions, refuse them).
+#
+# E2E_CORRUPT=1 flips a byte of a file's data in the upper before the
+# remount: the test must then fail.
 . "$(dirname "$0")/lib.sh"
 require_root "creating users and setting /dev/fuse's mode"
 require_fuse
@@ -118,8 +121,15 @@ assert_eq EACCES "$(errno_as "$U2" "os.open('$V', os.O_RDONLY)")" "$U2 opens $U1
 assert_eq EACCES "$(errno_as "$U2" "os.open('$M/.control', os.O_RDWR)")" "$U2 opens $U1's .control (no allow_other)"
 assert_eq EACCES "$(errno_as "$U2" "os.stat('$V')")" "$U2 stats $U1's volume (no allow_other)"
 
+# Where one file's first block is (for E2E_CORRUPT).
+victim=$(cd "$W/src" && find . -type f -size +8k | LC_ALL=C sort | head -1)
 unmount_fs
+pblk=$(u1 /sbin/debugfs -R "bmap /data/${victim#./} 0" "$V" 2>/dev/null | tail -1)
 unmount_store
+if corrupting; then
+  [[ $pblk =~ ^[0-9]+$ ]] || fail "debugfs did not give the block of $victim"
+  flip_byte "$(upper_data "$S" disk)" $((4096 + pblk * 4096 + 7))
+fi
 
 # ---- everything again: files intact, e2fsck clean
 log "as $U1: remount, fuse2fs, e2fsck"

@@ -2,7 +2,9 @@
 // read on demand from the (possibly decompressing) file beneath it.
 #pragma once
 
+#include <atomic>
 #include <functional>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,8 +38,15 @@ class Layer {
   // Reads the data of a mapped piece: `n` bytes at byte offset `moff_bytes`
   // of the layer file.
   Status ReadData(uint64_t moff_bytes, size_t n, char* buf) const {
+    if (failed_.load(std::memory_order_acquire)) return FailedStatus();
     return file_->ReadExact(moff_bytes, n, buf);
   }
+
+  // Marks the layer unusable (its file changed behind our back): every
+  // later read of its data fails instead of serving whatever is there now.
+  void MarkFailed(const std::string& why);
+  bool failed() const { return failed_.load(std::memory_order_acquire); }
+  Status FailedStatus() const;
 
   // Reads every mapped byte once (through ZFile CRCs when compressed).
   Status CheckData(const std::function<void(uint64_t, uint64_t)>& progress = nullptr) const;
@@ -48,6 +57,9 @@ class Layer {
   std::vector<Segment> segments_;
   uint64_t padding_entries_ = 0;
   std::shared_ptr<const ReadableFile> file_;
+  std::atomic<bool> failed_{false};
+  mutable std::mutex failed_mu_;
+  std::string failed_why_;
 };
 
 // Validates decoded entries into segments; used by Open and by fuzzing.

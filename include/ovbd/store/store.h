@@ -84,8 +84,12 @@ class Store {
   Result<std::shared_ptr<Volume>> Acquire(const std::string& name);
   void Release(const std::string& name);
 
-  // Commits every dirty volume (the periodic flusher and unmount call it).
+  // Commits every dirty volume (the periodic flusher and unmount call it),
+  // then checks that no open layer file changed behind our back.
   Status FlushAll();
+  // Re-stats every open layer file; one whose size or mtime changed is
+  // marked failed (its ranges then read as errors, never as garbage).
+  Status VerifyLayerFiles();
   // Removes files under layers/ that no manifest references.
   Status CollectGarbage(std::vector<std::string>* removed = nullptr);
 
@@ -130,6 +134,7 @@ class Store {
   std::map<std::string, std::shared_ptr<Volume>> open_;   // by full name
   std::map<std::string, size_t> handles_;                 // by full name
   std::map<std::string, std::weak_ptr<lsmt::Layer>> layer_cache_;
+  std::map<std::string, FileInfo> layer_identity_;  // size and mtime at open
 };
 
 }  // namespace ovbd

@@ -91,8 +91,8 @@ class Volume {
 
  private:
   Status ReadAligned(const Stack& st, uint64_t off, uint64_t len, char* buf) const;
-  void PlanAligned(const Stack& st, uint64_t off, uint64_t len,
-                   std::vector<ReadPiece>* out) const;
+  Status PlanAligned(const Stack& st, uint64_t off, uint64_t len,
+                     std::vector<ReadPiece>* out) const;
   std::mutex& StripeFor(uint64_t byte_off) { return stripes_[(byte_off >> 12) % stripes_.size()]; }
 
   const std::string name_;
