@@ -16,11 +16,14 @@
 #   BUILD_DIR   [<repo>/build-bench]   where ovbdfs and ovbd were built
 #   OVBDFS, OVBD                       binaries (default: from BUILD_DIR)
 #   OVBDFS_OPTS []                     extra -o options for ovbdfs (e.g. threads=4)
+#   OVBDFS2, OVBDFS2_OPTS              a second ovbdfs build/options to compare
+#                                      side by side: add "ovbdfs2" to ENGINES (own store;
+#                                      the table gains ovbdfs2 columns)
 #   RUNTIME     [10]                   seconds per run (plus RAMP)
 #   RAMP        [1]                    fio ramp_time seconds (not measured)
 #   REPEAT      [3]                    runs per job and engine
 #   SIZE_MB     [1024]                 image size
-#   ENGINES     [raw qsd ovbdfs]
+#   ENGINES     [raw qsd ovbdfs]       any of raw qsd ovbdfs ovbdfs2
 #   JOBS        [rr4k_qd1 rr4k_qd16 rw4k_qd16 sr1m_qd16 sw1m_qd16]
 #   DROP_CACHES [0]                    1: drop the page cache before every run (root only)
 #   WORK_PARENT [/var/tmp]             where the temp directory goes (needs ~5x SIZE_MB)
@@ -35,6 +38,8 @@ BUILD_DIR=${BUILD_DIR:-$ROOT/build-bench}
 OVBDFS=${OVBDFS:-$BUILD_DIR/src/fuse/ovbdfs}
 OVBD=${OVBD:-$BUILD_DIR/src/tool/ovbd}
 OVBDFS_OPTS=${OVBDFS_OPTS:-}
+OVBDFS2=${OVBDFS2:-$OVBDFS}
+OVBDFS2_OPTS=${OVBDFS2_OPTS:-}
 RUNTIME=${RUNTIME:-10}
 RAMP=${RAMP:-1}
 REPEAT=${REPEAT:-3}
@@ -69,11 +74,12 @@ for j in $JOBS; do job_spec "$j" >/dev/null; done
 
 # --- workspace and cleanup ---------------------------------------------------
 WORK=$(mktemp -d "$WORK_PARENT/ovbd-fio.XXXXXX")
-MNT=$WORK/mnt
-STORE=$WORK/store
 QSD_FILE=$WORK/qsd.img
-OVBDFS_PID=""
 QSD_PID=""
+# Per ovbdfs engine (ovbdfs, ovbdfs2): its own store, mount point and daemon.
+declare -A DAEMON_PID=()
+store_of() { echo "$WORK/store-$1"; }
+mnt_of() { echo "$WORK/mnt-$1"; }
 
 # Polls a condition (a command) every 50 ms until it holds; fails after $1 s.
 wait_for() {
@@ -97,23 +103,43 @@ stop_qsd() {
 }
 
 stop_ovbdfs() {
-  if mountpoint -q "$MNT" 2>/dev/null; then
-    fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
+  local engine=$1 mnt pid
+  mnt=$(mnt_of "$engine")
+  pid=${DAEMON_PID[$engine]:-}
+  if mountpoint -q "$mnt" 2>/dev/null; then
+    fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
   fi
-  if [[ -n $OVBDFS_PID ]]; then
+  if [[ -n $pid ]]; then
     # The daemon exits by itself once unmounted (after its final flush).
-    wait_for 30 not_alive_ovbdfs || kill "$OVBDFS_PID" 2>/dev/null || true
-    wait "$OVBDFS_PID" 2>/dev/null || true
-    OVBDFS_PID=""
+    wait_for 30 not_alive "$pid" || kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    DAEMON_PID[$engine]=""
   fi
 }
-not_alive_ovbdfs() { ! alive "$OVBDFS_PID"; }
+not_alive() { ! alive "$1"; }
+
+start_ovbdfs() {
+  local engine=$1 bin=$2 opts=$3 store mnt
+  store=$(store_of "$engine")
+  mnt=$(mnt_of "$engine")
+  mkdir -p "$mnt"
+  "$OVBD" store init "$store" >/dev/null
+  "$OVBD" volume import "$store" base "$BASE" >/dev/null
+  "$OVBD" snapshot "$store" base golden >/dev/null
+  local args=("$store" "$mnt" -f)
+  [[ -n $opts ]] && args+=(-o "$opts")
+  "$bin" "${args[@]}" >"$WORK/$engine.log" 2>&1 &
+  DAEMON_PID[$engine]=$!
+  local pid=$!
+  mounted() { alive "$pid" || die "$engine exited: $(cat "$WORK/$engine.log")"; mountpoint -q "$mnt"; }
+  wait_for 20 mounted || die "$engine did not mount"
+}
 
 cleanup() {
   local rc=$?
   set +e
   stop_qsd
-  stop_ovbdfs
+  for e in "${!DAEMON_PID[@]}"; do stop_ovbdfs "$e"; done
   rm -rf "$WORK"
   exit $rc
 }
@@ -140,19 +166,9 @@ BASE=$WORK/base.raw
 RAW=$WORK/raw.img
 dd if=/dev/urandom of="$BASE" bs=1M count="$SIZE_MB" status=none
 cp "$BASE" "$RAW"
-mkdir -p "$MNT"
 touch "$QSD_FILE"
-if [[ " $ENGINES " == *" ovbdfs "* ]]; then
-  "$OVBD" store init "$STORE" >/dev/null
-  "$OVBD" volume import "$STORE" base "$BASE" >/dev/null
-  "$OVBD" snapshot "$STORE" base golden >/dev/null
-  args=("$STORE" "$MNT" -f)
-  [[ -n $OVBDFS_OPTS ]] && args+=(-o "$OVBDFS_OPTS")
-  "$OVBDFS" "${args[@]}" >"$WORK/ovbdfs.log" 2>&1 &
-  OVBDFS_PID=$!
-  mounted_ovbdfs() { alive "$OVBDFS_PID" || die "ovbdfs exited: $(cat "$WORK/ovbdfs.log")"; mountpoint -q "$MNT"; }
-  wait_for 20 mounted_ovbdfs || die "ovbdfs did not mount"
-fi
+[[ " $ENGINES " == *" ovbdfs "* ]] && start_ovbdfs ovbdfs "$OVBDFS" "$OVBDFS_OPTS"
+[[ " $ENGINES " == *" ovbdfs2 "* ]] && start_ovbdfs ovbdfs2 "$OVBDFS2" "$OVBDFS2_OPTS"
 sync
 
 # --- one run -------------------------------------------------------------------
@@ -175,10 +191,10 @@ prepare() {
       wait_for 20 mounted_qsd || die "qemu-storage-daemon did not export"
       TARGET=$QSD_FILE
       ;;
-    ovbdfs)
-      "$OVBD" clone "$STORE" base@golden "$id" >/dev/null
-      wait_for 10 test -f "$MNT/$id" || die "clone $id did not appear"
-      TARGET=$MNT/$id
+    ovbdfs | ovbdfs2)
+      "$OVBD" clone "$(store_of "$engine")" base@golden "$id" >/dev/null
+      wait_for 10 test -f "$(mnt_of "$engine")/$id" || die "clone $id did not appear"
+      TARGET=$(mnt_of "$engine")/$id
       ;;
   esac
 }
@@ -187,9 +203,14 @@ finish() {
   local engine=$1 id=$2
   case $engine in
     qsd) stop_qsd; rm -f "$WORK/overlay.qcow2" ;;
-    ovbdfs) "$OVBD" delete "$STORE" "$id" >/dev/null ;;
+    ovbdfs | ovbdfs2)
+      # The kernel sends RELEASE after close() returns and the daemon flushes
+      # the upper then; retry until the volume is no longer busy.
+      wait_for 60 delete_volume "$engine" "$id" ||
+        die "could not delete $id: $("$OVBD" delete "$(store_of "$engine")" "$id" 2>&1)" ;;
   esac
 }
+delete_volume() { "$OVBD" delete "$(store_of "$1")" "$2" >/dev/null 2>&1; }
 
 declare -A SAMPLES  # "job engine" -> space-separated values
 
@@ -238,13 +259,28 @@ echo "fio_compare: $(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), CPU: $C
 echo "fs.pipe-max-size: $PIPE_MAX; fio $(fio --version | sed 's/^fio-//'); $(qemu-storage-daemon --version | head -1); libfuse $(pkg-config --modversion fuse3 2>/dev/null || echo '?')"
 echo "image ${SIZE_MB} MiB random data; direct=1, ${RUNTIME}s + ${RAMP}s ramp per run, median of $REPEAT runs; load average $LOAD_START at start, $LOAD_END at end"
 echo "$CACHE_NOTE${OVBDFS_OPTS:+; ovbdfs -o $OVBDFS_OPTS}"
+TWO=""
+if [[ " $ENGINES " == *" ovbdfs2 "* ]]; then
+  TWO=1
+  echo "ovbdfs2: $OVBDFS2${OVBDFS2_OPTS:+ -o $OVBDFS2_OPTS}"
+fi
 echo
-echo "| job | raw | qsd | ovbdfs | ovbdfs/qsd | ovbdfs/raw |"
-echo "|---|---:|---:|---:|---:|---:|"
+if [[ -n $TWO ]]; then
+  echo "| job | raw | qsd | ovbdfs | ovbdfs/qsd | ovbdfs/raw | ovbdfs2 | ovbdfs2/qsd | ovbdfs2/ovbdfs |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+else
+  echo "| job | raw | qsd | ovbdfs | ovbdfs/qsd | ovbdfs/raw |"
+  echo "|---|---:|---:|---:|---:|---:|"
+fi
 for job in $JOBS; do
   IFS='|' read -r label _ _ <<<"$(job_spec "$job")"
   r=$(median <<<"${SAMPLES["$job raw"]:-}")
   q=$(median <<<"${SAMPLES["$job qsd"]:-}")
   o=$(median <<<"${SAMPLES["$job ovbdfs"]:-}")
-  echo "| $label | $(fmt "$r") | $(fmt "$q") | $(fmt "$o") | $(ratio "$o" "$q") | $(ratio "$o" "$r") |"
+  line="| $label | $(fmt "$r") | $(fmt "$q") | $(fmt "$o") | $(ratio "$o" "$q") | $(ratio "$o" "$r") |"
+  if [[ -n $TWO ]]; then
+    t=$(median <<<"${SAMPLES["$job ovbdfs2"]:-}")
+    line+=" $(fmt "$t") | $(ratio "$t" "$q") | $(ratio "$t" "$o") |"
+  fi
+  echo "$line"
 done

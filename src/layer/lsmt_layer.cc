@@ -150,6 +150,16 @@ Result<std::shared_ptr<Layer>> Layer::OpenAppendOnly(std::shared_ptr<const Reada
   return layer;
 }
 
+std::shared_ptr<Layer> Layer::FromWritten(std::shared_ptr<const ReadableFile> file,
+                                          Header trailer, std::vector<Segment> segments) {
+  auto layer = std::shared_ptr<Layer>(new Layer());
+  layer->header_ = std::move(trailer);
+  layer->segments_ = std::move(segments);
+  layer->padding_entries_ = layer->header_.index_size - layer->segments_.size();
+  layer->file_ = std::move(file);
+  return layer;
+}
+
 void Layer::MarkFailed(const std::string& why) {
   std::lock_guard lk(failed_mu_);
   failed_why_ = why;

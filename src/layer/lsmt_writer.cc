@@ -119,7 +119,7 @@ Status Writer::Finish() {
 
 Result<uint64_t> WriteIndexAndTrailer(RWFile* out, uint64_t index_offset,
                                       const std::vector<Segment>& segments, Header base,
-                                      bool pad) {
+                                      bool pad, bool sync) {
   const uint64_t per_block = kHeaderSize / kEntrySize;
   uint64_t count = segments.size();
   if (pad) count = (count + per_block - 1) / per_block * per_block;
@@ -145,7 +145,7 @@ Result<uint64_t> WriteIndexAndTrailer(RWFile* out, uint64_t index_offset,
   OVBD_RETURN_IF_ERROR(out->WriteAt(index_offset, buf.data(), buf.size()));
   const uint64_t end = index_offset + buf.size();
   if (out->Size() > end) OVBD_RETURN_IF_ERROR(out->Truncate(end));
-  OVBD_RETURN_IF_ERROR(out->Sync());
+  if (sync) OVBD_RETURN_IF_ERROR(out->Sync());
   return end;
 }
 

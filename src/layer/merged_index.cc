@@ -105,6 +105,70 @@ MergedIndex MergedIndex::Build(const std::vector<const std::vector<Segment>*>& l
   return idx;
 }
 
+MergedIndex MergedIndex::WithTop(const MergedIndex& below, const std::vector<Segment>& top,
+                                 uint8_t layer) {
+  MergedIndex idx;
+  idx.segs_.reserve(below.segs_.size() + top.size());
+  auto emit = [&](Segment s) {
+    if (s.length == 0) return;
+    if (!idx.segs_.empty()) {
+      Segment& p = idx.segs_.back();
+      if (p.end() == s.offset && p.layer == s.layer && p.moffset + p.length == s.moffset &&
+          uint64_t{p.length} + s.length < (uint64_t{1} << 31)) {
+        p.length += s.length;
+        return;
+      }
+    }
+    idx.segs_.push_back(s);
+  };
+  // Walk both sorted lists at once: a top segment (data or zeroed) hides
+  // whatever of `below` it covers.
+  size_t i = 0;
+  Segment cur{};
+  bool have = false;
+  auto next_below = [&]() {
+    have = i < below.segs_.size();
+    if (have) cur = below.segs_[i++];
+  };
+  auto cut_front = [&](uint64_t n) {
+    cur.offset += n;
+    cur.moffset += n;
+    cur.length -= static_cast<uint32_t>(n);
+  };
+  next_below();
+  for (const Segment& t : top) {
+    while (have && cur.end() <= t.offset) {  // below pieces entirely before t
+      emit(cur);
+      next_below();
+    }
+    if (have && cur.offset < t.offset) {  // a below piece starting before t: keep its head
+      Segment head = cur;
+      head.length = static_cast<uint32_t>(t.offset - cur.offset);
+      emit(head);
+      cut_front(t.offset - cur.offset);
+    }
+    if (!t.zeroed) {
+      Segment s = t;
+      s.layer = layer;
+      emit(s);
+    }
+    while (have && cur.offset < t.end()) {  // drop what t covers
+      if (cur.end() <= t.end()) {
+        next_below();
+      } else {
+        cut_front(t.end() - cur.offset);
+      }
+    }
+  }
+  while (have) {
+    emit(cur);
+    next_below();
+  }
+  idx.segs_.shrink_to_fit();
+  idx.BuildSlots();
+  return idx;
+}
+
 void MergedIndex::BuildSlots() {
   slots_.clear();
   const size_t n = segs_.size();
@@ -128,7 +192,7 @@ void MergedIndex::BuildSlots() {
   // average at most one segment ends in a slot), no wider than 2^31 sectors
   // so that slot-relative ends fit in 32 bits.
   unsigned shift = 0;
-  while (shift < 31 && (limit_ >> (shift + 1)) + 1 >= n) ++shift;
+  while (shift < 31 && (limit_ >> (shift + 1)) + 1 >= (n + 1) / 2) ++shift;
   shift_ = shift;
   mask_ = (uint64_t{1} << shift) - 1;
   const uint64_t nslots = (limit_ >> shift) + 1;

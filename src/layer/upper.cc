@@ -358,28 +358,51 @@ Status Upper::Commit() {
   return Status::OK();
 }
 
-Status Upper::Seal(const std::string& message) {
-  OVBD_RETURN_IF_ERROR(Commit());
-  std::vector<Segment> segs;
+Result<Upper::Sealed> Upper::Seal(const std::string& message) {
+  Sealed out;
   {
     std::unique_lock lk(mu_);
-    if (!pending_.empty()) return Status::Busy(base_ + ": writes arrived during seal");
     sealed_ = true;
-    segs = map_.ToSegments(lsmt::kMaxEntryLength);
+    out.segments = map_.ToSegments(lsmt::kMaxEntryLength);
   }
+  auto undo = [&](Status s) {
+    (void)Unseal();
+    return s;
+  };
   lsmt::Header h = DataHeader(uuid_, parent_uuid_, vsize_.load());
   h.user_tag = message.substr(0, lsmt::kUserTagSize - 1);
   const uint64_t index_offset =
       (DataOffset(vsize_.load()) + lsmt::kHeaderSize - 1) / lsmt::kHeaderSize * lsmt::kHeaderSize;
-  OVBD_ASSIGN_OR_RETURN(uint64_t end, lsmt::WriteIndexAndTrailer(data_.get(), index_offset, segs,
-                                                                 h, /*pad=*/true));
-  (void)end;
-  OVBD_RETURN_IF_ERROR(env_->CrashPoint("upper.seal.after_index"));
+  auto end = lsmt::WriteIndexAndTrailer(data_.get(), index_offset, out.segments, h, /*pad=*/true,
+                                        /*sync=*/false);
+  if (!end.ok()) return undo(end.status());
+  Status s = env_->CrashPoint("upper.seal.after_index");
+  if (!s.ok()) return undo(s);
   h.flags = lsmt::kFlagHeader | lsmt::kFlagDataFile | lsmt::kFlagSealed;
   char block[lsmt::kHeaderSize];
   lsmt::EncodeHeader(h, block);
+  s = data_->WriteAt(0, block, sizeof block);
+  // One sync covers the data written since the last commit and the index.
+  if (s.ok()) s = data_->Sync();
+  if (!s.ok()) return undo(s);
+  // What a reader of the sealed file sees: the trailer.
+  h.flags = lsmt::kFlagDataFile | lsmt::kFlagSealed;
+  h.index_offset = index_offset;
+  h.index_size = (out.segments.size() + 255) / 256 * 256;
+  if (h.index_size == 0) h.index_size = 256;
+  out.header = h;
+  return out;
+}
+
+Status Upper::Unseal() {
+  std::unique_lock lk(mu_);
+  const uint64_t end = DataOffset(vsize_.load());
+  if (data_->Size() > end) OVBD_RETURN_IF_ERROR(data_->Truncate(end));
+  char block[lsmt::kHeaderSize];
+  lsmt::EncodeHeader(DataHeader(uuid_, parent_uuid_, vsize_.load()), block);
   OVBD_RETURN_IF_ERROR(data_->WriteAt(0, block, sizeof block));
-  return data_->Sync();
+  sealed_ = false;
+  return Status::OK();
 }
 
 Status Upper::Resize(uint64_t new_size) {

@@ -500,28 +500,40 @@ Status Store::SnapshotCheckLocked(const std::string& vol, const std::string& sna
   return Status::OK();
 }
 
-// Takes the snapshot; the caller has checked it (SnapshotCheckLocked) and holds
-// the volume's writes quiesced.
+Result<Store::FreshUpper> Store::PrepareUpperLocked(const std::string& vol, Volume* v) {
+  // Created (and synced) before writes are quiesced, so the stall is only
+  // the seal and the manifest switch.
+  FreshUpper f;
+  f.id = lsmt::NewUuid();
+  OVBD_ASSIGN_OR_RETURN(f.upper, Upper::Create(env_, LayerPath(f.id), manifests_.at(vol).size, f.id,
+                                               v->stack()->upper->uuid()));
+  OVBD_RETURN_IF_ERROR(env_->CrashPoint("snapshot.after_new_upper"));
+  return f;
+}
+
+// Takes the snapshot; the caller has checked it (SnapshotCheckLocked),
+// prepared the fresh upper and holds the volume's writes quiesced.
 Status Store::SnapshotQuiescedLocked(const std::string& vol, Volume* v, const std::string& snap,
-                                     uint64_t now_ns) {
+                                     uint64_t now_ns, FreshUpper fresh) {
   Manifest m = manifests_.at(vol);
   auto st = v->stack();
   const std::shared_ptr<Upper>& old = st->upper;
-  // 1. Seal the upper in place: commit, then index + trailer. O(index).
-  OVBD_RETURN_IF_ERROR(old->Seal("snapshot " + vol + "@" + snap));
-  OVBD_RETURN_IF_ERROR(env_->CrashPoint("snapshot.after_seal"));
-  // 2. A fresh upper for the live volume.
-  const std::string id = lsmt::NewUuid();
-  OVBD_ASSIGN_OR_RETURN(std::unique_ptr<Upper> fresh,
-                        Upper::Create(env_, LayerPath(id), m.size, id, old->uuid()));
-  OVBD_RETURN_IF_ERROR(env_->CrashPoint("snapshot.after_new_upper"));
-  // 3. The commit point: one manifest rename. Before it, recovery reopens
+  if (fresh.upper->virtual_size() != m.size) OVBD_RETURN_IF_ERROR(fresh.upper->Resize(m.size));
+  // 1. Seal the upper in place: index + trailer, one sync. O(index).
+  OVBD_ASSIGN_OR_RETURN(Upper::Sealed sealed, old->Seal("snapshot " + vol + "@" + snap));
+  auto unseal = [&](Status s) {
+    (void)old->Unseal();
+    return s;
+  };
+  Status cs = env_->CrashPoint("snapshot.after_seal");
+  if (!cs.ok()) return unseal(cs);
+  // 2. The commit point: one manifest rename. Before it, recovery reopens
   // the old upper (undoing the seal) and collects the fresh one; after it,
   // the sealed file is a lower layer and the old journal is garbage.
   const std::string old_id = m.upper;
   const std::string sealed_file = old_id + ".data";
   m.lowers.push_back(sealed_file);
-  m.upper = id;
+  m.upper = fresh.id;
   SnapshotRecord rec;
   rec.name = snap;
   rec.size = m.size;
@@ -531,15 +543,15 @@ Status Store::SnapshotQuiescedLocked(const std::string& vol, Volume* v, const st
   rec.attrs.mode &= ~0222u;
   rec.attrs.mtime_ns = rec.attrs.ctime_ns = now_ns;
   m.snapshots.push_back(std::move(rec));
-  OVBD_RETURN_IF_ERROR(WriteManifest(std::move(m)));
+  cs = WriteManifest(std::move(m));
+  if (!cs.ok()) return unseal(cs);
   OVBD_RETURN_IF_ERROR(env_->CrashPoint("snapshot.after_manifest"));
-  // 4. Switch the live volume over.
-  OVBD_ASSIGN_OR_RETURN(auto sealed, lsmt::Layer::Open(old->data_file()));
-  layer_cache_[sealed_file] = sealed;
+  // 3. Switch the live volume over: the sealed file is now the top lower.
+  auto layer = lsmt::Layer::FromWritten(old->data_file(), std::move(sealed.header),
+                                        std::move(sealed.segments));
+  layer_cache_[sealed_file] = layer;
   if (auto id = env_->Stat(LayerPath(sealed_file)); id.ok()) layer_identity_[sealed_file] = id.value();
-  auto lowers = st->lowers;
-  lowers.push_back(sealed);
-  v->InstallStack(Stack::Make(std::move(lowers), std::shared_ptr<Upper>(std::move(fresh))));
+  v->InstallStack(Stack::WithTop(*st, layer, std::shared_ptr<Upper>(std::move(fresh.upper))));
   (void)env_->Remove(Upper::JournalPath(LayerPath(old_id)));
   return Status::OK();
 }
@@ -549,8 +561,13 @@ Status Store::Snapshot(const std::string& vol, const std::string& snap) {
   std::lock_guard lk(mu_);
   OVBD_RETURN_IF_ERROR(SnapshotCheckLocked(vol, snap));
   OVBD_ASSIGN_OR_RETURN(auto v, OpenVolumeLocked(vol));
+  // Commit what is there now outside the quiesce: the seal then only has
+  // the writes of the last moments to sync.
+  OVBD_RETURN_IF_ERROR(v->Flush());
+  OVBD_ASSIGN_OR_RETURN(FreshUpper fresh, PrepareUpperLocked(vol, v.get()));
   const uint64_t now = env_->NowMicros() * 1000;
-  return v->WithWritesQuiesced([&] { return SnapshotQuiescedLocked(vol, v.get(), snap, now); });
+  return v->WithWritesQuiesced(
+      [&] { return SnapshotQuiescedLocked(vol, v.get(), snap, now, std::move(fresh)); });
 }
 
 Status Store::SnapshotAll(const std::string& snap) {
@@ -559,6 +576,7 @@ Status Store::SnapshotAll(const std::string& snap) {
   std::lock_guard lk(mu_);
   std::vector<std::string> vols;
   std::vector<std::shared_ptr<Volume>> opened;
+  std::vector<FreshUpper> fresh;
   for (const auto& [n, m] : manifests_) {
     if (m.deleted) continue;
     OVBD_RETURN_IF_ERROR(SnapshotCheckLocked(n, snap));  // all checks before any change
@@ -566,7 +584,10 @@ Status Store::SnapshotAll(const std::string& snap) {
   }
   for (const auto& n : vols) {
     OVBD_ASSIGN_OR_RETURN(auto v, OpenVolumeLocked(n));
+    OVBD_RETURN_IF_ERROR(v->Flush());
+    OVBD_ASSIGN_OR_RETURN(FreshUpper f, PrepareUpperLocked(n, v.get()));
     opened.push_back(v);
+    fresh.push_back(std::move(f));
   }
   // One instant for all: every volume's writes are quiesced (nested) before
   // the first snapshot is taken, so a write acknowledged before the command
@@ -575,7 +596,8 @@ Status Store::SnapshotAll(const std::string& snap) {
   std::function<Status(size_t)> nest = [&](size_t i) -> Status {
     if (i < opened.size()) return opened[i]->WithWritesQuiesced([&] { return nest(i + 1); });
     for (size_t k = 0; k < opened.size(); ++k) {
-      OVBD_RETURN_IF_ERROR(SnapshotQuiescedLocked(vols[k], opened[k].get(), snap, now));
+      OVBD_RETURN_IF_ERROR(
+          SnapshotQuiescedLocked(vols[k], opened[k].get(), snap, now, std::move(fresh[k])));
     }
     return Status::OK();
   };

@@ -25,6 +25,17 @@ std::shared_ptr<Stack> Stack::Make(std::vector<std::shared_ptr<lsmt::Layer>> low
   return st;
 }
 
+std::shared_ptr<Stack> Stack::WithTop(const Stack& below, std::shared_ptr<lsmt::Layer> layer,
+                                     std::shared_ptr<Upper> upper) {
+  auto st = std::make_shared<Stack>();
+  st->index = MergedIndex::WithTop(below.index, layer->segments(),
+                                   static_cast<uint8_t>(below.lowers.size()));
+  st->lowers = below.lowers;
+  st->lowers.push_back(std::move(layer));
+  st->upper = std::move(upper);
+  return st;
+}
+
 Volume::Volume(std::string name, uint64_t size, std::vector<std::shared_ptr<lsmt::Layer>> lowers,
                std::shared_ptr<Upper> upper, bool read_only)
     : name_(std::move(name)), size_(size), read_only_(read_only || upper == nullptr) {

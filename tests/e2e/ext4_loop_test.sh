@@ -3,7 +3,8 @@
 #
 # Case 1: a volume over a lower layer made with `ovbd layer create`; mkfs.ext4
 #   through a direct-I/O loop device, copy a tree in, delete part of it and
-#   fstrim (discards reach the daemon as punch-hole), unmount everything,
+#   fstrim (discards reach the daemon as punch-hole and free upper space),
+#   unmount everything,
 #   remount ovbdfs: e2fsck -fn is clean and the tree reads back identical.
 # Case 2: a volume imported (lz4) from an existing ext4 image: its files read
 #   through the loop mount, new files land in the upper (which grows) while
@@ -48,10 +49,15 @@ mkdir -p "$K/doc"
 find /usr/share/doc -maxdepth 1 -mindepth 1 -name '[a-l]*' | head -40 | xargs -r cp -a -t "$K/doc" 2>/dev/null || true
 make_tree "$K/scratch" 60 256 2
 sync -f "$K"
+scratch_kib=$(du -sk "$K/scratch" | cut -f1)
+up_full=$(alloc_kib "$(upper_data "$S" vol)")
 # Free space and discard it: fstrim sends FITRIM -> loop -> fallocate(PUNCH_HOLE).
 rm -rf "$K/scratch"
 sync -f "$K"
 fstrim -v "$K" >&2 || fail "fstrim on ext4 over the loop device failed"
+up_trimmed=$(alloc_kib "$(upper_data "$S" vol)")
+log "case 1: upper allocation $up_full KiB -> $up_trimmed KiB after deleting $scratch_kib KiB and fstrim"
+((up_trimmed <= up_full - scratch_kib / 2)) || fail "fstrim did not free the deleted files' space in the upper"
 tree_manifest "$K" >"$W/manifest1"
 log "case 1: $(wc -l <"$W/manifest1") entries, $(du -sh "$K" | cut -f1) written"
 # Where one file's first data block lives (for E2E_CORRUPT).

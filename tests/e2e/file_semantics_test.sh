@@ -36,6 +36,7 @@ log "size and listing"
 assert_eq "$SIZE" "$(stat -c %s "$V")" "stat size"
 assert_eq "regular file" "$(stat -c %F "$V")" "file type"
 ls -l "$M" >&2
+# shellcheck disable=SC2012 # ls -l is what is being checked
 ls -l "$M" | awk '$NF == "vol" { print $5 }' | grep -qx "$SIZE" || fail "ls -l does not show the volume size"
 assert_eq "$L1_SHA" "$(head -c $((64 * MiB)) "$V" | sha256sum | cut -c1-64)" "volume's first 64 MiB = its lower (L1)"
 

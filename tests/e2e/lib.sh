@@ -32,7 +32,7 @@ LAST_MNT=
 DAEMON_PID=
 DAEMON_LOG=
 LOOP=
-declare -a E2E_FUSE_MOUNTS=() E2E_KMOUNTS=() E2E_LOOPS=() E2E_PIDS=() E2E_USERS=() E2E_RESTORE=()
+declare -a E2E_FUSE_MOUNTS=() E2E_KMOUNTS=() E2E_LOOPS=() E2E_LOOP_FILES=() E2E_PIDS=() E2E_USERS=() E2E_RESTORE=()
 declare -A E2E_DAEMON_OF=() E2E_LOG_OF=()
 
 # A sane PATH for commands run as other users or from a clean environment
@@ -136,10 +136,18 @@ e2e_cleanup() {
         { log "cleanup: cannot unmount $m"; E2E_CLEANUP_FAILED=1; }
     fi
   done
-  # Loop devices we attached (only if still backed by what we attached).
-  for d in "${E2E_LOOPS[@]}"; do
-    if losetup "$d" >/dev/null 2>&1; then
+  # Loop devices over files we attached: found by the file's device and
+  # inode (losetup -j), so a device number another test reused is left alone
+  # and a device attached just before a signal is not missed ...
+  for f in "${E2E_LOOP_FILES[@]}"; do
+    for d in $(timeout 10 losetup -n -O NAME -j "$f" 2>/dev/null); do
       _cleanup_run 60 losetup -d "$d" || { log "cleanup: cannot detach $d"; E2E_CLEANUP_FAILED=1; }
+    done
+  done
+  # ... and, when the file is gone (daemon dead), by DEV|FILE as attached.
+  for d in "${E2E_LOOPS[@]}"; do
+    if [[ $(losetup -n -O BACK-FILE "${d%%|*}" 2>/dev/null) == "${d#*|}"* ]]; then
+      _cleanup_run 60 losetup -d "${d%%|*}" || { log "cleanup: cannot detach ${d%%|*}"; E2E_CLEANUP_FAILED=1; }
     fi
   done
   # FUSE mounts, newest first.
@@ -150,9 +158,10 @@ e2e_cleanup() {
         _cleanup_run 30 umount -l "$m" || { log "cleanup: cannot unmount $m"; E2E_CLEANUP_FAILED=1; }
     fi
   done
-  # Daemons and helpers we started: TERM, then KILL after a deadline.
+  # Daemons and helpers we started and did not reap: TERM, then KILL after a
+  # deadline. Only our own children (a reaped pid may belong to anyone now).
   for p in "${E2E_PIDS[@]}"; do
-    if proc_alive "$p"; then
+    if proc_alive "$p" && [[ $(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ') == "$$" ]]; then
       kill -TERM "$p" 2>/dev/null
       wait_until 15 "pid $p exits" proc_gone "$p" || kill -KILL "$p" 2>/dev/null
     fi
@@ -160,6 +169,7 @@ e2e_cleanup() {
   done
   # Users: end their processes (all started by this test), then remove them.
   for u in "${E2E_USERS[@]}"; do
+    getent passwd "$u" >/dev/null || continue
     kill_user_processes "$u"
     userdel -r "$u" >/dev/null 2>&1 || userdel "$u" >/dev/null 2>&1 ||
       { log "cleanup: cannot remove user $u"; E2E_CLEANUP_FAILED=1; }
@@ -209,6 +219,15 @@ wait_until() {
   done
 }
 
+# forget_pid PID: PID was reaped; cleanup must not signal it any more.
+forget_pid() {
+  local i
+  for i in "${!E2E_PIDS[@]}"; do
+    [[ ${E2E_PIDS[i]} == "$1" ]] && unset "E2E_PIDS[i]"
+  done
+  return 0
+}
+
 proc_alive() {
   local s
   s=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
@@ -236,14 +255,14 @@ start_daemon() {
   mkdir -p "$mnt"
   local logf
   logf="$E2E_WORK/ovbdfs.$(basename "$mnt").$(date +%s%N).log"
+  E2E_FUSE_MOUNTS+=("$mnt") # before starting: a signal may come at any point
   "$OVBDFS" "$store" "$mnt" -f "$@" >"$logf" 2>&1 &
   local pid=$!
   E2E_PIDS+=("$pid")
-  E2E_FUSE_MOUNTS+=("$mnt")
   E2E_DAEMON_OF[$mnt]=$pid
   E2E_LOG_OF[$mnt]=$logf
-  DAEMON_PID=$pid
-  DAEMON_LOG=$logf
+  # shellcheck disable=SC2034 # for the tests
+  DAEMON_PID=$pid DAEMON_LOG=$logf
   LAST_MNT=$mnt
   local deadline=$((${EPOCHREALTIME/./} + E2E_MOUNT_TIMEOUT * 1000000))
   until timeout 10 mountpoint -q "$mnt"; do
@@ -278,6 +297,7 @@ stop_daemon() {
     fail "ovbdfs (pid $pid) still running 60s after unmount"
   local rc=0
   wait "$pid" || rc=$?
+  forget_pid "$pid"
   unset "E2E_DAEMON_OF[$mnt]"
   if ((rc != 0)); then
     sed 's/^/    ovbdfs: /' "${E2E_LOG_OF[$mnt]}" >&2
@@ -295,6 +315,7 @@ kill_daemon() {
   kill -KILL "$pid"
   wait_until 30 "killed ovbdfs exits" proc_gone "$pid" || fail "ovbdfs survived SIGKILL"
   wait "$pid" 2>/dev/null || true
+  forget_pid "$pid"
   unset "E2E_DAEMON_OF[$mnt]"
   fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
   wait_until 30 "dead mount $mnt goes away" not_mounted "$mnt" || fail "cannot clear the dead mount $mnt"
@@ -307,8 +328,9 @@ kill_daemon() {
 loop_attach() {
   local file=$1
   shift
+  E2E_LOOP_FILES+=("$file") # before attaching: a signal may come at any point
   LOOP=$(losetup -f --show "$@" "$file") || fail "losetup -f --show $* $file failed"
-  E2E_LOOPS+=("$LOOP")
+  E2E_LOOPS+=("$LOOP|$(realpath -m "$file")")
   log "attached $LOOP -> $file ($*)"
 }
 
@@ -317,6 +339,11 @@ loop_detach() {
   losetup -d "$d" || fail "losetup -d $d failed"
   # Detaching is asynchronous when the device was busy: wait for it.
   wait_until 30 "$d detached" _loop_free "$d" || fail "$d still attached"
+  local i
+  for i in "${!E2E_LOOPS[@]}"; do
+    [[ ${E2E_LOOPS[i]%%|*} == "$d" ]] && unset "E2E_LOOPS[i]"
+  done
+  return 0
 }
 _loop_free() { [[ -z $(losetup -n -O BACK-FILE "$1" 2>/dev/null) ]]; }
 
@@ -324,8 +351,8 @@ _loop_free() { [[ -z $(losetup -n -O BACK-FILE "$1" 2>/dev/null) ]]; }
 kmount() {
   local dir=${*: -1}
   mkdir -p "$dir"
+  E2E_KMOUNTS+=("$dir") # before mounting: a signal may come at any point
   mount "$@" || fail "mount $* failed"
-  E2E_KMOUNTS+=("$dir")
 }
 
 kumount() {
@@ -338,8 +365,8 @@ kumount() {
 add_user() {
   local u=$1
   getent passwd "$u" >/dev/null && fail "user $u already exists"
-  useradd -m -U -s /bin/bash "$u" || fail "useradd $u failed"
   E2E_USERS+=("$u")
+  useradd -m -U -s /bin/bash "$u" || fail "useradd $u failed"
   log "created user $u (uid $(id -u "$u"))"
 }
 

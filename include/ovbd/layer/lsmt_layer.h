@@ -27,6 +27,11 @@ class Layer {
   static Result<std::shared_ptr<Layer>> OpenAppendOnly(std::shared_ptr<const ReadableFile> data,
                                                        std::shared_ptr<const ReadableFile> index);
 
+  // A layer whose header and index the caller just wrote itself (a sealed
+  // upper): no need to read them back.
+  static std::shared_ptr<Layer> FromWritten(std::shared_ptr<const ReadableFile> file,
+                                            Header trailer, std::vector<Segment> segments);
+
   const Header& header() const { return header_; }
   uint64_t virtual_size() const { return header_.virtual_size; }
   // Sorted, non-overlapping, padding removed. Units: sectors.

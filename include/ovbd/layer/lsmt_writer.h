@@ -57,11 +57,11 @@ class Writer {
 
 // Appends `segments` (sorted, in sectors) as an index at byte `index_offset`
 // of `out`, followed by a trailer built from `base` (flags set to sealed
-// trailer), and syncs. With pad=true the index is padded to 4 KiB with
-// invalid entries, as overlaybd does. Returns the resulting file size.
+// trailer), and with sync=true syncs. With pad=true the index is padded to
+// 4 KiB with invalid entries, as overlaybd does. Returns the file size.
 Result<uint64_t> WriteIndexAndTrailer(RWFile* out, uint64_t index_offset,
                                       const std::vector<Segment>& segments, Header base,
-                                      bool pad);
+                                      bool pad, bool sync = true);
 
 // Converts a raw disk image into a committed layer. All-zero 4 KiB blocks
 // become holes. The virtual size is the image size rounded up to 512 bytes

@@ -53,6 +53,11 @@ class MergedIndex {
   // below the bottom, are dropped: a gap in the merged index reads zeros.
   static MergedIndex Build(const std::vector<const std::vector<Segment>*>& layers);
 
+  // The index of `below` with one more layer on top (tagged `layer`), in
+  // O(n + m): what a snapshot needs, since the sealed upper lands on top.
+  static MergedIndex WithTop(const MergedIndex& below, const std::vector<Segment>& top,
+                             uint8_t layer);
+
   // The same overlay as a plain sorted list. With keep_zeroed the zeroed
   // ranges of upper layers stay in it (as zeroed segments): what merging
   // layers into one needs, since the result may sit above other layers.
@@ -66,7 +71,9 @@ class MergedIndex {
     const Slot& s = slots_[rel >> shift_];
     const uint32_t r = static_cast<uint32_t>(rel & mask_);
     const size_t i = (s.first & kIndexMask) + (s.end[0] <= r) + (s.end[1] <= r) + (s.end[2] <= r);
-    if (s.first & kOverflow) [[unlikely]]
+    // Only when more than three segments end in the slot and the sector
+    // lies beyond the third does the answer need a search.
+    if (((s.first >> 31) & (s.end[2] <= r)) != 0) [[unlikely]]
       return FindFirstOverflow(sector, i, rel >> shift_);
     return i;
   }

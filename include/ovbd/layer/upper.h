@@ -96,9 +96,21 @@ class Upper {
   Status Commit();
   bool dirty() const;
 
-  // Turns the data file into a committed LSMT layer in place (after a
-  // Commit). The upper must not be written afterwards. Cost: O(extents).
-  Status Seal(const std::string& message);
+  // Turns the data file into a committed LSMT layer in place: appends the
+  // index and trailer, marks the header sealed, and syncs the data file once
+  // (which also makes every write so far durable there; the journal is not
+  // needed any more once the caller records the file as a layer). Writes are
+  // refused afterwards. Cost: O(extents). Returns the sealed layer's header
+  // and index, so the caller need not read them back.
+  struct Sealed {
+    lsmt::Header header;
+    std::vector<Segment> segments;
+  };
+  Result<Sealed> Seal(const std::string& message);
+  // Undoes a Seal whose snapshot could not be recorded: drops the appended
+  // index and trailer and accepts writes again. The journal and the
+  // pending operations were never touched, so nothing is lost.
+  Status Unseal();
 
   // Grows the virtual size (never shrinks).
   Status Resize(uint64_t new_size);

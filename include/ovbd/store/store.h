@@ -107,8 +107,13 @@ class Store {
   Result<std::string> ImportLayerFile(const std::string& path);
   Result<std::shared_ptr<Volume>> OpenVolumeLocked(const std::string& name);
   Status SnapshotCheckLocked(const std::string& vol, const std::string& snap);
+  struct FreshUpper {
+    std::string id;
+    std::unique_ptr<Upper> upper;
+  };
+  Result<FreshUpper> PrepareUpperLocked(const std::string& vol, Volume* v);
   Status SnapshotQuiescedLocked(const std::string& vol, Volume* v, const std::string& snap,
-                                uint64_t now_ns);
+                                uint64_t now_ns, FreshUpper fresh);
   Status CollectGarbageLocked(std::vector<std::string>* removed);
   // Merges adjacent layers X,Y that are always used together (every stack
   // holding X has Y right above it and vice versa) when Y hides data of X,

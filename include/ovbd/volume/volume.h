@@ -30,6 +30,9 @@ struct Stack {
 
   static std::shared_ptr<Stack> Make(std::vector<std::shared_ptr<lsmt::Layer>> lowers,
                                      std::shared_ptr<Upper> upper);
+  // `below` with `layer` added on top and a new upper; O(index), no re-sort.
+  static std::shared_ptr<Stack> WithTop(const Stack& below, std::shared_ptr<lsmt::Layer> layer,
+                                        std::shared_ptr<Upper> upper);
 };
 
 // Where the bytes of one piece of a read come from.
