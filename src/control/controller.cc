@@ -76,7 +76,8 @@ std::string Controller::SnapshotName() const {
   return buf;
 }
 
-Result<std::string> Controller::Execute(std::string_view line, bool* json_mode) {
+Result<std::string> Controller::Execute(std::string_view line, bool* json_mode,
+                                        const FileAttrs* owner) {
   OVBD_ASSIGN_OR_RETURN(Command c, ParseCommand(line));
   const auto& a = c.args;
   if (c.verb == "snapshot") {
@@ -108,6 +109,7 @@ Result<std::string> Controller::Execute(std::string_view line, bool* json_mode) 
     if (size == 0) return Status::InvalidArgument("size must be greater than zero");
     if (c.verb == "create") {
       FileAttrs attrs;
+      if (owner) attrs = *owner;
       OVBD_RETURN_IF_ERROR(store_->CreateVolume(a[0], size, {}, attrs));
       return "volume " + a[0] + " created (" + FormatSize(size) + ")";
     }

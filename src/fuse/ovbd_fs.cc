@@ -115,8 +115,9 @@ void OvbdFs::FillVolumeAttr(const VolumeInfo& v, fuse_ino_t ino, struct stat* st
   SetTime(&st->st_atim, v.attrs.atime_ns);
   SetTime(&st->st_mtim, v.attrs.mtime_ns);
   SetTime(&st->st_ctim, v.attrs.ctime_ns);
-  // Blocks: what the upper takes (the volume's own, unshared space).
-  st->st_blocks = 0;
+  // Blocks: what the upper takes (the volume's own, unshared space), so
+  // `du` shows how much a volume has diverged from its layers.
+  st->st_blocks = static_cast<blkcnt_t>(v.allocated / 512);
 }
 
 Status OvbdFs::FillAttr(fuse_ino_t ino, struct stat* st) {
@@ -388,6 +389,12 @@ void OvbdFs::Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off
       h->result = "error: command longer than " + std::to_string(kMaxCommandLine) + " bytes\n";
       return (void)fuse_reply_err(req, EINVAL);
     }
+    // New volumes belong to whoever asked for them.
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    FileAttrs creator;
+    creator.uid = ctx->uid;
+    creator.gid = ctx->gid;
+    creator.mode = 0644;
     size_t start = 0;
     Status last;
     std::string out;
@@ -397,7 +404,7 @@ void OvbdFs::Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off
       start = nl == std::string::npos ? data.size() : nl + 1;
       Result<std::string> r = [&] {
         std::lock_guard cl(fs->control_mu_);
-        Result<std::string> res = fs->controller_.Execute(line, &h->json);
+        Result<std::string> res = fs->controller_.Execute(line, &h->json, &creator);
         fs->RetireGoneNames();
         return res;
       }();

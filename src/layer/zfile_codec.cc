@@ -75,9 +75,14 @@ Status DecodeHeaderTrailer(const char* in, const std::string& what, HeaderTraile
                     want);
       return Status::Corruption(what + msg);
     }
-  } else if (ht->digest != 0) {
-    // Writers before the digest existed left these bytes as zero padding.
-    return Status::Corruption(what + ": digest field set but digest flag clear");
+  } else {
+    // Old writers (before the digest flag) left the digest, the index CRC
+    // and the high flag bits uninitialised: overlaybd's own published base
+    // layer carries garbage there. Without the digest flag only the known
+    // flag bits mean anything, and neither checksum field is trusted.
+    ht->flags &= kKnownFlags;
+    ht->digest = 0;
+    ht->index_crc = 0;
   }
   return Status::OK();
 }

@@ -322,8 +322,8 @@ Status ZFileReader::Init() {
     }
   }
   offsets_[n] = pos;
-  // Files from writers predating the digest flag have zero in index_crc.
-  if ((ht.flags & kFlagDigest) || ht.index_crc != 0) {
+  // Files from writers predating the digest flag carry no usable index_crc.
+  if (ht.flags & kFlagDigest) {
     if (crc != ht.index_crc) {
       char msg[80];
       std::snprintf(msg, sizeof msg, "(stored %08x, computed %08x)", ht.index_crc, crc);

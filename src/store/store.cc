@@ -221,6 +221,10 @@ Result<VolumeInfo> Store::Lookup(const std::string& name) const {
   v.upper = r.second ? "" : r.first->upper;
   auto h = handles_.find(name);
   v.open_handles = h == handles_.end() ? 0 : h->second;
+  if (!v.upper.empty()) {
+    auto fi = env_->Stat(LayerPath(v.upper + ".data"));
+    if (fi.ok()) v.allocated = fi->allocated;
+  }
   return v;
 }
 

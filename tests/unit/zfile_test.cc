@@ -521,7 +521,11 @@ TEST_F(ZFileHostile, EveryHeaderAndTrailerByteFlipIsCaught) {
       EXPECT_TRUE(r.status().IsCorruption() ||
                   r.status().code() == Status::Code::kNotSupported)
           << r.status().ToString();
-      if (i >= 24) {  // past the magic: covered by the digest
+      // Past the magic every byte is covered by the digest, except that a
+      // flip clearing the digest flag itself (flags byte at 32) turns the
+      // structure into the old, digest-less format: it is still refused,
+      // by the flag checks.
+      if (i >= 24 && i != 32) {
         EXPECT_NE(r.status().message().find("digest"), std::string::npos)
             << r.status().ToString();
       }

@@ -36,7 +36,10 @@ class Controller {
 
   // Runs one line. Returns a one-line result; format switches ("json",
   // "text") are reported through *json_mode when given.
-  Result<std::string> Execute(std::string_view line, bool* json_mode = nullptr);
+  // Volumes made by `create` get `owner`'s uid/gid/mode (the FUSE adapter
+  // passes the caller's credentials).
+  Result<std::string> Execute(std::string_view line, bool* json_mode = nullptr,
+                              const FileAttrs* owner = nullptr);
   // Status of every volume, as text or as a JSON document.
   std::string Report(bool json) const;
 

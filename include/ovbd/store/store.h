@@ -41,6 +41,7 @@ struct VolumeInfo {
   std::vector<std::string> lowers;
   std::string upper;
   size_t open_handles = 0;
+  uint64_t allocated = 0;  // bytes the upper takes on disk (Lookup only)
 };
 
 struct ImportOptions {
