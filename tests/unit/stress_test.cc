@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 #include <random>
+#include <mutex>
 #include <thread>
 
 #include "ovbd/io/crc32c.h"
@@ -68,8 +69,22 @@ TEST(Stress, ConcurrentIoWithSnapshotsClonesDeletes) {
   // expected[v][b]: last generation written to block b of volume v (each
   // block belongs to exactly one writer thread, so this is exact).
   std::vector<std::vector<uint64_t>> expected(kVolumes, std::vector<uint64_t>(kBlocks, 0));
+  // Per-block write sequence (odd while a write or discard is in flight): a
+  // read that overlaps a write of the same block may legitimately see a mix
+  // (as on any disk), so readers check only blocks no write touched meanwhile.
+  std::vector<std::unique_ptr<std::atomic<uint64_t>[]>> seq;
+  for (int v = 0; v < kVolumes; ++v) {
+    seq.emplace_back(new std::atomic<uint64_t>[kBlocks]);
+    for (uint64_t i = 0; i < kBlocks; ++i) seq[v][i] = 0;
+  }
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> writes{0}, reads{0}, snapshots{0}, clones{0}, deletes{0}, errors{0};
+  std::mutex first_mu;
+  std::string first_error;
+  auto note = [&](const std::string& what) {
+    std::lock_guard lk(first_mu);
+    if (first_error.empty()) first_error = what;
+  };
   std::vector<std::thread> threads;
   for (int v = 0; v < kVolumes; ++v) {
     for (int w = 0; w < kWritersPerVolume; ++w) {
@@ -82,16 +97,29 @@ TEST(Stress, ConcurrentIoWithSnapshotsClonesDeletes) {
           uint32_t idx = static_cast<uint32_t>((rng() % (kBlocks / kWritersPerVolume)) *
                                                    kWritersPerVolume + w);
           ++gen;
+          seq[v][idx]++;  // odd: in flight
           if (rng() % 10 == 0) {
-            if (!vols[v]->Discard(idx * kBlock, kBlock).ok()) errors++;
+            if (Status st = vols[v]->Discard(idx * kBlock, kBlock); !st.ok()) {
+              errors++;
+              note("discard: " + st.ToString());
+            }
             expected[v][idx] = 0;
           } else {
             MakeBlock(v, idx, gen, b.data());
-            if (!vols[v]->Write(idx * kBlock, b.data(), kBlock).ok()) errors++;
+            if (auto st = vols[v]->Write(idx * kBlock, b.data(), kBlock); !st.ok()) {
+              errors++;
+              note("write: " + st.status().ToString());
+            }
             expected[v][idx] = gen;
           }
+          seq[v][idx]++;  // even: done
           writes++;
-          if (rng() % 50 == 0 && !vols[v]->Flush().ok()) errors++;
+          if (rng() % 50 == 0) {
+            if (Status st = vols[v]->Flush(); !st.ok()) {
+              errors++;
+              note("flush: " + st.ToString());
+            }
+          }
         }
       });
     }
@@ -100,13 +128,21 @@ TEST(Stress, ConcurrentIoWithSnapshotsClonesDeletes) {
       std::vector<char> b(kBlock * 4);
       while (!stop) {
         uint32_t idx = static_cast<uint32_t>(rng() % (kBlocks - 4));
+        uint64_t before[4];
+        for (uint32_t k = 0; k < 4; ++k) before[k] = seq[v][idx + k].load();
         auto n = vols[v]->Read(idx * kBlock, b.size(), b.data());
         if (!n.ok()) {
           errors++;
+          note("read: " + n.status().ToString());
           continue;
         }
-        for (uint32_t k = 0; k < 4; ++k)
-          if (CheckBlock(v, idx + k, b.data() + k * kBlock) < 0) errors++;
+        for (uint32_t k = 0; k < 4; ++k) {
+          if ((before[k] & 1) || seq[v][idx + k].load() != before[k]) continue;  // raced a write
+          if (CheckBlock(v, idx + k, b.data() + k * kBlock) < 0) {
+            errors++;
+            note("torn or misplaced block " + std::to_string(idx + k) + " in v" + std::to_string(v));
+          }
+        }
         reads++;
       }
     });
@@ -120,19 +156,28 @@ TEST(Stress, ConcurrentIoWithSnapshotsClonesDeletes) {
       const int v = static_cast<int>(rng() % kVolumes);
       const std::string vol = "v" + std::to_string(v);
       const std::string snap = "s" + std::to_string(n++);
-      if (store->Snapshot(vol, snap).ok()) {
+      if (Status st = store->Snapshot(vol, snap); st.ok()) {
         snaps.push_back(vol + "@" + snap);
         snapshots++;
       } else {
         errors++;
+        note("snapshot: " + st.ToString());
+        continue;
       }
       // Every snapshot is internally consistent.
       auto sv = store->Acquire(snaps.back());
       if (sv.ok()) {
         std::vector<char> all(kBlocks * kBlock);
-        if (!sv.value()->Read(0, all.size(), all.data()).ok()) errors++;
-        for (uint32_t i = 0; i < kBlocks; ++i)
-          if (CheckBlock(v, i, all.data() + i * kBlock) < 0) errors++;
+        if (auto st = sv.value()->Read(0, all.size(), all.data()); !st.ok()) {
+          errors++;
+          note("snapshot read: " + st.status().ToString());
+        }
+        for (uint32_t i = 0; i < kBlocks; ++i) {
+          if (CheckBlock(v, i, all.data() + i * kBlock) < 0) {
+            errors++;
+            note("bad block " + std::to_string(i) + " in snapshot " + snaps.back());
+          }
+        }
         store->Release(snaps.back());
       }
       if (rng() % 3 == 0) {
@@ -144,13 +189,21 @@ TEST(Stress, ConcurrentIoWithSnapshotsClonesDeletes) {
       }
       if (snaps.size() > 6) {
         const size_t k = rng() % snaps.size();
-        if (store->Delete(snaps[k]).ok()) deletes++;
-        else errors++;
+        if (Status st = store->Delete(snaps[k]); st.ok()) {
+          deletes++;
+        } else {
+          errors++;
+          note("delete " + snaps[k] + ": " + st.ToString());
+        }
         snaps.erase(snaps.begin() + static_cast<long>(k));
       }
       if (cl.size() > 3) {
-        if (store->Delete(cl.front()).ok()) deletes++;
-        else errors++;
+        if (Status st = store->Delete(cl.front()); st.ok()) {
+          deletes++;
+        } else {
+          errors++;
+          note("delete " + cl.front() + ": " + st.ToString());
+        }
         cl.erase(cl.begin());
       }
       std::this_thread::yield();
@@ -162,7 +215,7 @@ TEST(Stress, ConcurrentIoWithSnapshotsClonesDeletes) {
   }
   stop = true;
   for (auto& t : threads) t.join();
-  EXPECT_EQ(errors.load(), 0u);
+  EXPECT_EQ(errors.load(), 0u) << "first error: " << first_error;
   EXPECT_GT(snapshots.load(), 0u);
   std::printf("stress: %llu writes, %llu reads, %llu snapshots, %llu clones, %llu deletes\n",
               static_cast<unsigned long long>(writes.load()),
