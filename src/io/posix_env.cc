@@ -30,11 +30,11 @@ class PosixLock : public FileLock {
 };
 
 class PosixEnv : public Env {
- public:
-  Result<std::unique_ptr<ReadableFile>> OpenReadable(const std::string& path) override {
-    // O_NONBLOCK: a FIFO planted in the store must not hang the open.
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0) return Errno("open", path);
+  // Opens `path` and insists on a regular file (no device, FIFO or directory).
+  static Result<std::unique_ptr<PosixFile>> OpenRegular(const std::string& path, int flags,
+                                                        const char* what) {
+    int fd = ::open(path.c_str(), flags, 0644);
+    if (fd < 0) return Errno(what, path);
     struct stat st;
     if (::fstat(fd, &st) != 0) {
       Status s = Errno("fstat", path);
@@ -45,27 +45,22 @@ class PosixEnv : public Env {
       ::close(fd);
       return Status::InvalidArgument(path + ": not a regular file");
     }
-    return std::unique_ptr<ReadableFile>(
-        std::make_unique<PosixFile>(fd, path, static_cast<uint64_t>(st.st_size)));
+    return std::make_unique<PosixFile>(fd, path, static_cast<uint64_t>(st.st_size));
+  }
+
+ public:
+  Result<std::unique_ptr<ReadableFile>> OpenReadable(const std::string& path) override {
+    // O_NONBLOCK: a FIFO planted in the store must not hang the open.
+    OVBD_ASSIGN_OR_RETURN(auto f, OpenRegular(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+                                              "open"));
+    return std::unique_ptr<ReadableFile>(std::move(f));
   }
 
   Result<std::unique_ptr<RWFile>> OpenRW(const std::string& path, bool create) override {
     int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
     if (create) flags |= O_CREAT | O_EXCL;
-    int fd = ::open(path.c_str(), flags, 0644);
-    if (fd < 0) return Errno(create ? "create" : "open", path);
-    struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      Status s = Errno("fstat", path);
-      ::close(fd);
-      return s;
-    }
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      return Status::InvalidArgument(path + ": not a regular file");
-    }
-    return std::unique_ptr<RWFile>(
-        std::make_unique<PosixFile>(fd, path, static_cast<uint64_t>(st.st_size)));
+    OVBD_ASSIGN_OR_RETURN(auto f, OpenRegular(path, flags, create ? "create" : "open"));
+    return std::unique_ptr<RWFile>(std::move(f));
   }
 
   Status Rename(const std::string& from, const std::string& to) override {

@@ -171,32 +171,29 @@ MergedIndex MergedIndex::WithTop(const MergedIndex& below, const std::vector<Seg
 
 void MergedIndex::BuildSlots() {
   slots_.clear();
+  base_ = limit_ = mask_ = 0;
+  shift_ = 0;
   const size_t n = segs_.size();
-  if (n == 0) {
-    base_ = limit_ = mask_ = 0;
-    shift_ = 0;
-    return;  // every lookup answers 0 == size()
-  }
-  base_ = segs_.front().offset;
-  limit_ = segs_.back().end() - base_;
-  if (n > kMaxSegments) {
-    // Indexes cannot fit in 2^31 entries in practice (48 GiB of segments);
-    // should one ever exist, one overflowing slot makes every lookup a
-    // binary search over everything.
-    shift_ = 63;
-    mask_ = ~uint64_t{0} >> 1;
-    slots_.assign(2, Slot{kOverflow, {kNoEnd, kNoEnd, kNoEnd}});
-    return;
-  }
-  // The widest slots that still give at least one slot per segment (so on
-  // average at most one segment ends in a slot), no wider than 2^31 sectors
-  // so that slot-relative ends fit in 32 bits.
+  // No table for an empty index, nor past 2^31 segments (48 GiB of them: not
+  // a real index); FindFirstOutside then binary-searches.
+  if (n == 0 || n > kIndexMask) return;
+  const uint64_t base = segs_.front().offset;
+  const uint64_t limit = segs_.back().end() - base;
+  // The widest slots (at most 2^31 sectors) that still give one slot per
+  // two segments: 8 bytes of table per segment, two segment ends per slot
+  // on average, and a search only past the third of them.
+  const uint64_t want = (n + 1) / 2;
   unsigned shift = 0;
-  while (shift < 31 && (limit_ >> (shift + 1)) + 1 >= (n + 1) / 2) ++shift;
+  while (shift < kMaxShift && (limit >> (shift + 1)) + 1 >= want) ++shift;
+  const uint64_t nslots = (limit >> shift) + 1;
+  // Segments spread so thin that even 2^31-sector slots outnumber them
+  // many times over: a table would only cost memory.
+  if (nslots > 4 * n && nslots > (uint64_t{1} << 16)) return;
+  base_ = base;
+  limit_ = limit;
   shift_ = shift;
   mask_ = (uint64_t{1} << shift) - 1;
-  const uint64_t nslots = (limit_ >> shift) + 1;
-  slots_.resize(nslots + 1);  // + a sentinel: the first index past the end
+  slots_.resize(nslots + 1);  // + the sentinel
   size_t i = 0;
   for (uint64_t b = 0; b < nslots; ++b) {
     const uint64_t start = b << shift;
@@ -215,17 +212,19 @@ void MergedIndex::BuildSlots() {
   slots_[nslots] = Slot{static_cast<uint32_t>(n), {kNoEnd, kNoEnd, kNoEnd}};
 }
 
-size_t MergedIndex::FindFirstOverflow(uint64_t sector, size_t i, uint64_t slot) const {
-  size_t lo = 0, hi = segs_.size();
-  if (segs_.size() <= kMaxSegments) {
-    lo = slots_[slot].first & kIndexMask;
-    // The three stored ends are exact: fewer than three passed means i is it.
-    if (i < lo + 3) return i;
-    lo += 3;
-    // The next slot's first segment ends beyond this slot, hence beyond sector.
-    hi = slots_[slot + 1].first & kIndexMask;
-  }
-  // First index in [lo, hi) whose end is after `sector`; hi if none.
+size_t MergedIndex::FindFirstOutside(uint64_t sector) const {
+  if (!slots_.empty()) return sector < base_ ? 0 : segs_.size();
+  // First index whose end is after `sector`; size() if none.
+  auto it = std::partition_point(segs_.begin(), segs_.end(),
+                                 [&](const Segment& s) { return s.end() <= sector; });
+  return static_cast<size_t>(it - segs_.begin());
+}
+
+size_t MergedIndex::FindFirstOverflow(uint64_t sector, uint64_t slot) const {
+  // The three recorded ends are exact and all at or before `sector`; the
+  // next slot's first segment ends beyond this slot, hence beyond `sector`.
+  const size_t lo = (slots_[slot].first & kIndexMask) + 3;
+  const size_t hi = slots_[slot + 1].first & kIndexMask;
   auto it = std::partition_point(segs_.begin() + static_cast<ptrdiff_t>(lo),
                                  segs_.begin() + static_cast<ptrdiff_t>(hi),
                                  [&](const Segment& s) { return s.end() <= sector; });

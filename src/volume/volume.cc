@@ -127,39 +127,35 @@ Result<ReadPlan> Volume::PlanRead(uint64_t off, uint64_t len) const {
   return plan;
 }
 
-Result<size_t> Volume::Read(uint64_t off, size_t len, char* buf) const {
-  OVBD_ASSIGN_OR_RETURN(ReadPlan plan, PlanRead(off, len));
-  char* p = buf;
-  for (const ReadPiece& piece : plan.pieces) {
+namespace {
+// Reads the pieces of a plan into consecutive memory at buf.
+Status ReadPieces(const std::vector<ReadPiece>& pieces, char* buf) {
+  for (const ReadPiece& piece : pieces) {
     if (!piece.file) {
-      std::memset(p, 0, piece.length);
+      std::memset(buf, 0, piece.length);
     } else {
       size_t got = 0;
-      OVBD_RETURN_IF_ERROR(piece.file->ReadAt(piece.file_offset, piece.length, p, &got));
+      OVBD_RETURN_IF_ERROR(piece.file->ReadAt(piece.file_offset, piece.length, buf, &got));
       // A sparse upper data file may end before a mapped range was ever
       // flushed to it; past its end it reads zeros by definition.
-      if (got < piece.length) std::memset(p + got, 0, piece.length - got);
+      if (got < piece.length) std::memset(buf + got, 0, piece.length - got);
     }
-    p += piece.length;
+    buf += piece.length;
   }
+  return Status::OK();
+}
+}  // namespace
+
+Result<size_t> Volume::Read(uint64_t off, size_t len, char* buf) const {
+  OVBD_ASSIGN_OR_RETURN(ReadPlan plan, PlanRead(off, len));
+  OVBD_RETURN_IF_ERROR(ReadPieces(plan.pieces, buf));
   return static_cast<size_t>(plan.length);
 }
 
 Status Volume::ReadAligned(const Stack& st, uint64_t off, uint64_t len, char* buf) const {
   std::vector<ReadPiece> pieces;
   OVBD_RETURN_IF_ERROR(PlanAligned(st, off, len, &pieces));
-  char* p = buf;
-  for (const ReadPiece& piece : pieces) {
-    if (!piece.file) {
-      std::memset(p, 0, piece.length);
-    } else {
-      size_t got = 0;
-      OVBD_RETURN_IF_ERROR(piece.file->ReadAt(piece.file_offset, piece.length, p, &got));
-      if (got < piece.length) std::memset(p + got, 0, piece.length - got);
-    }
-    p += piece.length;
-  }
-  return Status::OK();
+  return ReadPieces(pieces, buf);
 }
 
 Result<size_t> Volume::Write(uint64_t off, const char* buf, size_t len) {

@@ -12,7 +12,7 @@
 #include "ovbd/layer/lsmt_layer.h"
 #include "ovbd/layer/merged_index.h"
 
-using ovbd::fuzz::MemFile;
+using ovbd::test::MemFile;
 
 namespace {
 void ReadEverything(const ovbd::lsmt::Layer& layer) {

@@ -13,27 +13,12 @@
 #include "ovbd/io/coding.h"
 #include "ovbd/io/crc32c.h"
 #include "ovbd/io/env.h"
+#include "mem_file.h"
 #include "ovbd/layer/zfile.h"
 
 namespace {
 
-class MemFile : public ovbd::ReadableFile {
- public:
-  explicit MemFile(std::string data) : data_(std::move(data)) {}
-  ovbd::Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override {
-    *got = 0;
-    if (off >= data_.size()) return ovbd::Status::OK();
-    *got = static_cast<size_t>(std::min<uint64_t>(n, data_.size() - off));
-    std::memcpy(buf, data_.data() + off, *got);
-    return ovbd::Status::OK();
-  }
-  uint64_t Size() const override { return data_.size(); }
-  const std::string& Name() const override { return name_; }
-
- private:
-  std::string data_;
-  std::string name_ = "fuzz.zfile";
-};
+using ovbd::test::MemFile;
 
 // Decompressed bytes read per pattern at most: a tiny input can describe a
 // large (but valid) stream of highly compressible blocks.

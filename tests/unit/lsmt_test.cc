@@ -8,31 +8,13 @@
 #include "ovbd/layer/layer_open.h"
 #include "ovbd/layer/lsmt_layer.h"
 #include "ovbd/layer/lsmt_writer.h"
+#include "mem_file.h"
 #include "test_util.h"
 
 namespace ovbd::lsmt {
 namespace {
 
-// An in-memory file, so hostile inputs need no disk.
-class MemFile : public ReadableFile {
- public:
-  explicit MemFile(std::string data) : data_(std::move(data)) {}
-  Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override {
-    if (off >= data_.size()) {
-      *got = 0;
-      return Status::OK();
-    }
-    *got = std::min<uint64_t>(n, data_.size() - off);
-    std::memcpy(buf, data_.data() + off, *got);
-    return Status::OK();
-  }
-  uint64_t Size() const override { return data_.size(); }
-  const std::string& Name() const override { return name_; }
-
- private:
-  std::string data_;
-  std::string name_ = "mem";
-};
+using test::MemFile;  // in-memory: hostile inputs need no disk
 
 // Builds a committed layer image by hand: header, data, index, trailer.
 std::string BuildLayer(const std::vector<Entry>& entries, uint64_t vsize, size_t data_sectors,

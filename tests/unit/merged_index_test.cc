@@ -190,6 +190,42 @@ TEST(MergedIndexTest, RandomStacksMatchReference) {
   }
 }
 
+TEST(MergedIndexTest, WithTopEqualsBuildOfTheWholeStack) {
+  // A snapshot puts the sealed upper on top of an existing index: the
+  // incremental index must read exactly like one built from scratch.
+  std::mt19937_64 rng(77);
+  for (int round = 0; round < 40; ++round) {
+    const size_t nlayers = 1 + rng() % 5;
+    const uint64_t span = 256 + rng() % 4000;
+    std::vector<std::vector<Segment>> layers(nlayers + 1);
+    for (auto& l : layers) {
+      const bool dense = rng() % 2;
+      l = RandomLayer(rng, span, dense ? 3 : 150, dense ? 2 : 300, 0.2);
+    }
+    std::vector<std::vector<Segment>> lower(layers.begin(), layers.end() - 1);
+    const MergedIndex below = BuildFrom(lower);
+    const MergedIndex inc =
+        MergedIndex::WithTop(below, layers.back(), static_cast<uint8_t>(nlayers));
+    const std::vector<Cell> ref = Reference(layers, span);
+    SCOPED_TRACE("round " + std::to_string(round));
+    for (uint64_t sector = 0; sector < span + 32; ++sector) {
+      ASSERT_EQ(inc.FindFirst(sector), BruteFindFirst(inc, sector)) << "sector " << sector;
+    }
+    inc.Walk(0, span + 32, [&](uint64_t o, uint64_t n, const Segment* s) {
+      for (uint64_t k = 0; k < n; ++k) {
+        Cell got;
+        if (s) {
+          got.layer = s->layer;
+          got.msector = s->moffset + (o + k - s->offset);
+        }
+        const Cell want = o + k < span ? ref[o + k] : Cell{};
+        ASSERT_EQ(got, want) << "sector " << o + k;
+      }
+    });
+    if (HasFatalFailure()) return;
+  }
+}
+
 TEST(MergedIndexTest, DenseRunInsideSparseIndex) {
   // A skewed index: long segments far apart plus a burst of 1-sector
   // segments, so some slots hold many segment ends.

@@ -16,6 +16,7 @@
 #include "ovbd/io/coding.h"
 #include "ovbd/io/crc32c.h"
 #include "ovbd/io/env.h"
+#include "mem_file.h"
 
 namespace ovbd::zfile {
 namespace {
@@ -23,24 +24,7 @@ namespace {
 const std::string kDir = std::string(OVBD_TEST_DATA) + "/overlaybd/64MiB/";
 
 // A ReadableFile over bytes in memory.
-class MemFile : public ReadableFile {
- public:
-  MemFile(std::string data, std::string name = "mem.zfile")
-      : data_(std::move(data)), name_(std::move(name)) {}
-  Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override {
-    *got = 0;
-    if (off >= data_.size()) return Status::OK();
-    *got = static_cast<size_t>(std::min<uint64_t>(n, data_.size() - off));
-    std::memcpy(buf, data_.data() + off, *got);
-    return Status::OK();
-  }
-  uint64_t Size() const override { return data_.size(); }
-  const std::string& Name() const override { return name_; }
-
- private:
-  std::string data_;
-  std::string name_;
-};
+using test::MemFile;
 
 std::string ReadWholeFile(const std::string& path) {
   auto f = Env::Default()->OpenReadable(path);

@@ -4,12 +4,14 @@
 // Built once when a stack is opened (O(total entries · log)), so a lookup
 // costs the same whether the stack has 1 layer or 255. Lookups go through a
 // direct-mapped slot table: the index's span is cut into slots of 2^shift
-// sectors (at least one slot per segment), and each 16-byte slot holds the
-// answer for its first sector plus the slot-relative ends of the (at most
-// three) segments that end inside it. A lookup is one slot load and three
-// branch-free compares, so independent lookups overlap their cache misses;
-// only a slot in which more than three segments end (a locally dense
-// index) falls back to a binary search over the segments of that slot.
+// sectors (about one slot per two segments), and each 16-byte slot holds the
+// answer for its first sector plus the slot-relative ends of the first three
+// segments that end inside it. A lookup is one slot load and three
+// branch-free compares, so independent lookups overlap their cache misses
+// (see docs/PERFORMANCE.md). Only a lookup past the third end of a slot in
+// which more than three segments end (a locally dense index) binary-searches
+// that slot's segments, and only an index too sparse for a table of bounded
+// size (segments tens of TiB apart) goes without a table.
 #pragma once
 
 #include <cstddef>
@@ -67,14 +69,15 @@ class MergedIndex {
   // Index of the first segment whose end is after `sector` (size() if none).
   size_t FindFirst(uint64_t sector) const {
     const uint64_t rel = sector - base_;  // wraps for sector < base_
-    if (rel >= limit_) return sector < base_ ? 0 : segs_.size();
+    if (rel >= limit_) [[unlikely]]
+      return FindFirstOutside(sector);
     const Slot& s = slots_[rel >> shift_];
     const uint32_t r = static_cast<uint32_t>(rel & mask_);
     const size_t i = (s.first & kIndexMask) + (s.end[0] <= r) + (s.end[1] <= r) + (s.end[2] <= r);
     // Only when more than three segments end in the slot and the sector
     // lies beyond the third does the answer need a search.
     if (((s.first >> 31) & (s.end[2] <= r)) != 0) [[unlikely]]
-      return FindFirstOverflow(sector, i, rel >> shift_);
+      return FindFirstOverflow(sector, rel >> shift_);
     return i;
   }
 
@@ -119,16 +122,21 @@ class MergedIndex {
   static constexpr uint32_t kOverflow = 1u << 31;
   static constexpr uint32_t kIndexMask = kOverflow - 1;
   static constexpr uint32_t kNoEnd = UINT32_MAX;  // above every r (shift <= 31)
-  static constexpr size_t kMaxSegments = kIndexMask;  // beyond: one slot, binary search
+  static constexpr unsigned kMaxShift = 31;       // so slot-relative ends fit 32 bits
 
-  size_t FindFirstOverflow(uint64_t sector, size_t i, uint64_t slot) const;
+  // Out of [base_, base_ + limit_), or no slot table: a binary search.
+  size_t FindFirstOutside(uint64_t sector) const;
+  // Past the third end of an overflowing slot.
+  size_t FindFirstOverflow(uint64_t sector, uint64_t slot) const;
   void BuildSlots();
 
   std::vector<Segment> segs_;
-  std::vector<Slot, internal::TableAllocator<Slot>> slots_;  // one per 2^shift_ sectors from base_, plus a sentinel
-  uint64_t base_ = 0;        // slot 0 starts here (first segment's offset, rounded down)
-  uint64_t limit_ = 0;       // sectors from base_ to the last segment's end
-  uint64_t mask_ = 0;        // 2^shift_ - 1
+  // One slot per 2^shift_ sectors from base_, plus a sentinel slot whose
+  // `first` is size(). Empty when the index has no table.
+  std::vector<Slot, internal::TableAllocator<Slot>> slots_;
+  uint64_t base_ = 0;   // slot 0 starts at the first segment's offset
+  uint64_t limit_ = 0;  // sectors the table covers (0 without a table)
+  uint64_t mask_ = 0;   // 2^shift_ - 1
   unsigned shift_ = 0;
 };
 

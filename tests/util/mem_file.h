@@ -1,4 +1,4 @@
-// An in-memory ReadableFile for fuzz targets.
+// An in-memory ReadableFile for tests and fuzz targets.
 #pragma once
 
 #include <algorithm>
@@ -7,11 +7,12 @@
 
 #include "ovbd/io/env.h"
 
-namespace ovbd::fuzz {
+namespace ovbd::test {
 
 class MemFile : public ReadableFile {
  public:
-  MemFile(std::string data, std::string name) : data_(std::move(data)), name_(std::move(name)) {}
+  explicit MemFile(std::string data, std::string name = "mem.zfile")
+      : data_(std::move(data)), name_(std::move(name)) {}
   Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override {
     *got = 0;
     if (off >= data_.size()) return Status::OK();
@@ -27,4 +28,4 @@ class MemFile : public ReadableFile {
   std::string name_;
 };
 
-}  // namespace ovbd::fuzz
+}  // namespace ovbd::test

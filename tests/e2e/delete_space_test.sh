@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Deleting volumes and snapshots in every order reclaims their space, with
+# `du -sk STORE/layers` accounting, and never changes what the remaining
+# volumes and snapshots read (sha256 through O_DIRECT, so the kernel's page
+# cache cannot answer for the daemon):
+#
+# (a) origin first: 64M written, snapshot s1, 64M more elsewhere; deleting vol
+#     frees its upper (~64M) and vol@s1 still reads the same; deleting vol@s1
+#     then leaves the store's layers/ and volumes/ empty.
+# (b) oldest snapshot first: 64M, s1, the same 64M overwritten, s2; deleting
+#     s1 merges the two layers and frees ~64M; vol and vol@s2 unchanged, and
+#     vol stays writable on its merged stack.
+# (c) middle of a chain: s1, s2, s3 with s2's data hidden by s3's; deleting s2
+#     frees ~64M; s1, s3 and vol unchanged.
+# After each case the daemon is stopped and `ovbd check STORE` (every byte)
+# must be clean.
+#
+# E2E_CORRUPT=1 flips a byte in vol@s2's merged layer in case (b) before the
+# content check: the test must then fail.
+. "$(dirname "$0")/lib.sh"
+require_fuse
+require_cmd sha256sum du dd
+e2e_init
+
+W=$E2E_WORK
+M=$W/mnt
+MiB=$((1 << 20))
+# Freed space must be at least 90% of a 64M layer (du counts whole blocks).
+MIN_FREED_KIB=$((64 * 1024 * 9 / 10))
+
+for r in R1 R2 R3 R4; do head -c $((64 * MiB)) /dev/urandom >"$W/$r"; done
+
+# ctl CMD: one command through .control; must succeed. A volume that was just
+# closed may still be held by a release in flight (FUSE sends it
+# asynchronously): deletes retry on EBUSY until a deadline.
+ctl() {
+  local err deadline=$((${EPOCHREALTIME/./} + 10000000))
+  while :; do
+    err=$(errno_of "fd = os.open('$M/.control', os.O_WRONLY); os.write(fd, b'$1\\n'); os.close(fd)")
+    [[ $err == ok ]] && return 0
+    [[ $err == EBUSY && $1 == delete* && ${EPOCHREALTIME/./} -lt $deadline ]] || break
+    sleep 0.05
+  done
+  fail "'$1' through .control failed with $err: $(head -1 "$M/.control")"
+}
+layers_kib() { du -sk "$1/layers" | cut -f1; }
+# put FILE SRC OFFSET_MIB: writes SRC at OFFSET_MIB with O_DIRECT, then fsync.
+put() { dd if="$2" of="$1" bs=1M seek="$3" oflag=direct conv=notrunc,fsync status=none; }
+# sha FILE: sha256 of the file's contents read with O_DIRECT.
+sha() { dd if="$1" bs=1M iflag=direct status=none | sha256sum | cut -c1-64; }
+# image SIZE_MIB [SRC OFFSET_MIB]...: sha256 of the image those writes make.
+image() {
+  local size=$1 img=$W/image
+  shift
+  rm -f "$img"
+  truncate -s $((size * MiB)) "$img"
+  while (($#)); do
+    dd if="$1" of="$img" bs=1M seek="$2" conv=notrunc status=none
+    shift 2
+  done
+  sha256sum <"$img" | cut -c1-64
+}
+expect_sha() { # expect_sha FILE SHA WHAT
+  local got
+  got=$(sha "$1")
+  [[ $got == "$2" ]] || fail "$3: $1 reads sha256 $got, expected $2"
+}
+freed_at_least() { # freed_at_least BEFORE_KIB AFTER_KIB WHAT
+  log "$3: layers $1 KiB -> $2 KiB (freed $(($1 - $2)) KiB)"
+  (($1 - $2 >= MIN_FREED_KIB)) || fail "$3: freed only $(($1 - $2)) KiB, expected >= $MIN_FREED_KIB KiB"
+}
+layers_of() { # layers_of STORE NAME: its number of lower layers
+  "$OVBD" volume list --json "$1" | "$PY" -c 'import json,sys; print([v["layers"] for v in json.load(sys.stdin) if v["name"] == sys.argv[1]][0])' "$2"
+}
+check_store() {
+  "$OVBD" check "$1" >"$W/check.log" 2>&1 || { cat "$W/check.log" >&2; fail "ovbd check $1: $2"; }
+  log "$2: $(tail -1 "$W/check.log")"
+}
+
+# ---------------------------------------------------------------- (a) origin first
+log "case (a): delete the origin volume, then its snapshot"
+S=$W/store-a
+"$OVBD" store init "$S" >/dev/null
+start_daemon "$S" "$M"
+ctl "create vol 192M"
+put "$M/vol" "$W/R1" 0
+ctl "snapshot vol s1"
+want_s1=$(image 192 "$W/R1" 0)
+expect_sha "$M/vol@s1" "$want_s1" "(a) vol@s1 as taken"
+put "$M/vol" "$W/R2" 128
+expect_sha "$M/vol" "$(image 192 "$W/R1" 0 "$W/R2" 128)" "(a) vol before the delete"
+before=$(layers_kib "$S")
+ctl "delete vol"
+after=$(layers_kib "$S")
+freed_at_least "$before" "$after" "(a) delete vol"
+[[ ! -e $M/vol && -f $M/vol@s1 ]] || fail "(a) after deleting vol the mount lists: $(ls "$M" | tr '\n' ' ')"
+expect_sha "$M/vol@s1" "$want_s1" "(a) vol@s1 after its origin was deleted"
+ctl "delete vol@s1"
+[[ -z $(ls -A "$S/layers") ]] || fail "(a) layers/ not empty after deleting everything: $(ls -A "$S/layers" | tr '\n' ' ')"
+[[ -z $(ls -A "$S/volumes") ]] || fail "(a) volumes/ not empty after deleting everything: $(ls -A "$S/volumes" | tr '\n' ' ')"
+assert_eq ".control" "$(ls -A "$M")" "(a) mount listing after deleting everything"
+log "(a) layers: $(layers_kib "$S") KiB"
+stop_daemon "$M"
+check_store "$S" "(a)"
+
+# ---------------------------------------------------------------- (b) oldest snapshot first
+log "case (b): delete the older of two snapshots whose data the newer overwrote"
+S=$W/store-b
+"$OVBD" store init "$S" >/dev/null
+start_daemon "$S" "$M"
+ctl "create vol 128M"
+put "$M/vol" "$W/R1" 0
+ctl "snapshot vol s1"
+put "$M/vol" "$W/R2" 0
+ctl "snapshot vol s2"
+want=$(image 128 "$W/R2" 0)
+expect_sha "$M/vol" "$want" "(b) vol before the delete"
+expect_sha "$M/vol@s2" "$want" "(b) vol@s2 before the delete"
+expect_sha "$M/vol@s1" "$(image 128 "$W/R1" 0)" "(b) vol@s1 before the delete"
+assert_eq 2 "$(layers_of "$S" vol@s2)" "(b) layers of vol@s2 before the delete"
+before=$(layers_kib "$S")
+ctl "delete vol@s1"
+after=$(layers_kib "$S")
+freed_at_least "$before" "$after" "(b) delete vol@s1"
+assert_eq 1 "$(layers_of "$S" vol@s2)" "(b) layers of vol@s2 after the delete (merged)"
+if corrupting; then
+  mapfile -t low < <(lower_files "$S" vol)
+  flip_byte "${low[-1]}" $(($(stat -c %s "${low[-1]}") / 2))
+fi
+expect_sha "$M/vol" "$want" "(b) vol after deleting s1"
+expect_sha "$M/vol@s2" "$want" "(b) vol@s2 after deleting s1"
+# The live volume keeps working on the merged stack.
+put "$M/vol" "$W/R3" 32
+want_v=$(image 128 "$W/R2" 0 "$W/R3" 32)
+expect_sha "$M/vol" "$want_v" "(b) vol written after the merge"
+expect_sha "$M/vol@s2" "$want" "(b) vol@s2 after vol was written"
+stop_daemon "$M"
+check_store "$S" "(b)"
+start_daemon "$S" "$M"
+expect_sha "$M/vol" "$want_v" "(b) vol after a restart"
+expect_sha "$M/vol@s2" "$want" "(b) vol@s2 after a restart"
+stop_daemon "$M"
+
+# ---------------------------------------------------------------- (c) middle of a chain
+log "case (c): delete the middle snapshot of a chain"
+S=$W/store-c
+"$OVBD" store init "$S" >/dev/null
+start_daemon "$S" "$M"
+ctl "create vol 192M"
+put "$M/vol" "$W/R1" 0
+ctl "snapshot vol s1"
+put "$M/vol" "$W/R2" 0
+ctl "snapshot vol s2"
+put "$M/vol" "$W/R3" 0
+ctl "snapshot vol s3"
+put "$M/vol" "$W/R4" 128
+want1=$(image 192 "$W/R1" 0)
+want3=$(image 192 "$W/R3" 0)
+wantv=$(image 192 "$W/R3" 0 "$W/R4" 128)
+expect_sha "$M/vol@s1" "$want1" "(c) vol@s1 before the delete"
+expect_sha "$M/vol@s2" "$(image 192 "$W/R2" 0)" "(c) vol@s2 before the delete"
+expect_sha "$M/vol@s3" "$want3" "(c) vol@s3 before the delete"
+expect_sha "$M/vol" "$wantv" "(c) vol before the delete"
+before=$(layers_kib "$S")
+ctl "delete vol@s2"
+after=$(layers_kib "$S")
+freed_at_least "$before" "$after" "(c) delete vol@s2"
+[[ ! -e $M/vol@s2 ]] || fail "(c) vol@s2 still listed"
+assert_eq 2 "$(layers_of "$S" vol@s3)" "(c) layers of vol@s3 after the delete"
+assert_eq 1 "$(layers_of "$S" vol@s1)" "(c) layers of vol@s1 after the delete"
+expect_sha "$M/vol@s1" "$want1" "(c) vol@s1 after deleting s2"
+expect_sha "$M/vol@s3" "$want3" "(c) vol@s3 after deleting s2"
+expect_sha "$M/vol" "$wantv" "(c) vol after deleting s2"
+# Then the newest: its layer is shared with vol only, vol's stack stays.
+before=$(layers_kib "$S")
+ctl "delete vol@s3"
+expect_sha "$M/vol" "$wantv" "(c) vol after deleting s3 too"
+expect_sha "$M/vol@s1" "$want1" "(c) vol@s1 after deleting s3 too"
+log "(c) delete vol@s3: layers $before KiB -> $(layers_kib "$S") KiB"
+stop_daemon "$M"
+check_store "$S" "(c)"

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# kill -9 of ovbdfs while .control commands run. E2E_KILL_ITERATIONS (default
+# 5) times: control_workload.py issues snapshot / clone / delete commands
+# (with fsynced writes to the origin volume in between) in a loop; once a
+# random number of commands have completed, the daemon is killed with
+# SIGKILL, wherever it is, and the dead mount is cleared. Then:
+#  - `ovbd check STORE --quick` on the crashed store may report only what the
+#    next mount's recovery removes (unreferenced files, temporary files, a
+#    journal tail torn by the kill), nothing else;
+#  - the store mounts again; every name whose creation was acknowledged (and
+#    whose deletion never started) is there, no name whose deletion was
+#    acknowledged is; every listed file reads completely; snapshots and
+#    clones read the sha256 they had when they were made;
+#  - after an unmount, `ovbd check STORE --quick` is clean.
+#
+# E2E_CORRUPT=1 removes a layer file a snapshot uses before the last check:
+# the test must then fail.
+. "$(dirname "$0")/lib.sh"
+require_fuse
+e2e_init
+
+N=${E2E_KILL_ITERATIONS:-5}
+W=$E2E_WORK
+S=$W/store
+M=$W/mnt
+wl() { "$PY" "$E2E_DIR/control_workload.py" "$@"; }
+
+"$OVBD" store init "$S" >/dev/null
+"$OVBD" volume create "$S" vol --size 16M >/dev/null
+: >"$W/known"
+
+commands_done() { [[ -f $1 ]] && (($(grep -c '^done ' "$1") >= $2)); }
+reached_or_exited() { commands_done "$1" "$2" || proc_gone "$3"; }
+
+# check_crashed: ovbd check --quick of the crashed store; only findings the
+# mount's recovery takes care of are allowed.
+check_crashed() {
+  local rc=0
+  "$OVBD" check "$S" --quick >"$1" 2>&1 || rc=$?
+  if grep '^PROBLEM' "$1" | grep -v -e 'not referenced by any volume or snapshot' \
+    -e 'leftover temporary file' -e 'torn tail of' >"$1.unexpected"; then
+    cat "$1" >&2
+    fail "ovbd check of the crashed store: problems the recovery does not handle"
+  fi
+  if ((rc != 0)) && ! grep -q '^PROBLEM' "$1"; then
+    cat "$1" >&2
+    fail "ovbd check of the crashed store failed (status $rc)"
+  fi
+  log "crashed store: $(grep -c '^PROBLEM' "$1") finding(s) for recovery; $(tail -1 "$1")"
+}
+
+for ((i = 1; i <= N; i++)); do
+  d=$W/run$i
+  mkdir -p "$d"
+  start_daemon "$S" "$M"
+  (cd "$M" && ls -A | grep -vxF .control) >"$d/before" || true
+  target=$((3 + RANDOM % 30))
+  log "iteration $i/$N: kill after $target commands ($(wc -l <"$d/before") names now)"
+  wl run "$M" "$d/log" "$((RANDOM * 32768 + RANDOM))" "$i" 2>"$d/workload.err" &
+  wpid=$!
+  E2E_PIDS+=("$wpid")
+  wait_until 120 "$target commands done" reached_or_exited "$d/log" "$target" "$wpid" ||
+    fail "the workload did not complete $target commands in 120s"
+  if proc_gone "$wpid"; then
+    cat "$d/workload.err" "$d/log" >&2
+    fail "the workload stopped before the kill: $(grep '^error' "$d/log" || echo 'no error logged')"
+  fi
+  kill_daemon "$M"
+  wait_until 30 "the workload notices the dead daemon" proc_gone "$wpid" || fail "the workload hangs after the kill"
+  wrc=0
+  wait "$wpid" || wrc=$?
+  forget_pid "$wpid"
+  ((wrc == 3)) || { cat "$d/workload.err" >&2; fail "the workload ended with status $wrc (expected 3: an error from the dead mount)"; }
+  log "killed during: $(tail -2 "$d/log" | tr '\n' ' ')"
+
+  if corrupting && ((i == N)); then
+    victim=$("$PY" -c '
+import json, os, sys
+d = sys.argv[1] + "/volumes"
+for f in sorted(os.listdir(d)):
+    m = json.load(open(os.path.join(d, f)))
+    for s in m.get("snapshots", []):
+        if s["lowers"]:
+            print(sys.argv[1] + "/layers/" + s["lowers"][-1]); sys.exit()
+' "$S")
+    [[ -n $victim ]] || fail "E2E_CORRUPT: no snapshot layer to remove"
+    rm -f "$victim"
+    log "E2E_CORRUPT: removed $victim"
+  fi
+  check_crashed "$d/check-crashed.log"
+
+  start_daemon "$S" "$M"
+  wl verify "$M" "$d/log" "$d/before" "$W/known" "$W/known.next" || fail "iteration $i: the store after the crash is wrong"
+  mv "$W/known.next" "$W/known"
+  stop_daemon "$M"
+  "$OVBD" check "$S" --quick >"$d/check.log" 2>&1 || { cat "$d/check.log" >&2; fail "iteration $i: ovbd check after recovery is not clean"; }
+  log "iteration $i: $(tail -1 "$d/check.log")"
+done
+"$OVBD" volume list "$S" >&2
