@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 
 namespace ovbd {
 
@@ -182,9 +183,12 @@ Result<size_t> Volume::Write(uint64_t off, const char* buf, size_t len) {
   const uint64_t aend = AlignUp(off + len);
   std::mutex& m1 = StripeFor(aoff);
   std::mutex& m2 = StripeFor(aend - 1);
-  std::unique_lock l1(m1);
+  // Always in stripe order, so two writes can never wait on each other.
+  std::mutex* first = std::min(&m1, &m2, std::less<std::mutex*>());
+  std::mutex* second = std::max(&m1, &m2, std::less<std::mutex*>());
+  std::unique_lock l1(*first);
   std::unique_lock<std::mutex> l2;
-  if (&m2 != &m1) l2 = std::unique_lock(m2);
+  if (second != first) l2 = std::unique_lock(*second);
   std::vector<char> tmp(aend - aoff);
   if (head) OVBD_RETURN_IF_ERROR(ReadAligned(*st, aoff, kSectorSize, tmp.data()));
   if (tail && (aend - kSectorSize != aoff || !head)) {

@@ -10,6 +10,12 @@
       they never collide with earlier iterations' names. Exits 3 on the first
       error, after logging it ("error ...").
 
+  control_workload.py killer LOG N SEED
+      Polls LOG every millisecond until N commands have been started, waits
+      a random 0..20 ms and exits 0: the caller kills the daemon then, so
+      the kill lands anywhere before, during or after that command. Exits 1
+      if the workload fails first or does not get there in 120 s.
+
   control_workload.py verify MNT LOG BEFORE KNOWN KNOWN_OUT
       After the crash and a remount: BEFORE lists the names that existed when
       the workload started, KNOWN the sha256 of those that were verified
@@ -26,7 +32,7 @@ import random
 import sys
 import time
 
-VOL_SIZE = 16 << 20
+VOL_SIZE = 8 << 20
 ERRNAME = lambda e: errno.errorcode.get(e, str(e))
 
 
@@ -118,6 +124,27 @@ def run(mnt, logpath, seed, tag):
                 vols.remove(name)
 
 
+def killer(logpath, n, seed):
+    r = random.Random(seed)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with open(logpath) as f:
+                started = sum(1 for line in f if line.startswith("start "))
+                # stop waiting once the workload has given up
+                f.seek(0)
+                failed = any(line.startswith("error ") for line in f)
+        except FileNotFoundError:
+            started, failed = 0, False
+        if started >= n:
+            time.sleep(r.uniform(0, 0.020))
+            return 0
+        if failed:
+            return 1
+        time.sleep(0.001)
+    return 1
+
+
 def verify(mnt, logpath, before_path, known_path, known_out):
     before = set(open(before_path).read().split())
     known = {}
@@ -175,6 +202,8 @@ def verify(mnt, logpath, before_path, known_path, known_out):
 if __name__ == "__main__":
     if sys.argv[1] == "run":
         run(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+    elif sys.argv[1] == "killer":
+        sys.exit(killer(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
     elif sys.argv[1] == "verify":
         sys.exit(verify(*sys.argv[2:7]))
     else:
