@@ -157,7 +157,7 @@ Result<std::string> Controller::Execute(std::string_view line, bool* json_mode,
   return Status::InvalidArgument("unknown command '" + c.verb + "'; " + kUsage);
 }
 
-std::string Controller::Report(bool json) const {
+std::string Controller::Report(bool json, const std::string& last_result) const {
   auto vols = store_->List();
   if (!json) {
     std::string out = "volumes: " + std::to_string(vols.size()) + "\n";
@@ -174,7 +174,9 @@ std::string Controller::Report(bool json) const {
                    {"open_handles", v.open_handles},
                    {"mode", v.attrs.mode}});
   }
-  return nlohmann::json{{"volumes", arr}}.dump(2) + "\n";
+  nlohmann::json doc{{"volumes", arr}};
+  if (!last_result.empty()) doc["result"] = last_result;
+  return doc.dump(2) + "\n";
 }
 
 }  // namespace ovbd

@@ -314,7 +314,7 @@ void OvbdFs::Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_
         std::lock_guard ll(fs->last_mu_);
         if (!fs->last_result_.empty()) result = "last command: " + fs->last_result_;
       }
-      h->out = result + fs->controller_.Report(h->json);
+      h->out = h->json ? fs->controller_.Report(true, result) : result + fs->controller_.Report(false);
       h->out_pos = 0;
       h->out_ready = true;
     }
@@ -431,7 +431,17 @@ void OvbdFs::Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off
   fuse_reply_write(req, n.value());
 }
 
-void OvbdFs::Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+void OvbdFs::Flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  // close(): a natural durability point (like a disk flushing its cache when
+  // its user goes away). FLUSH is synchronous with close(), RELEASE is not.
+  OvbdFs* fs = Self(req);
+  auto* h = reinterpret_cast<Handle*>(fi->fh);
+  if (h->kind == Handle::Kind::kVolume && h->volume->dirty()) {
+    Status s = h->volume->Flush();
+    if (!s.ok()) return fs->ReplyError(req, s, "flush", h->name);
+  }
+  fuse_reply_err(req, 0);
+}
 
 void OvbdFs::Fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
   OvbdFs* fs = Self(req);
@@ -446,13 +456,13 @@ void OvbdFs::Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   OvbdFs* fs = Self(req);
   auto* h = reinterpret_cast<Handle*>(fi->fh);
   if (h->kind == Handle::Kind::kVolume) {
-    // Closing is a natural durability point (like a disk flushing its cache
-    // when the last user goes); errors were already reported to fsync users.
+    // Writes through a handle end before its last FLUSH, which committed
+    // them; commit again only if an mmap-less writer raced the close.
+    fs->store_->Release(h->name);
     if (h->volume->dirty()) {
       Status s = h->volume->Flush();
-      if (!s.ok()) spdlog::error("flush on close of {}: {}", h->name, s.ToString());
+      if (!s.ok()) spdlog::error("flush on release of {}: {}", h->name, s.ToString());
     }
-    fs->store_->Release(h->name);
   }
   delete h;
   fuse_reply_err(req, 0);

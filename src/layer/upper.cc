@@ -48,6 +48,7 @@ Result<std::unique_ptr<Upper>> Upper::Create(Env* env, const std::string& base,
     char block[lsmt::kHeaderSize];
     lsmt::EncodeHeader(DataHeader(uuid, parent_uuid, virtual_size), block);
     OVBD_RETURN_IF_ERROR(d->WriteAt(0, block, sizeof block));
+    OVBD_RETURN_IF_ERROR(CheckSizeFits(d.get(), virtual_size));
     OVBD_RETURN_IF_ERROR(d->Sync());
     u->data_ = std::move(d);
   }
@@ -405,9 +406,25 @@ Status Upper::Unseal() {
   return Status::OK();
 }
 
+Status Upper::CheckSizeFits(RWFile* data, uint64_t vsize) {
+  // The data file holds sector s at 4096 + 512 s, and a seal appends an
+  // index and trailer after the whole range: make sure the backing
+  // filesystem allows a file that long (ext4 stops at 16 TiB) before
+  // promising such a disk. Truncation only changes the apparent size.
+  const uint64_t before = data->Size();
+  Status s = data->Truncate(DataOffset(vsize) + 2 * lsmt::kHeaderSize);
+  if (s.ok()) s = data->Truncate(before);
+  if (!s.ok() && s.os_errno() == EFBIG) {
+    return Status::TooLarge("a volume of " + std::to_string(vsize) +
+                            " bytes is larger than the store's filesystem allows for one file");
+  }
+  return s;
+}
+
 Status Upper::Resize(uint64_t new_size) {
   if (new_size % kSectorSize) return Status::InvalidArgument("size must be a multiple of 512");
   if (new_size < vsize_.load()) return Status::InvalidArgument("volumes cannot shrink");
+  OVBD_RETURN_IF_ERROR(CheckSizeFits(data_.get(), new_size));
   vsize_ = new_size;
   return Status::OK();
 }

@@ -384,6 +384,17 @@ Status Store::Resize(const std::string& name, uint64_t new_size) {
     return Status::InvalidArgument("size " + std::to_string(new_size) + " is too large");
   }
   if (new_size == m.size) return Status::OK();
+  // Probe that the filesystem can hold it before anything changes.
+  OVBD_ASSIGN_OR_RETURN(auto vol, OpenVolumeLocked(name));
+  {
+    auto probe = env_->OpenRW(LayerPath(m.upper + ".tmp-size-probe"), true);
+    if (!probe.ok()) return probe.status();
+    Status fits = Upper::CheckSizeFits(probe.value().get(), new_size);
+    probe.value().reset();
+    (void)env_->Remove(LayerPath(m.upper + ".tmp-size-probe"));
+    OVBD_RETURN_IF_ERROR(fits);
+  }
+  (void)vol;
   m.size = new_size;
   // Persist first: the journal may describe sectors past the old size only
   // once the manifest allows them.
@@ -443,6 +454,7 @@ void Store::Release(const std::string& name) {
   auto it = handles_.find(name);
   if (it == handles_.end()) return;
   if (--it->second == 0) handles_.erase(it);
+  released_.notify_all();
 }
 
 Status Store::VerifyLayerFiles() {
@@ -639,12 +651,15 @@ Status Store::Clone(const std::string& src, const std::string& new_vol) {
 
 Status Store::Delete(const std::string& name) {
   OVBD_RETURN_IF_ERROR(CheckWritable());
-  std::lock_guard lk(mu_);
-  OVBD_ASSIGN_OR_RETURN(auto r, Resolve(name));
-  auto h = handles_.find(name);
-  if (h != handles_.end() && h->second > 0) {
-    return Status::Busy(name + " is open (" + std::to_string(h->second) + " handles)");
+  std::unique_lock lk(mu_);
+  OVBD_ASSIGN_OR_RETURN(auto r0, Resolve(name));
+  (void)r0;
+  // A file closed just before may still be releasing (FUSE sends RELEASE
+  // after close() returns): give that a moment before calling it busy.
+  if (!released_.wait_for(lk, std::chrono::seconds(1), [&] { return handles_.count(name) == 0; })) {
+    return Status::Busy(name + " is open (" + std::to_string(handles_[name]) + " handles)");
   }
+  OVBD_ASSIGN_OR_RETURN(auto r, Resolve(name));
   Manifest m = *r.first;
   if (r.second) {
     const std::string snap = r.second->name;

@@ -2,19 +2,19 @@
 """Workload and checker for kill9_control_test.sh.
 
   control_workload.py run MNT LOG SEED TAG
-      Issues snapshot / clone / delete commands through MNT/.control (and
-      fsynced writes to MNT/vol between them) until an error (the daemon is
-      killed). Every command is logged before it is sent ("start KIND NAME")
+      Issues snapshot / snapshot --all / clone / delete commands through
+      MNT/.control (and fsynced writes to MNT/vol between them) until an
+      error (the daemon is killed). Every command is logged before it is sent ("start KIND NAME")
       and after it returned ("done KIND NAME"); after a snapshot or clone is
       created, its sha256 is logged ("sha NAME HEX"). New names carry TAG so
       they never collide with earlier iterations' names. Exits 3 on the first
       error, after logging it ("error ...").
 
-  control_workload.py killer LOG N SEED
+  control_workload.py killer LOG N PID SEED
       Polls LOG every millisecond until N commands have been started, waits
-      a random 0..20 ms and exits 0: the caller kills the daemon then, so
-      the kill lands anywhere before, during or after that command. Exits 1
-      if the workload fails first or does not get there in 120 s.
+      a random 0..8 ms and sends SIGKILL to PID, so the kill lands anywhere
+      in, before or after that command. Exits 1 if the workload fails first
+      or does not get there in 120 s.
 
   control_workload.py verify MNT LOG BEFORE KNOWN KNOWN_OUT
       After the crash and a remount: BEFORE lists the names that existed when
@@ -65,7 +65,7 @@ def run(mnt, logpath, seed, tag):
     k = 0
 
     def cmd(kind, name, line):
-        log.write("start %s %s\n" % (kind, name))
+        log.write("start %s %s %.3f\n" % (kind, name, time.time()))
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -74,11 +74,12 @@ def run(mnt, logpath, seed, tag):
             except OSError as e:
                 # A file closed just before is released asynchronously.
                 if e.errno == errno.EBUSY and kind == "delete" and time.monotonic() < deadline:
+                    log.write("busy %s %s\n" % (kind, name))
                     time.sleep(0.02)
                     continue
                 log.write("error %s %s %s\n" % (kind, name, ERRNAME(e.errno)))
                 sys.exit(3)
-        log.write("done %s %s\n" % (kind, name))
+        log.write("done %s %s %.3f\n" % (kind, name, time.time()))
 
     def record_sha(name):
         try:
@@ -101,6 +102,20 @@ def run(mnt, logpath, seed, tag):
             except OSError as e:
                 log.write("error write vol %s\n" % ERRNAME(e.errno))
                 sys.exit(3)
+        elif x < 0.35 and not crowded:
+            # One instant for every volume: logged per snapshot it makes.
+            made = ["%s@a%s_%d" % (v, tag, k) for v in vols]
+            for n in made:
+                log.write("start snapshot %s\n" % n)
+            try:
+                control(mnt, "snapshot --all a%s_%d" % (tag, k))
+            except OSError as e:
+                log.write("error snapshot --all %s\n" % ERRNAME(e.errno))
+                sys.exit(3)
+            for n in made:
+                log.write("done snapshot %s\n" % n)
+            snaps.extend(made)
+            record_sha(made[0])
         elif x < 0.55 and not crowded:
             src = r.choice(vols) if r.random() < 0.3 else "vol"
             name = "%s@s%s_%d" % (src, tag, k)
@@ -124,7 +139,7 @@ def run(mnt, logpath, seed, tag):
                 vols.remove(name)
 
 
-def killer(logpath, n, seed):
+def killer(logpath, n, pid, seed):
     r = random.Random(seed)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -137,7 +152,8 @@ def killer(logpath, n, seed):
         except FileNotFoundError:
             started, failed = 0, False
         if started >= n:
-            time.sleep(r.uniform(0, 0.020))
+            time.sleep(r.uniform(0, 0.008))
+            os.kill(pid, 9)
             return 0
         if failed:
             return 1
@@ -203,7 +219,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "run":
         run(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
     elif sys.argv[1] == "killer":
-        sys.exit(killer(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+        sys.exit(killer(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])))
     elif sys.argv[1] == "verify":
         sys.exit(verify(*sys.argv[2:7]))
     else:

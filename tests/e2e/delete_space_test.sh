@@ -12,6 +12,8 @@
 #     vol stays writable on its merged stack.
 # (c) middle of a chain: s1, s2, s3 with s2's data hidden by s3's; deleting s2
 #     frees ~64M; s1, s3 and vol unchanged.
+# (d) the merge of (b) while 64M are being written to vol and a reader holds
+#     vol@s2 open: the write lands, the held descriptor reads the same.
 # After each case the daemon is stopped and `ovbd check STORE` (every byte)
 # must be clean.
 #
@@ -199,3 +201,65 @@ expect_sha "$M/vol@s1" "$want1" "(c) vol@s1 after deleting s3 too"
 log "(c) delete vol@s3: layers $before KiB -> $(layers_kib "$S") KiB"
 stop_daemon "$M"
 check_store "$S" "(c)"
+
+# ---------------------------------------------------------------- (d) merge under I/O
+log "case (d): the merge of a delete while the volume is written and its snapshot held open"
+S=$W/store-d
+"$OVBD" store init "$S" >/dev/null
+start_daemon "$S" "$M"
+ctl "create vol 128M"
+put "$M/vol" "$W/R1" 0
+ctl "snapshot vol s1"
+put "$M/vol" "$W/R2" 0
+ctl "snapshot vol s2"
+want=$(image 128 "$W/R2" 0)
+# A reader holding vol@s2 open (O_DIRECT) across the merge: it creates
+# $W/held.ready once it has the descriptor, waits for $W/held.go, then hashes
+# through the same descriptor into $W/held.sha.
+"$PY" -c '
+import hashlib, mmap, os, sys, time
+w = sys.argv[2]
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
+buf = mmap.mmap(-1, 4 << 20)
+open(w + "/held.ready", "w").close()
+deadline = time.monotonic() + 60
+while not os.path.exists(w + "/held.go"):
+    if time.monotonic() > deadline:
+        sys.exit("never told to read")
+    time.sleep(0.01)
+h = hashlib.sha256()
+off = 0
+while True:
+    n = os.preadv(fd, [buf], off)
+    if n <= 0:
+        break
+    h.update(memoryview(buf)[:n])
+    off += n
+open(w + "/held.sha", "w").write(h.hexdigest())
+' "$M/vol@s2" "$W" &
+hpid=$!
+E2E_PIDS+=("$hpid")
+wait_until 20 "the reader of vol@s2 has it open" test -e "$W/held.ready" || fail "(d) the reader of vol@s2 did not start"
+# A writer on vol during the merge.
+put "$M/vol" "$W/R3" 64 &
+wpid=$!
+E2E_PIDS+=("$wpid")
+upper_grew() { (($(alloc_kib "$(upper_data "$S" vol)") >= 8192)) || proc_gone "$wpid"; }
+wait_until 30 "the writer is under way" upper_grew || fail "(d) the writer does not progress"
+proc_alive "$wpid" || log "(d) note: the writer finished before the delete started"
+ctl "delete vol@s1"
+wait "$wpid" || fail "(d) writing vol while vol@s1 was deleted failed"
+forget_pid "$wpid"
+assert_eq 1 "$(layers_of "$S" vol@s2)" "(d) layers of vol@s2 after the delete (merged)"
+touch "$W/held.go"
+wait "$hpid" || fail "(d) the reader of vol@s2 failed"
+forget_pid "$hpid"
+held=$(cat "$W/held.sha")
+[[ $held == "$want" ]] || fail "(d) vol@s2 read through a descriptor held across the merge: sha256 $held, expected $want"
+expect_sha "$M/vol@s2" "$want" "(d) vol@s2 after the merge"
+expect_sha "$M/vol" "$(image 128 "$W/R2" 0 "$W/R3" 64)" "(d) vol written during the merge"
+stop_daemon "$M"
+check_store "$S" "(d)"
+start_daemon "$S" "$M"
+expect_sha "$M/vol" "$(image 128 "$W/R2" 0 "$W/R3" 64)" "(d) vol after a restart"
+stop_daemon "$M"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kill -9 of ovbdfs while .control commands run. E2E_KILL_ITERATIONS (default
-# 5) times: control_workload.py issues snapshot / clone / delete commands
-# (with fsynced writes to the origin volume in between) in a loop; 0..20 ms
+# 5) times: control_workload.py issues snapshot, snapshot --all, clone and
+# delete commands (with fsynced writes to the origin volume in between; new
+# snapshots and clones are read once) in a loop; 0..8 ms
 # after it starts a random one of them (the 3rd..32nd), the daemon is killed
 # with SIGKILL, wherever it is, and the dead mount is cleared. Then:
 #  - `ovbd check STORE --quick` on the crashed store may report only what the
@@ -31,6 +32,18 @@ wl() { "$PY" "$E2E_DIR/control_workload.py" "$@"; }
 mid=0 # kills that landed while a command was in flight
 
 
+# reap_killed_daemon MNT: the daemon on MNT was sent SIGKILL (by the poller):
+# reaps it and clears the dead mount, as kill_daemon does after its own kill.
+reap_killed_daemon() {
+  local mnt=$1 pid=${E2E_DAEMON_OF[$1]}
+  wait_until 30 "killed ovbdfs exits" proc_gone "$pid" || fail "ovbdfs survived SIGKILL"
+  wait "$pid" 2>/dev/null || true
+  forget_pid "$pid"
+  unset "E2E_DAEMON_OF[$mnt]"
+  fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+  wait_until 30 "dead mount $mnt goes away" not_mounted "$mnt" || fail "cannot clear the dead mount $mnt"
+}
+
 # check_crashed: ovbd check --quick of the crashed store; only findings the
 # mount's recovery takes care of are allowed.
 check_crashed() {
@@ -46,23 +59,24 @@ check_crashed() {
     fail "ovbd check of the crashed store failed (status $rc)"
   fi
   log "crashed store: $(grep -c '^PROBLEM' "$1" || true) finding(s) for recovery; $(tail -1 "$1")"
+  grep '^PROBLEM' "$1" | sed 's/^/    /' >&2 || true
 }
 
 for ((i = 1; i <= N; i++)); do
   d=$W/run$i
   mkdir -p "$d"
   start_daemon "$S" "$M"
-  (cd "$M" && ls -A | grep -vxF .control) >"$d/before" || true
+  find "$M" -mindepth 1 -maxdepth 1 ! -name .control -printf "%f\n" >"$d/before"
   target=$((3 + RANDOM % 30))
   log "iteration $i/$N: kill after $target commands ($(wc -l <"$d/before") names now)"
   wl run "$M" "$d/log" "$((RANDOM * 32768 + RANDOM))" "$i" 2>"$d/workload.err" &
   wpid=$!
   E2E_PIDS+=("$wpid")
-  # The moment: 0..20 ms after the workload starts its target-th command (a
-  # poller at 1 ms; this shell's own polls are too coarse for that).
-  wl killer "$d/log" "$target" "$RANDOM" ||
+  # The kill: 0..8 ms after the workload starts its target-th command, sent
+  # by a poller at 1 ms (this shell's own polls are too coarse for that).
+  wl killer "$d/log" "$target" "$DAEMON_PID" "$RANDOM" ||
     { cat "$d/workload.err" "$d/log" >&2; fail "the workload stopped before the kill: $(grep '^error' "$d/log" || echo 'no error logged')"; }
-  kill_daemon "$M"
+  reap_killed_daemon "$M"
   wait_until 30 "the workload notices the dead daemon" proc_gone "$wpid" || fail "the workload hangs after the kill"
   wrc=0
   wait "$wpid" || wrc=$?

@@ -41,7 +41,7 @@ directory=$K
 rw=randwrite
 bsrange=4k-64k
 blockalign=4k
-size=75m
+size=90m
 ioengine=psync
 fsync=16
 end_fsync=1
@@ -61,7 +61,7 @@ randseed=11
 direct=0
 randseed=12
 EOF
-log "fio on ext4 (2 jobs x 75M) with a snapshot every second"
+log "fio on ext4 (2 jobs x 90M) with a snapshot every second"
 (cd "$W" && exec fio --output="$W/fio.log" "$W/load.fio") &
 fio_pid=$!
 E2E_PIDS+=("$fio_pid")

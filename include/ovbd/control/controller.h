@@ -41,7 +41,8 @@ class Controller {
   Result<std::string> Execute(std::string_view line, bool* json_mode = nullptr,
                               const FileAttrs* owner = nullptr);
   // Status of every volume, as text or as a JSON document.
-  std::string Report(bool json) const;
+  // In JSON the result of the last command is the "result" member.
+  std::string Report(bool json, const std::string& last_result = "") const;
 
  private:
   std::string SnapshotName() const;

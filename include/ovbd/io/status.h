@@ -46,6 +46,7 @@ class [[nodiscard]] Status {
     if (err == EROFS) s.code_ = Code::kReadOnly;
     if (err == EEXIST) s.code_ = Code::kExists;
     if (err == EBUSY) s.code_ = Code::kBusy;
+    if (err == EFBIG) s.code_ = Code::kTooLarge;
     return s;
   }
   static Status NoSpace(std::string m) { return Status(Code::kNoSpace, std::move(m), ENOSPC); }

@@ -112,6 +112,11 @@ class Upper {
   // pending operations were never touched, so nothing is lost.
   Status Unseal();
 
+  // kTooLarge when the filesystem holding `data` cannot hold the data file
+  // of a volume of `vsize` bytes (probed with truncate, which allocates
+  // nothing; `data`'s size is restored).
+  static Status CheckSizeFits(RWFile* data, uint64_t vsize);
+
   // Grows the virtual size (never shrinks).
   Status Resize(uint64_t new_size);
   uint64_t virtual_size() const { return vsize_.load(); }

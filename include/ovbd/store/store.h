@@ -12,6 +12,7 @@
 // the old or the new manifest, so opening the store is the whole recovery.
 #pragma once
 
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -136,6 +137,7 @@ class Store {
   std::unique_ptr<FileLock> lock_;
 
   mutable std::mutex mu_;
+  std::condition_variable released_;  // handles_ went down
   std::map<std::string, Manifest> manifests_;             // by volume name
   std::map<std::string, std::shared_ptr<Volume>> open_;   // by full name
   std::map<std::string, size_t> handles_;                 // by full name
