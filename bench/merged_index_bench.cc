@@ -71,7 +71,9 @@ const Fixture& GetFixture(size_t n, size_t layers, Split split) {
   auto& slot = cache[{n, layers, split}];
   if (slot) return *slot;
   auto f = std::make_unique<Fixture>();
-  std::mt19937_64 rng(0x0bd0 + n * 131 + layers);
+  // Disjoint splits of the same n share one seed: the same layout, so the
+  // merged indexes differ only in their layer tags.
+  std::mt19937_64 rng(0x0bd0 + n * 131 + (split == Split::kOverlap ? layers : 0));
   std::vector<std::vector<Segment>> per(layers);
   if (split == Split::kDisjoint || layers == 1) {
     std::vector<Segment> all = RandomLayout(n, 1, rng);

@@ -8,6 +8,7 @@
 //   threads=N               maximum worker threads (default 8)
 //   log_level=LEVEL         trace|debug|info|warn|error (default info)
 #include <malloc.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -150,6 +151,9 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  // Logs go to stderr in the foreground (stdout belongs to the caller) and
+  // to syslog once daemonized.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("ovbdfs-stderr"));
   if (o.log_level) spdlog::set_level(spdlog::level::from_str(o.log_level));
   if (!cl.foreground) {
     auto logger = spdlog::syslog_logger_mt("ovbdfs", "ovbdfs", LOG_PID, LOG_DAEMON);
