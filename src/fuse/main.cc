@@ -179,7 +179,24 @@ int main(int argc, char** argv) {
   mo.allow_other = o.allow_other;
   mo.uid = getuid();
   mo.gid = getgid();
+  // Read replies are spliced from the layer files only when the pipe holds
+  // a whole reply; pipes cannot grow past fs.pipe-max-size (1 MiB by
+  // default, also for root without CAP_SYS_RESOURCE), so cap read requests
+  // at the largest power of two that fits with the header (512 KiB there).
+  unsigned max_read = 1u << 20;
+  {
+    unsigned long pipe_max = 1ul << 20;
+    if (FILE* f = std::fopen("/proc/sys/fs/pipe-max-size", "r")) {
+      if (std::fscanf(f, "%lu", &pipe_max) != 1) pipe_max = 1ul << 20;
+      std::fclose(f);
+    }
+    while (max_read > (128u << 10) && max_read + (64u << 10) > pipe_max) max_read /= 2;
+  }
+  const std::string max_read_opt = "-omax_read=" + std::to_string(max_read);
+  fuse_opt_add_arg(&args, max_read_opt.c_str());
+  mo.max_read = max_read;
   ovbd::fuse::OvbdFs fs(store.value().get(), mo);
+
 
   // The kernel enforces the mode bits we report (volume files, .control).
   fuse_opt_add_arg(&args, "-odefault_permissions");
@@ -204,7 +221,9 @@ int main(int argc, char** argv) {
           fuse_loop_config* lc = fuse_loop_cfg_create();
           fuse_loop_cfg_set_clone_fd(lc, 1);
           fuse_loop_cfg_set_max_threads(lc, static_cast<unsigned>(std::max(1, o.threads)));
-          fuse_loop_cfg_set_idle_threads(lc, static_cast<unsigned>(std::max(1, o.threads / 2)));
+          // No idle-thread limit: with one, libfuse ends and recreates
+          // workers continuously under queue depth (measured: hundreds of
+          // thread creations per second).
           ret = fuse_session_loop_mt(se, lc);
           fuse_loop_cfg_destroy(lc);
         }

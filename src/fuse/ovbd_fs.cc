@@ -148,7 +148,8 @@ Status OvbdFs::FillAttr(fuse_ino_t ino, struct stat* st) {
 }
 
 void OvbdFs::Init(void* userdata, fuse_conn_info* conn) {
-  (void)userdata;
+  auto* fs = static_cast<OvbdFs*>(userdata);
+  conn->max_read = fs->opts_.max_read;
   // Large requests, many in flight, zero-copy replies where possible.
   conn->max_write = 1 << 20;
   conn->max_readahead = 1 << 20;

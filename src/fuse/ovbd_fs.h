@@ -23,6 +23,7 @@ struct MountOptions {
   bool allow_other = false;
   uid_t uid = 0;  // owner of the root, .control and new volumes
   gid_t gid = 0;
+  unsigned max_read = 1u << 20;  // must equal the -o max_read given to libfuse
 };
 
 class OvbdFs {
