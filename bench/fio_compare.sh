@@ -148,7 +148,7 @@ trap 'exit 130' INT TERM
 
 # --- machine description -----------------------------------------------------
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-CPU=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
+CPU=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | awk 'NR == 1')
 PIPE_MAX=$(cat /proc/sys/fs/pipe-max-size)
 CACHE_NOTE="page cache not dropped (layer, overlay and backing files stay cached; the raw engine uses O_DIRECT on the disk)"
 if [[ $DROP_CACHES == 1 ]]; then
@@ -256,7 +256,7 @@ fmt() { [[ -z $1 ]] && { echo "–"; return; }; printf "%.0f" "$1"; }
 ratio() { [[ -z $1 || -z $2 || $2 == 0 ]] && { echo "–"; return; }; awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
 echo "fio_compare: $(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), CPU: $CPU x $(nproc)"
-echo "fs.pipe-max-size: $PIPE_MAX; fio $(fio --version | sed 's/^fio-//'); $(qemu-storage-daemon --version | head -1); libfuse $(pkg-config --modversion fuse3 2>/dev/null || echo '?')"
+echo "fs.pipe-max-size: $PIPE_MAX; fio $(fio --version | sed 's/^fio-//'); $(qemu-storage-daemon --version | awk 'NR == 1'); libfuse $(pkg-config --modversion fuse3 2>/dev/null || echo '?')"
 echo "image ${SIZE_MB} MiB random data; direct=1, ${RUNTIME}s + ${RAMP}s ramp per run, median of $REPEAT runs; load average $LOAD_START at start, $LOAD_END at end"
 echo "$CACHE_NOTE${OVBDFS_OPTS:+; ovbdfs -o $OVBDFS_OPTS}"
 TWO=""

@@ -46,7 +46,7 @@ kmount "$LOOP" "$K"
 make_tree "$K/gen" 240 160 1
 mkdir -p "$K/doc"
 # A real-world tree too: small text files, symlinks, odd names.
-find /usr/share/doc -maxdepth 1 -mindepth 1 -name '[a-l]*' | head -40 | xargs -r cp -a -t "$K/doc" 2>/dev/null || true
+find /usr/share/doc -maxdepth 1 -mindepth 1 -name '[a-l]*' | awk 'NR <= 40' | xargs -r cp -a -t "$K/doc" 2>/dev/null || true
 make_tree "$K/scratch" 60 256 2
 sync -f "$K"
 scratch_kib=$(du -sk "$K/scratch" | cut -f1)
@@ -61,7 +61,7 @@ log "case 1: upper allocation $up_full KiB -> $up_trimmed KiB after deleting $sc
 tree_manifest "$K" >"$W/manifest1"
 log "case 1: $(wc -l <"$W/manifest1") entries, $(du -sh "$K" | cut -f1) written"
 # Where one file's first data block lives (for E2E_CORRUPT).
-victim=$(find "$K/gen" -type f -size +8k | LC_ALL=C sort | head -1)
+victim=$(find "$K/gen" -type f -size +8k | LC_ALL=C sort | awk 'NR == 1')
 pblk=$(filefrag -e "$victim" | awk '$1 == "0:" { gsub(/\.\./, " "); print $4; exit }')
 [[ $pblk =~ ^[0-9]+$ ]] || fail "cannot find the physical block of $victim"
 kumount "$K"
@@ -96,10 +96,10 @@ lower=${lowers[0]}
 lower_sha=$(sha256sum <"$lower" | cut -c1-64)
 upper=$(upper_data "$S" imported)
 up_before=$(alloc_kib "$upper")
-"$OVBD" layer info "$lower" | grep -q 'ZFile' || fail "imported layer is not a ZFile"
+grep -q 'ZFile' < <("$OVBD" layer info "$lower") || fail "imported layer is not a ZFile"
 
 start_daemon "$S" "$M"
-used_of() { "$OVBD" status "$S" imported | grep -o 'used=[0-9]*' | head -1 | cut -d= -f2; }
+used_of() { "$OVBD" status "$S" imported | grep -o 'used=[0-9]*' | awk 'NR == 1' | cut -d= -f2; }
 used_before=$(used_of)
 [[ $used_before =~ ^[0-9]+$ ]] || fail "ovbd status shows no used= for the volume"
 cmp "$M/imported" "$W/base.img" || fail "imported volume does not read as the raw image"

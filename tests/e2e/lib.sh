@@ -394,7 +394,7 @@ pids_of() {
   for d in /proc/[0-9]*; do
     p=${d#/proc/}
     [[ $(readlink "$d/exe" 2>/dev/null) == "$exe" ]] || continue
-    tr '\0' '\n' <"$d/cmdline" 2>/dev/null | grep -qxF -- "$arg" && echo "$p"
+    grep -qxF -- "$arg" < <(tr '\0' '\n' <"$d/cmdline" 2>/dev/null) && echo "$p"
   done
   return 0
 }

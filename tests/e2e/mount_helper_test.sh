@@ -52,7 +52,7 @@ check_mounted() {
   mountpoint -q "$M" || fail "$M is not a mount point"
   got=$(findmnt -n -o FSTYPE,SOURCE "$M" | awk '{ print $1, $2 }')
   assert_eq "fuse.ovbdfs $S" "$got" "findmnt FSTYPE SOURCE"
-  findmnt -n -o OPTIONS "$M" | tr ',' '\n' | grep -qx "$1" || fail "mount options lack $1: $(findmnt -n -o OPTIONS "$M")"
+  findmnt -n -o OPTIONS "$M" | tr ',' '\n' | grep -x "$1" >/dev/null || fail "mount options lack $1: $(findmnt -n -o OPTIONS "$M")"
   assert_eq $((64 << 20)) "$(stat -c %s "$M/vm1")" "size of vm1 under mount(8)"
 }
 umount_and_wait() {
@@ -111,7 +111,7 @@ $S  $M  fuse.ovbdfs  defaults,noauto,nofail,flush_interval=1,allow_other  0  0
 EOF
 mount -T "$W/fstab" "$M" || fail "mount -T $W/fstab $M failed"
 check_mounted rw
-findmnt -n -o OPTIONS "$M" | grep -q allow_other || fail "allow_other did not reach the kernel mount"
+findmnt -n -o OPTIONS "$M" | grep allow_other >/dev/null || fail "allow_other did not reach the kernel mount"
 cmp -n $((1 << 20)) -i $((1 << 20)):0 "$M/vm1" "$W/pattern" || fail "vm1 reads back wrong (fstab mount)"
 echo "snapshot vm1 fstab" >"$M/.control" || fail ".control command on the fstab mount failed"
 [[ -f $M/vm1@fstab ]] || fail "snapshot not visible"

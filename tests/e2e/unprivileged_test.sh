@@ -122,7 +122,7 @@ assert_eq EACCES "$(errno_as "$U2" "os.open('$M/.control', os.O_RDWR)")" "$U2 op
 assert_eq EACCES "$(errno_as "$U2" "os.stat('$V')")" "$U2 stats $U1's volume (no allow_other)"
 
 # Where one file's first block is (for E2E_CORRUPT).
-victim=$(cd "$W/src" && find . -type f -size +8k | LC_ALL=C sort | head -1)
+victim=$(cd "$W/src" && find . -type f -size +8k | LC_ALL=C sort | awk 'NR == 1')
 unmount_fs
 pblk=$(u1 /sbin/debugfs -R "bmap /data/${victim#./} 0" "$V" 2>/dev/null | tail -1)
 unmount_store
