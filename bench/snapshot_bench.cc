@@ -1,7 +1,7 @@
 // Snapshot latency and the write stall it causes, against the number of
 // upper mappings and the amount of data the upper holds.
 //
-//   snapshot_bench [--dir DIR] [--runs N] [--big-gib G]
+//   snapshot_bench [--dir DIR] [--runs N] [--big-gib G] [--only MAPPINGS:GIB]
 //
 // For each (mappings, data) case: a store with one volume whose upper holds
 // `mappings` extents totalling `data` bytes (written and committed first),
@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
   std::string dir = "/var/tmp";
   int runs = 3;
   uint64_t big_gib = 16;
+  uint64_t only_m = 0, only_g = 0;  // --only: one case (for profiling)
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--dir") {
@@ -107,6 +108,10 @@ int main(int argc, char** argv) {
       runs = std::atoi(argv[i + 1]);
     } else if (a == "--big-gib") {
       big_gib = std::strtoull(argv[i + 1], nullptr, 10);
+    } else if (a == "--only") {
+      char* colon = nullptr;
+      only_m = std::strtoull(argv[i + 1], &colon, 10);
+      only_g = (colon && *colon == ':') ? std::strtoull(colon + 1, nullptr, 10) : 1;
     }
   }
   const std::string root = dir + "/ovbd-snapshot-bench";
@@ -114,8 +119,9 @@ int main(int argc, char** argv) {
   std::printf("| upper mappings | data in upper | snapshot latency (median ms) | write stall (median of max ms) |\n");
   std::printf("|---:|---:|---:|---:|\n");
   const uint64_t gib = 1ull << 30;
-  const std::vector<std::pair<uint64_t, uint64_t>> cases = {
+  std::vector<std::pair<uint64_t, uint64_t>> cases = {
       {1000, gib}, {100000, gib}, {1000000, gib}, {1000, big_gib * gib}, {100000, big_gib * gib}};
+  if (only_m != 0) cases = {{only_m, only_g * gib}};
   for (auto [m, d] : cases) {
     std::vector<double> lat, stall;
     for (int r = 0; r < runs; ++r) {

@@ -58,16 +58,20 @@ std::string DirName(const std::string& path) {
 
 bool Env::Exists(const std::string& path) { return Stat(path).ok(); }
 
-Status Env::WriteFileAtomic(const std::string& path, std::string_view data) {
+Status Env::WriteFileSynced(const std::string& path, std::string_view data) {
+  OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> f, OpenRW(path, /*create=*/true));
+  OVBD_RETURN_IF_ERROR(f->WriteAt(0, data.data(), data.size()));
+  return f->Sync();
+}
+
+Status Env::WriteFileAtomic(const std::string& path, std::string_view data, bool* renamed) {
+  if (renamed) *renamed = false;
   const std::string tmp = path + ".tmp";
   if (Exists(tmp)) OVBD_RETURN_IF_ERROR(Remove(tmp));
-  {
-    OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> f, OpenRW(tmp, /*create=*/true));
-    OVBD_RETURN_IF_ERROR(f->WriteAt(0, data.data(), data.size()));
-    OVBD_RETURN_IF_ERROR(f->Sync());
-  }
+  OVBD_RETURN_IF_ERROR(WriteFileSynced(tmp, data));
   OVBD_RETURN_IF_ERROR(CrashPoint("atomic_write.before_rename"));
   OVBD_RETURN_IF_ERROR(Rename(tmp, path));
+  if (renamed) *renamed = true;
   return SyncDir(DirName(path));
 }
 

@@ -207,6 +207,7 @@ struct FaultInjectionEnv::Impl {
   uint64_t seq = 0;
   uint64_t mutating = 0;
   std::map<std::string, int, std::less<>> armed;
+  std::map<std::string, std::function<void()>, std::less<>> hooks;  // OnCrashPoint
   bool crash_after_armed = false;
   uint64_t crash_after_left = 0;
   uint64_t crash_after_total = 0;
@@ -837,16 +838,30 @@ Result<FsSpace> FaultInjectionEnv::SpaceOf(const std::string& path) {
 uint64_t FaultInjectionEnv::NowMicros() { return impl_->base->NowMicros(); }
 
 Status FaultInjectionEnv::CrashPoint(std::string_view name) {
-  std::lock_guard<std::mutex> l(impl_->mu);
-  if (impl_->crashed) return CrashedError();
-  impl_->seen.emplace_back(name);
-  auto it = impl_->armed.find(name);
-  if (it != impl_->armed.end() && --it->second <= 0) {
-    impl_->armed.erase(it);
-    impl_->EnterCrashed();
-    return Status::IOError("crash at " + std::string(name), EIO);
+  std::function<void()> hook;
+  {
+    std::lock_guard<std::mutex> l(impl_->mu);
+    if (impl_->crashed) return CrashedError();
+    impl_->seen.emplace_back(name);
+    auto it = impl_->armed.find(name);
+    if (it != impl_->armed.end() && --it->second <= 0) {
+      impl_->armed.erase(it);
+      impl_->EnterCrashed();
+      return Status::IOError("crash at " + std::string(name), EIO);
+    }
+    if (auto h = impl_->hooks.find(name); h != impl_->hooks.end()) hook = h->second;
   }
+  if (hook) hook();
   return Status::OK();
+}
+
+void FaultInjectionEnv::OnCrashPoint(std::string name, std::function<void()> fn) {
+  std::lock_guard<std::mutex> l(impl_->mu);
+  if (fn) {
+    impl_->hooks[std::move(name)] = std::move(fn);
+  } else {
+    impl_->hooks.erase(name);
+  }
 }
 
 Status FaultInjectionEnv::SimulatePowerLoss(PowerLossMode mode) {

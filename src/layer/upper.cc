@@ -359,39 +359,50 @@ Status Upper::Commit() {
   return Status::OK();
 }
 
-Result<Upper::Sealed> Upper::Seal(const std::string& message) {
+Upper::Sealed Upper::Freeze(const std::string& message) {
   Sealed out;
   {
     std::unique_lock lk(mu_);
     sealed_ = true;
     out.segments = map_.ToSegments(lsmt::kMaxEntryLength);
   }
-  auto undo = [&](Status s) {
-    (void)Unseal();
-    return s;
-  };
   lsmt::Header h = DataHeader(uuid_, parent_uuid_, vsize_.load());
   h.user_tag = message.substr(0, lsmt::kUserTagSize - 1);
-  const uint64_t index_offset =
+  // The index starts at the first 4 KiB boundary past the data of the
+  // whole virtual range, so it can never overlap a sector's data.
+  h.index_offset =
       (DataOffset(vsize_.load()) + lsmt::kHeaderSize - 1) / lsmt::kHeaderSize * lsmt::kHeaderSize;
-  auto end = lsmt::WriteIndexAndTrailer(data_.get(), index_offset, out.segments, h, /*pad=*/true,
-                                        /*sync=*/false);
-  if (!end.ok()) return undo(end.status());
-  Status s = env_->CrashPoint("upper.seal.after_index");
-  if (!s.ok()) return undo(s);
-  h.flags = lsmt::kFlagHeader | lsmt::kFlagDataFile | lsmt::kFlagSealed;
-  char block[lsmt::kHeaderSize];
-  lsmt::EncodeHeader(h, block);
-  s = data_->WriteAt(0, block, sizeof block);
-  // One sync covers the data written since the last commit and the index.
-  if (s.ok()) s = data_->Sync();
-  if (!s.ok()) return undo(s);
+  h.index_size = (out.segments.size() + 255) / 256 * 256;  // padded as WriteIndexAndTrailer pads
+  if (h.index_size == 0) h.index_size = 256;
   // What a reader of the sealed file sees: the trailer.
   h.flags = lsmt::kFlagDataFile | lsmt::kFlagSealed;
-  h.index_offset = index_offset;
-  h.index_size = (out.segments.size() + 255) / 256 * 256;
-  if (h.index_size == 0) h.index_size = 256;
   out.header = h;
+  return out;
+}
+
+Status Upper::WriteSeal(const lsmt::Header& trailer, const std::vector<Segment>& segments) {
+  lsmt::Header h = trailer;
+  auto end = lsmt::WriteIndexAndTrailer(data_.get(), h.index_offset, segments, h,
+                                        /*pad=*/true, /*sync=*/false);
+  if (!end.ok()) return end.status();
+  OVBD_RETURN_IF_ERROR(env_->CrashPoint("upper.seal.after_index"));
+  h.flags = lsmt::kFlagHeader | lsmt::kFlagDataFile | lsmt::kFlagSealed;
+  h.index_offset = 0;
+  h.index_size = 0;
+  char block[lsmt::kHeaderSize];
+  lsmt::EncodeHeader(h, block);
+  OVBD_RETURN_IF_ERROR(data_->WriteAt(0, block, sizeof block));
+  // One sync covers the data written since the last commit and the index.
+  return data_->Sync();
+}
+
+Result<Upper::Sealed> Upper::Seal(const std::string& message) {
+  Sealed out = Freeze(message);
+  Status s = WriteSeal(out.header, out.segments);
+  if (!s.ok()) {
+    (void)Unseal();
+    return s;
+  }
   return out;
 }
 

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "ovbd/layer/lsmt_writer.h"
+#include "ovbd/store/manifest_group.h"
 
 namespace ovbd {
 
@@ -110,6 +111,10 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& dir,
 
 Status Store::LoadManifests() {
   const std::string vdir = JoinPath(dir_, kVolumesDir);
+  // A committed manifest group is applied before anything else looks at the
+  // manifests (GC included: the group's fresh uppers are referenced only
+  // there). Read-only, its manifests are overlaid in memory below.
+  if (!opts_.read_only) OVBD_RETURN_IF_ERROR(FinishManifestGroup(env_, dir_));
   OVBD_ASSIGN_OR_RETURN(auto names, env_->ListDir(vdir));
   std::sort(names.begin(), names.end());
   for (const std::string& f : names) {
@@ -130,6 +135,14 @@ Status Store::LoadManifests() {
     }
     manifests_[m.name] = std::move(m);
   }
+  if (opts_.read_only) {
+    OVBD_ASSIGN_OR_RETURN(auto pending, PendingManifestGroup(env_, dir_, kMaxManifestBytes));
+    for (const auto& [file, text] : pending) {
+      Manifest m;
+      OVBD_RETURN_IF_ERROR(DecodeManifest(text, JoinPath(kManifestGroupDir, file), &m));
+      manifests_[m.name] = std::move(m);
+    }
+  }
   return Status::OK();
 }
 
@@ -138,9 +151,20 @@ Status Store::CheckWritable() const {
   return Status::OK();
 }
 
+Status Store::WriteManifestFile(const Manifest& m, bool* renamed) {
+  *renamed = false;
+  if (group_pending_) {
+    // Its older manifests must not be applied over this one later.
+    OVBD_RETURN_IF_ERROR(FinishManifestGroup(env_, dir_));
+    group_pending_ = false;
+  }
+  return env_->WriteFileAtomic(ManifestPath(m.name), EncodeManifest(m), renamed);
+}
+
 Status Store::WriteManifest(Manifest m) {
   m.generation++;
-  OVBD_RETURN_IF_ERROR(env_->WriteFileAtomic(ManifestPath(m.name), EncodeManifest(m)));
+  bool renamed = false;
+  OVBD_RETURN_IF_ERROR(WriteManifestFile(m, &renamed));
   manifests_[m.name] = std::move(m);
   return Status::OK();
 }
@@ -496,128 +520,6 @@ Status Store::FlushAll() {
     if (!s.ok() && first.ok()) first = s.Annotate(v->name());
   }
   return first.ok() ? layers : first;
-}
-
-Status Store::SnapshotCheckLocked(const std::string& vol, const std::string& snap) {
-  OVBD_ASSIGN_OR_RETURN(auto r, Resolve(vol));
-  if (r.second) return Status::InvalidArgument("cannot snapshot a snapshot ('" + vol + "')");
-  OVBD_RETURN_IF_ERROR(ValidateName(snap, "snapshot"));
-  if (r.first->FindSnapshot(snap)) return Status::Exists("snapshot '" + vol + "@" + snap + "' exists");
-  if (r.first->lowers.size() + 1 >= MergedIndex::kMaxLayers) {
-    // Keep below the limit: merge the lowest pair of layers only this
-    // volume's stacks use.
-    OVBD_ASSIGN_OR_RETURN(int merged, MergeLayersLocked(vol));
-    if (merged > 0) OVBD_RETURN_IF_ERROR(CollectGarbageLocked(nullptr));
-    if (manifests_.at(vol).lowers.size() + 1 > MergedIndex::kMaxLayers) {
-      return Status::TooLarge(vol + " has 255 layers and every pair is shared by snapshots; "
-                              "delete snapshots to let them merge");
-    }
-  }
-  return Status::OK();
-}
-
-Result<Store::FreshUpper> Store::PrepareUpperLocked(const std::string& vol, Volume* v) {
-  // Created (and synced) before writes are quiesced, so the stall is only
-  // the seal and the manifest switch.
-  FreshUpper f;
-  f.id = lsmt::NewUuid();
-  OVBD_ASSIGN_OR_RETURN(f.upper, Upper::Create(env_, LayerPath(f.id), manifests_.at(vol).size, f.id,
-                                               v->stack()->upper->uuid()));
-  OVBD_RETURN_IF_ERROR(env_->CrashPoint("snapshot.after_new_upper"));
-  return f;
-}
-
-// Takes the snapshot; the caller has checked it (SnapshotCheckLocked),
-// prepared the fresh upper and holds the volume's writes quiesced.
-Status Store::SnapshotQuiescedLocked(const std::string& vol, Volume* v, const std::string& snap,
-                                     uint64_t now_ns, FreshUpper fresh) {
-  Manifest m = manifests_.at(vol);
-  auto st = v->stack();
-  const std::shared_ptr<Upper>& old = st->upper;
-  if (fresh.upper->virtual_size() != m.size) OVBD_RETURN_IF_ERROR(fresh.upper->Resize(m.size));
-  // 1. Seal the upper in place: index + trailer, one sync. O(index).
-  OVBD_ASSIGN_OR_RETURN(Upper::Sealed sealed, old->Seal("snapshot " + vol + "@" + snap));
-  auto unseal = [&](Status s) {
-    (void)old->Unseal();
-    return s;
-  };
-  Status cs = env_->CrashPoint("snapshot.after_seal");
-  if (!cs.ok()) return unseal(cs);
-  // 2. The commit point: one manifest rename. Before it, recovery reopens
-  // the old upper (undoing the seal) and collects the fresh one; after it,
-  // the sealed file is a lower layer and the old journal is garbage.
-  const std::string old_id = m.upper;
-  const std::string sealed_file = old_id + ".data";
-  m.lowers.push_back(sealed_file);
-  m.upper = fresh.id;
-  SnapshotRecord rec;
-  rec.name = snap;
-  rec.size = m.size;
-  rec.lowers = m.lowers;
-  rec.created_ns = now_ns;
-  rec.attrs = m.attrs;
-  rec.attrs.mode &= ~0222u;
-  rec.attrs.mtime_ns = rec.attrs.ctime_ns = now_ns;
-  m.snapshots.push_back(std::move(rec));
-  cs = WriteManifest(std::move(m));
-  if (!cs.ok()) return unseal(cs);
-  OVBD_RETURN_IF_ERROR(env_->CrashPoint("snapshot.after_manifest"));
-  // 3. Switch the live volume over: the sealed file is now the top lower.
-  auto layer = lsmt::Layer::FromWritten(old->data_file(), std::move(sealed.header),
-                                        std::move(sealed.segments));
-  layer_cache_[sealed_file] = layer;
-  if (auto id = env_->Stat(LayerPath(sealed_file)); id.ok()) layer_identity_[sealed_file] = id.value();
-  v->InstallStack(Stack::WithTop(*st, layer, std::shared_ptr<Upper>(std::move(fresh.upper))));
-  (void)env_->Remove(Upper::JournalPath(LayerPath(old_id)));
-  return Status::OK();
-}
-
-Status Store::Snapshot(const std::string& vol, const std::string& snap) {
-  OVBD_RETURN_IF_ERROR(CheckWritable());
-  std::lock_guard lk(mu_);
-  OVBD_RETURN_IF_ERROR(SnapshotCheckLocked(vol, snap));
-  OVBD_ASSIGN_OR_RETURN(auto v, OpenVolumeLocked(vol));
-  // Commit what is there now outside the quiesce: the seal then only has
-  // the writes of the last moments to sync.
-  OVBD_RETURN_IF_ERROR(v->Flush());
-  OVBD_ASSIGN_OR_RETURN(FreshUpper fresh, PrepareUpperLocked(vol, v.get()));
-  const uint64_t now = env_->NowMicros() * 1000;
-  return v->WithWritesQuiesced(
-      [&] { return SnapshotQuiescedLocked(vol, v.get(), snap, now, std::move(fresh)); });
-}
-
-Status Store::SnapshotAll(const std::string& snap) {
-  OVBD_RETURN_IF_ERROR(CheckWritable());
-  OVBD_RETURN_IF_ERROR(ValidateName(snap, "snapshot"));
-  std::lock_guard lk(mu_);
-  std::vector<std::string> vols;
-  std::vector<std::shared_ptr<Volume>> opened;
-  std::vector<FreshUpper> fresh;
-  for (const auto& [n, m] : manifests_) {
-    if (m.deleted) continue;
-    OVBD_RETURN_IF_ERROR(SnapshotCheckLocked(n, snap));  // all checks before any change
-    vols.push_back(n);
-  }
-  for (const auto& n : vols) {
-    OVBD_ASSIGN_OR_RETURN(auto v, OpenVolumeLocked(n));
-    OVBD_RETURN_IF_ERROR(v->Flush());
-    OVBD_ASSIGN_OR_RETURN(FreshUpper f, PrepareUpperLocked(n, v.get()));
-    opened.push_back(v);
-    fresh.push_back(std::move(f));
-  }
-  // One instant for all: every volume's writes are quiesced (nested) before
-  // the first snapshot is taken, so a write acknowledged before the command
-  // is in every snapshot and none acknowledged after it is in any.
-  const uint64_t now = env_->NowMicros() * 1000;
-  std::function<Status(size_t)> nest = [&](size_t i) -> Status {
-    if (i < opened.size()) return opened[i]->WithWritesQuiesced([&] { return nest(i + 1); });
-    for (size_t k = 0; k < opened.size(); ++k) {
-      OVBD_RETURN_IF_ERROR(
-          SnapshotQuiescedLocked(vols[k], opened[k].get(), snap, now, std::move(fresh[k])));
-    }
-    return Status::OK();
-  };
-  return nest(0);
 }
 
 Status Store::Clone(const std::string& src, const std::string& new_vol) {

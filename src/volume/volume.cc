@@ -1,6 +1,7 @@
 #include "ovbd/volume/volume.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <functional>
 
@@ -161,7 +162,8 @@ Status Volume::ReadAligned(const Stack& st, uint64_t off, uint64_t len, char* bu
 
 Result<size_t> Volume::Write(uint64_t off, const char* buf, size_t len) {
   if (read_only_) return Status::ReadOnly(name_ + " is read-only");
-  std::shared_lock gate(gate_);
+  WriteGate::Writer gate(gate_);
+  if (failed_flag_.load()) return health();
   const uint64_t size = size_.load();
   if (off >= size) {
     return Status::NoSpace(name_ + ": write at " + std::to_string(off) + " is past the end (" +
@@ -220,14 +222,52 @@ Status Volume::Discard(uint64_t off, uint64_t len) {
   if (off + len > inner_end) {
     OVBD_RETURN_IF_ERROR(Write(inner_end, kZeros, off + len - inner_end).status());
   }
-  std::shared_lock gate(gate_);
+  WriteGate::Writer gate(gate_);
+  if (failed_flag_.load()) return health();
   return stack()->upper->Zero(inner_begin, inner_end - inner_begin);
 }
 
 Status Volume::Flush() {
   if (read_only_) return Status::OK();
-  std::shared_lock gate(gate_);
-  return stack()->upper->Commit();
+  for (;;) {
+    WriteGate::Writer gate(gate_);
+    {
+      std::lock_guard l(commit_mu_);
+      if (!failed_.ok()) return failed_;
+      // Seen inside the gate: no barrier can begin until this flush leaves
+      // it, so the upper committed below is the one the store has recorded.
+      if (!commit_pending_) return stack()->upper->Commit();
+    }
+    gate.Leave();  // the barrier's owner may need to quiesce to undo it
+    std::unique_lock l(commit_mu_);
+    commit_cv_.wait(l, [&] { return !commit_pending_; });
+  }
+}
+
+void Volume::BeginCommit() {
+  std::lock_guard l(commit_mu_);
+  commit_pending_ = true;
+}
+
+void Volume::EndCommit() {
+  std::lock_guard l(commit_mu_);
+  commit_pending_ = false;
+  commit_cv_.notify_all();
+}
+
+void Volume::Fail(Status why) {
+  std::lock_guard l(commit_mu_);
+  failed_ = Status::IOError(name_ + ": failed (" + why.ToString() +
+                            "); reopen the store to return to its last durable state",
+                            EIO);
+  failed_flag_ = true;
+  commit_pending_ = false;
+  commit_cv_.notify_all();
+}
+
+Status Volume::health() const {
+  std::lock_guard l(commit_mu_);
+  return failed_;
 }
 
 bool Volume::dirty() const {
@@ -242,14 +282,14 @@ Status Volume::Grow(uint64_t new_size) {
                                    std::to_string(size_.load()) + " -> " +
                                    std::to_string(new_size) + " refused)");
   }
-  std::unique_lock gate(gate_);
+  WriteGate::Closed gate(gate_);
   OVBD_RETURN_IF_ERROR(stack()->upper->Resize(new_size));
   size_ = new_size;
   return Status::OK();
 }
 
 Status Volume::WithWritesQuiesced(const std::function<Status()>& fn) {
-  std::unique_lock gate(gate_);
+  WriteGate::Closed gate(gate_);
   return fn();
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <random>
 
 #include "ovbd/io/fault_env.h"
@@ -104,6 +105,130 @@ TEST_F(FaultTest, CommitFailureIsRetriedNotLost) {
   ASSERT_TRUE(v->Read(4096, got.size(), got.data()).ok());
   EXPECT_EQ(got, a);
   store->Release("v");
+}
+
+// A snapshot whose manifest cannot be written, before any write reached
+// the fresh upper: undone; the volume works on, nothing lost, nothing leaked.
+TEST_F(FaultTest, SnapshotThatCannotBeRecordedIsUndone) {
+  auto store = OpenStore();
+  ASSERT_TRUE(store->CreateVolume("v", kSize, {}, {}).ok());
+  auto v = store->Acquire("v").value();
+  std::vector<char> a(65536, 'a'), b(65536, 'b');
+  ASSERT_TRUE(v->Write(0, a.data(), a.size()).ok());
+  env_.FailWith(ENOSPC, FaultFilter::kWrites, "volumes/");
+  Status s = store->Snapshot("v", "s1");
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(s.IsNoSpace()) << s.ToString();
+  env_.ClearFailures();
+  EXPECT_FALSE(store->Lookup("v@s1").ok());
+  ASSERT_TRUE(v->health().ok()) << v->health().ToString();
+  ASSERT_TRUE(v->Write(65536, b.data(), b.size()).ok());
+  ASSERT_TRUE(v->Flush().ok());
+  store->Release("v");
+  v.reset();
+  store.reset();
+  ASSERT_TRUE(env_.SimulatePowerLoss(PowerLossMode::kDropAll).ok());
+  store = OpenStore();
+  std::vector<char> got(65536);
+  v = store->Acquire("v").value();
+  ASSERT_TRUE(v->Read(0, got.size(), got.data()).ok());
+  EXPECT_EQ(got, a);
+  ASSERT_TRUE(v->Read(65536, got.size(), got.data()).ok());
+  EXPECT_EQ(got, b);
+  store->Release("v");
+  // Only the volume's own upper is left in layers/.
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(path_ + "/layers")) {
+    (void)e;
+    ++files;
+  }
+  EXPECT_EQ(files, 2u);
+}
+
+// Writes resume before a snapshot is durable. If the manifest then cannot
+// be written, those writes sit in an upper no durable manifest names: the
+// volume must refuse to acknowledge a flush (and further writes), and a
+// reopen returns to the last durable state with every flushed write.
+TEST_F(FaultTest, SnapshotFailingAfterWritesResumedFailsTheVolumeNotTheData) {
+  auto store = OpenStore();
+  ASSERT_TRUE(store->CreateVolume("v", kSize, {}, {}).ok());
+  auto v = store->Acquire("v").value();
+  std::vector<char> a(65536, 'a'), b(65536, 'b'), c(4096, 'c');
+  ASSERT_TRUE(v->Write(0, a.data(), a.size()).ok());
+  ASSERT_TRUE(v->Flush().ok());
+  bool wrote = false;
+  env_.OnCrashPoint("snapshot.after_seal", [&] {
+    // Runs on the snapshot's thread, between the switch and the manifest.
+    wrote = v->Write(65536, b.data(), b.size()).ok();
+    env_.FailWith(EIO, FaultFilter::kWrites, "volumes/");
+  });
+  ASSERT_FALSE(store->Snapshot("v", "s1").ok());
+  env_.OnCrashPoint("snapshot.after_seal", nullptr);
+  env_.ClearFailures();
+  ASSERT_TRUE(wrote) << "writes must run while the snapshot commits";
+  EXPECT_FALSE(v->health().ok());
+  Status f = v->Flush();
+  EXPECT_FALSE(f.ok());
+  EXPECT_EQ(f.os_errno(), EIO) << f.ToString();
+  EXPECT_FALSE(v->Write(0, c.data(), c.size()).ok());
+  EXPECT_FALSE(store->Snapshot("v", "s2").ok()) << "a failed volume takes no snapshot";
+  std::vector<char> got(65536);
+  ASSERT_TRUE(v->Read(0, got.size(), got.data()).ok());
+  EXPECT_EQ(got, a);
+  store->Release("v");
+  v.reset();
+  store.reset();
+  ASSERT_TRUE(env_.SimulatePowerLoss(PowerLossMode::kDropAll).ok());
+  store = OpenStore();
+  EXPECT_FALSE(store->Lookup("v@s1").ok());
+  v = store->Acquire("v").value();
+  ASSERT_TRUE(v->health().ok());
+  ASSERT_TRUE(v->Read(0, got.size(), got.data()).ok());
+  EXPECT_EQ(got, a);
+  ASSERT_TRUE(v->Write(0, c.data(), c.size()).ok());
+  ASSERT_TRUE(v->Flush().ok());
+  store->Release("v");
+}
+
+// A flush that arrives while a snapshot commits waits for the commit, and
+// then covers the writes made to the fresh upper meanwhile.
+TEST_F(FaultTest, FlushDuringSnapshotCommitWaitsForIt) {
+  auto store = OpenStore();
+  ASSERT_TRUE(store->CreateVolume("v", kSize, {}, {}).ok());
+  auto v = store->Acquire("v").value();
+  std::vector<char> a(65536, 'a'), b(65536, 'b');
+  ASSERT_TRUE(v->Write(0, a.data(), a.size()).ok());
+  std::future<Status> flushed;
+  bool early = false;
+  env_.OnCrashPoint("snapshot.after_seal", [&] {
+    ASSERT_TRUE(v->Write(65536, b.data(), b.size()).ok());
+    flushed = std::async(std::launch::async, [&] { return v->Flush(); });
+  });
+  env_.OnCrashPoint("atomic_write.before_rename", [&] {
+    // The manifest is not renamed yet: the flush cannot have returned.
+    early = flushed.valid() &&
+            flushed.wait_for(std::chrono::milliseconds(200)) == std::future_status::ready;
+  });
+  ASSERT_TRUE(store->Snapshot("v", "s1").ok());
+  env_.OnCrashPoint("snapshot.after_seal", nullptr);
+  env_.OnCrashPoint("atomic_write.before_rename", nullptr);
+  ASSERT_TRUE(flushed.valid());
+  EXPECT_TRUE(flushed.get().ok());
+  EXPECT_FALSE(early) << "a flush returned before the snapshot's manifest was written";
+  store->Release("v");
+  v.reset();
+  store.reset();
+  ASSERT_TRUE(env_.SimulatePowerLoss(PowerLossMode::kDropAll).ok());
+  store = OpenStore();
+  std::vector<char> got(65536);
+  v = store->Acquire("v").value();
+  ASSERT_TRUE(v->Read(65536, got.size(), got.data()).ok());
+  EXPECT_EQ(got, b) << "the flushed write in the fresh upper was lost";
+  store->Release("v");
+  v = store->Acquire("v@s1").value();
+  ASSERT_TRUE(v->Read(65536, got.size(), got.data()).ok());
+  EXPECT_EQ(got, std::vector<char>(65536, 0)) << "a write after the switch is in the snapshot";
+  store->Release("v@s1");
 }
 
 TEST_F(FaultTest, EioFromALayerFailsOnlyItsRanges) {

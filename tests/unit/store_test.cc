@@ -284,7 +284,14 @@ std::vector<Scenario> Scenarios() {
   };
   return {
       {"snapshot", base, [](Store* s) { return s->Snapshot("vm1", "s2"); }},
-      {"snapshot-all", base, [](Store* s) { return s->SnapshotAll("g"); }},
+      {"snapshot-all",
+       [base](Store* s) {
+         base(s);
+         std::mt19937_64 rng(6);
+         ASSERT_TRUE(s->CreateVolume("vm3", kSize, {}, {}).ok());
+         WriteAt(s, "vm3", 4096, test::RandomBytes(rng, 1 << 20), /*flush=*/false);
+       },
+       [](Store* s) { return s->SnapshotAll("g"); }},
       {"clone", base, [](Store* s) { return s->Clone("vm1@s1", "vm2"); }},
       {"delete-snapshot-merge",
        [base](Store* s) {
@@ -325,7 +332,7 @@ TEST_P(CrashPointTest, StoreIsConsistentAfterACrashAtAnyPoint) {
     FaultInjectionEnv fenv(Env::Default(), static_cast<uint64_t>(n));
     const std::string path = dir.Sub("s");
     ASSERT_TRUE(Store::Init(&fenv, path).ok());
-    std::vector<char> vm1, s1;
+    std::vector<char> vm1, s1, vm3;
     {
       auto s = Store::Open(&fenv, path);
       ASSERT_TRUE(s.ok());
@@ -333,6 +340,7 @@ TEST_P(CrashPointTest, StoreIsConsistentAfterACrashAtAnyPoint) {
       ASSERT_TRUE(s.value()->FlushAll().ok());
       vm1 = ReadAll(s.value().get(), "vm1");
       s1 = ReadAll(s.value().get(), "vm1@s1");
+      if (s.value()->Lookup("vm3").ok()) vm3 = ReadAll(s.value().get(), "vm3");
       fenv.CrashAt(p, n);
       Status st = sc.run(s.value().get());
       EXPECT_FALSE(st.ok());
@@ -356,6 +364,14 @@ TEST_P(CrashPointTest, StoreIsConsistentAfterACrashAtAnyPoint) {
     }
     if (st->Lookup("vm1").ok()) {
       EXPECT_EQ(ReadAll(st, "vm1"), vm1);
+    }
+    // A consistency group is all or nothing.
+    if (st->Lookup("vm3").ok()) {
+      EXPECT_EQ(ReadAll(st, "vm3"), vm3);
+      EXPECT_EQ(st->Lookup("vm1@g").ok(), st->Lookup("vm3@g").ok()) << "half a snapshot group";
+      if (st->Lookup("vm3@g").ok()) {
+        EXPECT_EQ(ReadAll(st, "vm3@g"), vm3);
+      }
     }
     ExpectNoLeaksNoDangling(st);
   }

@@ -112,7 +112,12 @@ class Env {
 
   bool Exists(const std::string& path);
   // Writes `data` to `path` atomically: temp file, fsync, rename, fsync dir.
-  Status WriteFileAtomic(const std::string& path, std::string_view data);
+  // On failure, *renamed (if given) tells whether the rename was made: if
+  // not, `path` still holds its old contents; if so, it holds the new ones
+  // but they may not survive a power loss.
+  Status WriteFileAtomic(const std::string& path, std::string_view data, bool* renamed = nullptr);
+  // Writes a new file `path` and syncs it (not its directory).
+  Status WriteFileSynced(const std::string& path, std::string_view data);
   // Reads a whole small file; kTooLarge if it exceeds max_size.
   Result<std::string> ReadSmallFile(const std::string& path, size_t max_size);
   // Copies a file's bytes (holes preserved where the source has them) and

@@ -33,6 +33,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -136,6 +137,11 @@ class FaultInjectionEnv : public Env {
   // armed crashes are cleared.
   void Revive();
   bool crashed() const;
+  // Runs `fn` each time CrashPoint(name) is passed without crashing (on the
+  // caller's thread, after the env's own lock is dropped): lets a test act
+  // at an exact step of a command, e.g. write to a volume mid-snapshot.
+  // An empty fn removes the hook.
+  void OnCrashPoint(std::string name, std::function<void()> fn);
 
   // Names passed to CrashPoint() while not crashed, in call order (repeats
   // kept), since construction or the last ClearCrashPointsSeen(). Run an

@@ -107,6 +107,21 @@ class Upper {
     std::vector<Segment> segments;
   };
   Result<Sealed> Seal(const std::string& message);
+  // Seal in two steps, so a snapshot can switch the volume to a fresh upper
+  // without waiting for the disk:
+  //  - Freeze: refuses writes from now on and returns the index and trailer
+  //    the file will have. No I/O; O(extents). The file's data is already
+  //    where the index says, so the result can serve reads at once.
+  //  - WriteSeal: appends that index and trailer, marks the header sealed and
+  //    syncs the data file. On failure, Unseal() restores the upper.
+  Sealed Freeze(const std::string& message);
+  Status WriteSeal(const lsmt::Header& trailer, const std::vector<Segment>& segments);
+  // Operations (writes, zeroes, forgets) applied since this upper was
+  // created or opened.
+  uint64_t operations() const {
+    std::shared_lock lk(mu_);
+    return applied_;
+  }
   // Undoes a Seal whose snapshot could not be recorded: drops the appended
   // index and trailer and accepts writes again. The journal and the
   // pending operations were never touched, so nothing is lost.

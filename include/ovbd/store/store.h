@@ -114,8 +114,29 @@ class Store {
     std::unique_ptr<Upper> upper;
   };
   Result<FreshUpper> PrepareUpperLocked(const std::string& vol, Volume* v);
-  Status SnapshotQuiescedLocked(const std::string& vol, Volume* v, const std::string& snap,
-                                uint64_t now_ns, FreshUpper fresh);
+  // A snapshot's switch of one volume to a fresh upper, made while writes
+  // were quiesced, until it is durable (snapshot.cc).
+  struct PendingSwitch {
+    std::string vol;
+    std::shared_ptr<Volume> v;
+    std::shared_ptr<const Stack> before;  // the stack to put back on undo
+    std::shared_ptr<Upper> old;           // frozen; becomes the sealed layer
+    std::shared_ptr<Upper> fresh;
+    uint64_t fresh_ops = 0;               // its operations at the switch
+    std::shared_ptr<lsmt::Layer> layer;   // the frozen upper as a layer
+    std::string old_id, sealed_file;
+    Manifest manifest;                    // what the commit writes
+  };
+  Result<PendingSwitch> SwitchQuiescedLocked(const std::string& vol, std::shared_ptr<Volume> v,
+                                             const std::string& snap, uint64_t now_ns,
+                                             FreshUpper fresh);
+  Status SealSwitch(PendingSwitch& p);
+  void FinishSwitch(PendingSwitch& p);
+  // The switch cannot be made durable: undo it if allowed and no write
+  // reached the fresh upper, else fail the volume. Returns `cause`.
+  Status AbandonSwitch(PendingSwitch& p, Status cause, bool may_undo);
+  // Writes a manifest as it is (no generation bump, manifests_ untouched).
+  Status WriteManifestFile(const Manifest& m, bool* renamed);
   Status CollectGarbageLocked(std::vector<std::string>* removed);
   // Merges adjacent layers X,Y that are always used together (every stack
   // holding X has Y right above it and vice versa) when Y hides data of X,
@@ -143,6 +164,7 @@ class Store {
   std::map<std::string, size_t> handles_;                 // by full name
   std::map<std::string, std::weak_ptr<lsmt::Layer>> layer_cache_;
   std::map<std::string, FileInfo> layer_identity_;  // size and mtime at open
+  bool group_pending_ = false;  // a committed manifest group is not yet applied
 };
 
 }  // namespace ovbd

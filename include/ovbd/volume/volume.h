@@ -6,6 +6,7 @@
 
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -18,6 +19,7 @@
 #include "ovbd/layer/lsmt_layer.h"
 #include "ovbd/layer/merged_index.h"
 #include "ovbd/layer/upper.h"
+#include "ovbd/volume/write_gate.h"
 
 namespace ovbd {
 
@@ -90,6 +92,22 @@ class Volume {
   void InstallStack(std::shared_ptr<const Stack> stack);
   std::shared_ptr<const Stack> stack() const;
 
+  // The metadata barrier. A snapshot switches the volume to a fresh upper
+  // while writes are quiesced and lets writes resume before the switch is
+  // durable (the seal's sync and the manifest's rename happen after). Until
+  // then a flush must not return: what it would make durable lives in an
+  // upper that recovery would not know. BeginCommit (inside
+  // WithWritesQuiesced) holds back flushes; EndCommit releases them; Fail
+  // ends the barrier for good when the switch could not be made durable
+  // nor undone: writes and flushes then fail with `why` until the store is
+  // reopened, which returns to the last durable state (nothing a flush
+  // acknowledged is lost).
+  void BeginCommit();
+  void EndCommit();
+  void Fail(Status why);
+  // OK, or the error the volume failed with.
+  Status health() const;
+
   VolumeStats Stats() const;
 
  private:
@@ -105,7 +123,13 @@ class Volume {
   mutable std::mutex stack_mu_;  // guards stack_ (the pointer, not the stack)
   std::shared_ptr<const Stack> stack_;
 
-  std::shared_mutex gate_;  // writes hold it shared; quiescing holds it exclusive
+  WriteGate gate_;  // writes, discards and flushes pass it; quiescing closes it
+
+  mutable std::mutex commit_mu_;  // guards the two fields below
+  std::condition_variable commit_cv_;
+  bool commit_pending_ = false;
+  Status failed_;
+  std::atomic<bool> failed_flag_{false};  // failed_ is set (read without the lock)
   // Serialises read-modify-write of partial sectors that share a 4 KiB block.
   std::array<std::mutex, 64> stripes_;
 };
