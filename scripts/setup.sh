@@ -9,7 +9,7 @@ PACKAGES=(
   libfuse3-dev fuse3 liblz4-dev libzstd-dev libboost-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev libssl-dev libbenchmark-dev
   # tests and benchmarks
-  fio e2fsprogs fuse2fs util-linux kmod xxd procps psmisc
+  fio e2fsprogs fuse2fs util-linux kmod xxd procps psmisc python3 jq
   qemu-utils qemu-system-common qemu-block-extra
   nginx-light docker-registry curl
 )

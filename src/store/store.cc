@@ -761,6 +761,7 @@ std::string Store::StatusLine(const VolumeInfo& v) const {
                   st.upper.allocated_bytes, st.upper.mapped_sectors * 512, st.upper.extents,
                   v.open_handles);
     line += buf;
+    if (Status h = it->second->health(); !h.ok()) line += " failed: " + h.ToString();
   } else if (!v.is_snapshot && !v.upper.empty()) {
     auto fi = env_->Stat(LayerPath(v.upper + ".data"));
     if (fi.ok()) line += " used=" + std::to_string(fi->allocated);

@@ -167,6 +167,7 @@ TEST_F(FaultTest, SnapshotFailingAfterWritesResumedFailsTheVolumeNotTheData) {
   env_.ClearFailures();
   ASSERT_TRUE(wrote) << "writes must run while the snapshot commits";
   EXPECT_FALSE(v->health().ok());
+  EXPECT_NE(store->StatusText("v").find(" failed: "), std::string::npos) << store->StatusText("v");
   Status f = v->Flush();
   EXPECT_FALSE(f.ok());
   EXPECT_EQ(f.os_errno(), EIO) << f.ToString();
