@@ -6,6 +6,7 @@
 #include "ovbd/layer/layer_open.h"
 #include "ovbd/layer/upper.h"
 #include "ovbd/store/manifest.h"
+#include "ovbd/store/manifest_group.h"
 
 namespace ovbd {
 
@@ -25,6 +26,25 @@ Result<CheckReport> CheckStore(Env* env, const std::string& dir, const CheckOpti
   }
   const std::string vdir = JoinPath(dir, "volumes");
   const std::string ldir = JoinPath(dir, "layers");
+
+  // 0. An interrupted `snapshot --all`: recovery's first step.
+  const bool staging = env->Exists(JoinPath(dir, kManifestGroupStaging));
+  const bool group = env->Exists(JoinPath(dir, kManifestGroupDir));
+  std::vector<ManifestFile> pending;
+  if (staging || group) {
+    const std::string what = group ? "a committed snapshot group not yet applied to volumes/"
+                                   : "an uncommitted snapshot group (dropped on recovery)";
+    if (opts.repair) {
+      Status s = FinishManifestGroup(env, dir);
+      add(JoinPath(dir, group ? kManifestGroupDir : kManifestGroupStaging),
+          s.ok() ? what : what + ": " + s.ToString(), s.ok());
+    } else {
+      add(JoinPath(dir, group ? kManifestGroupDir : kManifestGroupStaging),
+          what + "; the next open of the store finishes it");
+      // Check what recovery will make of it.
+      OVBD_ASSIGN_OR_RETURN(pending, PendingManifestGroup(env, dir, kMaxManifestBytes));
+    }
+  }
 
   // 1. Manifests.
   std::map<std::string, Manifest> manifests;
@@ -57,6 +77,15 @@ Result<CheckReport> CheckStore(Env* env, const std::string& dir, const CheckOpti
       continue;
     }
     ++rep.manifests;
+    manifests[m.name] = std::move(m);
+  }
+  for (const auto& [file, text] : pending) {
+    Manifest m;
+    Status s = DecodeManifest(text, JoinPath(kManifestGroupDir, file), &m);
+    if (!s.ok()) {
+      add(JoinPath(JoinPath(dir, kManifestGroupDir), file), s.ToString());
+      continue;
+    }
     manifests[m.name] = std::move(m);
   }
 
