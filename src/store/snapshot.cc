@@ -195,6 +195,7 @@ Status Store::SnapshotAll(const std::string& snap) {
     return Status::OK();
   };
   OVBD_RETURN_IF_ERROR(nest(0));
+  if (sw.empty()) return Status::OK();  // no volumes
   auto abandon_all = [&](Status cause, bool may_undo) {
     for (auto& p : sw) (void)AbandonSwitch(p, cause, may_undo);
     return cause;
