@@ -166,13 +166,15 @@ std::string Controller::Report(bool json, const std::string& last_result) const 
   }
   nlohmann::json arr = nlohmann::json::array();
   for (const auto& v : vols) {
-    arr.push_back({{"name", v.name},
-                   {"snapshot", v.is_snapshot},
-                   {"size", v.size},
-                   {"layers", v.lowers},
-                   {"upper", v.upper},
-                   {"open_handles", v.open_handles},
-                   {"mode", v.attrs.mode}});
+    nlohmann::json o{{"name", v.name},
+                     {"snapshot", v.is_snapshot},
+                     {"size", v.size},
+                     {"layers", v.lowers},
+                     {"upper", v.upper},
+                     {"open_handles", v.open_handles},
+                     {"mode", v.attrs.mode}};
+    if (!v.failed.empty()) o["failed"] = v.failed;
+    arr.push_back(std::move(o));
   }
   nlohmann::json doc{{"volumes", arr}};
   if (!last_result.empty()) doc["result"] = last_result;

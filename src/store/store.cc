@@ -215,7 +215,9 @@ std::vector<VolumeInfo> Store::List() const {
       v.upper = m.upper;
       auto h = handles_.find(name);
       v.open_handles = h == handles_.end() ? 0 : h->second;
-      // A live volume's size may have grown since the manifest was read.
+      if (auto o = open_.find(name); o != open_.end()) {
+        if (Status hs = o->second->health(); !hs.ok()) v.failed = hs.ToString();
+      }
       out.push_back(std::move(v));
     }
     for (const auto& s : m.snapshots) {
@@ -245,6 +247,9 @@ Result<VolumeInfo> Store::Lookup(const std::string& name) const {
   v.upper = r.second ? "" : r.first->upper;
   auto h = handles_.find(name);
   v.open_handles = h == handles_.end() ? 0 : h->second;
+  if (auto o = open_.find(name); o != open_.end()) {
+    if (Status hs = o->second->health(); !hs.ok()) v.failed = hs.ToString();
+  }
   if (!v.upper.empty()) {
     auto fi = env_->Stat(LayerPath(v.upper + ".data"));
     if (fi.ok()) v.allocated = fi->allocated;

@@ -168,6 +168,7 @@ TEST_F(FaultTest, SnapshotFailingAfterWritesResumedFailsTheVolumeNotTheData) {
   ASSERT_TRUE(wrote) << "writes must run while the snapshot commits";
   EXPECT_FALSE(v->health().ok());
   EXPECT_NE(store->StatusText("v").find(" failed: "), std::string::npos) << store->StatusText("v");
+  EXPECT_FALSE(store->Lookup("v")->failed.empty());
   Status f = v->Flush();
   EXPECT_FALSE(f.ok());
   EXPECT_EQ(f.os_errno(), EIO) << f.ToString();

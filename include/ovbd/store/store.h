@@ -43,6 +43,7 @@ struct VolumeInfo {
   std::string upper;
   size_t open_handles = 0;
   uint64_t allocated = 0;  // bytes the upper takes on disk (Lookup only)
+  std::string failed;      // why the open volume stopped taking writes; empty if it did not
 };
 
 struct ImportOptions {
