@@ -22,8 +22,9 @@
       before. Checks that every name whose creation was acknowledged and whose
       deletion was never started exists, that no name whose deletion was
       acknowledged (or that was never created) exists, that every listed file
-      reads completely and that snapshots and clones read what they held when
-      they were made. Writes the verified sha256s to KNOWN_OUT.
+      reads completely, that snapshots and clones read what they held when
+      they were made, and that each `snapshot --all` group exists for all
+      its volumes or for none. Writes the verified sha256s to KNOWN_OUT.
 """
 import errno
 import hashlib
@@ -189,6 +190,18 @@ def verify(mnt, logpath, before_path, known_path, known_out):
             problems.append("%s: deletion acknowledged, but still listed" % n)
     for n in sorted(listed - before - create_started):
         problems.append("%s: listed, but never created" % n)
+    # A `snapshot --all` group (snapshot names "a<tag>_<k>") is all or none,
+    # whether or not the command was acknowledged before the kill.
+    groups = {}
+    for n in create_started:
+        if "@a" in n:
+            groups.setdefault(n.split("@", 1)[1], set()).add(n)
+    for g, members in sorted(groups.items()):
+        members -= delete_started
+        present = members & listed
+        if present and present != members:
+            problems.append("snapshot --all %s: only %s of %s exist"
+                            % (g, sorted(present), sorted(members)))
     out = {}
     for n in sorted(listed):
         path = os.path.join(mnt, n)
