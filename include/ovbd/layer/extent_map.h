@@ -48,6 +48,8 @@ class ExtentMap {
  private:
   // Splits the extent containing `at` (if any) so that `at` starts an extent.
   void SplitAt(uint64_t at);
+  // Merges the extent at `it` with neighbours that continue its mapping.
+  void Coalesce(std::map<uint64_t, Extent>::iterator it);
 
   std::map<uint64_t, Extent> map_;
 };
