@@ -640,8 +640,13 @@ Status Store::InstallLowers(const std::string& vol, const std::vector<std::strin
     layers.push_back(std::move(l));
   }
   Volume* v = it->second.get();
+  // The merged index is built before writes are held off (O(N log N) over
+  // up to 255 layers); only the pointer swap happens inside. The upper
+  // cannot change meanwhile: only store commands replace it, and they hold
+  // the store's lock, as the caller does.
+  auto st = Stack::Make(std::move(layers), v->stack()->upper);
   return v->WithWritesQuiesced([&] {
-    v->InstallStack(Stack::Make(std::move(layers), v->stack()->upper));
+    v->InstallStack(std::move(st));
     return Status::OK();
   });
 }
