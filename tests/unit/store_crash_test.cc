@@ -1,10 +1,11 @@
 // Randomised crash test of the whole store: random writes, discards, fsyncs,
-// snapshots, clones and deletes, with the "process" killed after a random
-// number of OS operations (the crashing write possibly torn), then a power
-// loss of a random kind, then recovery. After every crash the store must
-// open, every fsynced write must be there, every sector must hold one of the
-// versions it legitimately could, every snapshot must be exact, and no file
-// may be leaked or missing.
+// snapshots (single and consistency groups), clones and deletes, with the
+// "process" killed after a random number of OS operations (the crashing
+// write possibly torn), then a power loss of a random kind, then recovery.
+// After every crash the store must open, every fsynced write must be there,
+// every sector must hold one of the versions it legitimately could, every
+// snapshot must be exact, a consistency group must be whole or absent, and
+// no file may be leaked or missing.
 //
 // OVBD_CRASH_ITERATIONS (default 150) sets the number of crashes per seed.
 #include <gtest/gtest.h>
@@ -61,6 +62,7 @@ TEST_P(StoreCrash, RandomOperationsRandomCrashes) {
   std::map<std::string, VolModel> vols;                 // live volumes
   std::map<std::string, std::vector<char>> snaps;       // VOL@SNAP -> exact content
   std::set<std::string> maybe_snaps;                    // crashed mid-command: may exist
+  std::vector<std::set<std::string>> maybe_groups;      // crashed snapshot --all: all or none
   {
     auto s = Store::Open(&fenv, path);
     ASSERT_TRUE(s.ok());
@@ -128,6 +130,13 @@ TEST_P(StoreCrash, RandomOperationsRandomCrashes) {
         ++it_s;
       }
     }
+    for (const auto& g : maybe_groups) {
+      size_t n = 0;
+      for (const auto& name : g) n += present.count(name);
+      ASSERT_TRUE(n == 0 || n == g.size()) << "a snapshot group came back partial: " << n << " of "
+                                           << g.size();
+    }
+    maybe_groups.clear();
     maybe_snaps.clear();
     // No leaks, nothing dangling.
     std::set<std::string> referenced;
@@ -176,6 +185,24 @@ TEST_P(StoreCrash, RandomOperationsRandomCrashes) {
         if (v.ok()) {
           if (v.value()->Flush().ok()) m.Commit();
           st->Release(vol);
+        }
+      } else if (kind < 84) {
+        // A consistency group over every volume.
+        const std::string snap = "g" + std::to_string(rng() % 1000000);
+        bool taken = false;
+        for (auto& [n, mm] : vols) taken |= snaps.count(n + "@" + snap) > 0;
+        if (taken) continue;
+        Status s = st->SnapshotAll(snap);
+        std::set<std::string> members;
+        for (auto& [n, mm] : vols) members.insert(n + "@" + snap);
+        if (s.ok()) {
+          for (auto& [n, mm] : vols) {
+            mm.Commit();
+            snaps[n + "@" + snap] = mm.current;
+          }
+        } else {
+          maybe_snaps.insert(members.begin(), members.end());
+          maybe_groups.push_back(members);
         }
       } else if (kind < 90) {
         const std::string snap = "s" + std::to_string(rng() % 1000000);
