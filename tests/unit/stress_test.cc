@@ -1,7 +1,8 @@
 // Concurrent stress: writers, readers and fsyncs on several volumes while
-// snapshots (single and of all volumes at once), clones and deletes run in parallel, for a bounded time. No
-// deadlock, no torn or misplaced block, and at the end every volume holds
-// exactly the last write to every block. Run under ThreadSanitizer in CI.
+// snapshots (single, and of all volumes at once), clones and deletes run in
+// parallel, for a bounded time. No deadlock, no torn or misplaced block, and
+// at the end every volume holds exactly the last write to every block. Run
+// under ThreadSanitizer in CI.
 //
 // OVBD_STRESS_SECONDS (default 4) sets the duration.
 #include <gtest/gtest.h>
