@@ -211,13 +211,15 @@ Status Store::SnapshotAll(const std::string& snap) {
   bool committed = false;
   Status s = CommitManifestGroup(env_, dir_, files, &committed);
   if (!s.ok() && !committed) return abandon_all(s, /*may_undo=*/true);
+  // From here the group may be committed: until it is applied to volumes/,
+  // the next manifest change finishes it first (or recovery does), so its
+  // manifests can never land over newer ones.
+  group_pending_ = true;
   for (auto& p : sw) manifests_[p.vol] = p.manifest;
   if (!s.ok()) return abandon_all(s, /*may_undo=*/false);
   s = env_->CrashPoint("snapshot_all.after_commit");
   if (s.ok()) s = FinishManifestGroup(env_, dir_);
-  // Committed either way: a group not yet applied to volumes/ is finished
-  // before the next manifest change, or by recovery.
-  group_pending_ = !s.ok();
+  if (s.ok()) group_pending_ = false;
   for (auto& p : sw) FinishSwitch(p);
   return s;
 }
