@@ -145,6 +145,49 @@ TEST_F(FaultTest, SnapshotThatCannotBeRecordedIsUndone) {
   EXPECT_EQ(files, 2u);
 }
 
+// A consistency group whose manifests cannot be staged: undone for every
+// volume, none has the snapshot, all keep working.
+TEST_F(FaultTest, SnapshotGroupThatCannotBeRecordedIsUndoneEverywhere) {
+  auto store = OpenStore();
+  ASSERT_TRUE(store->CreateVolume("a", kSize, {}, {}).ok());
+  ASSERT_TRUE(store->CreateVolume("b", kSize, {}, {}).ok());
+  std::vector<char> x(65536, 'x');
+  for (const char* n : {"a", "b"}) {
+    auto v = store->Acquire(n).value();
+    ASSERT_TRUE(v->Write(0, x.data(), x.size()).ok());
+    store->Release(n);
+  }
+  env_.FailWith(ENOSPC, FaultFilter::kWrites, "manifest-group");
+  Status s = store->SnapshotAll("g");
+  ASSERT_FALSE(s.ok());
+  env_.ClearFailures();
+  EXPECT_FALSE(store->Lookup("a@g").ok());
+  EXPECT_FALSE(store->Lookup("b@g").ok());
+  for (const char* n : {"a", "b"}) {
+    auto v = store->Acquire(n).value();
+    ASSERT_TRUE(v->health().ok()) << n;
+    ASSERT_TRUE(v->Write(65536, x.data(), x.size()).ok()) << n;
+    ASSERT_TRUE(v->Flush().ok()) << n;
+    store->Release(n);
+  }
+  // The same name works once the disk does.
+  ASSERT_TRUE(store->SnapshotAll("g").ok());
+  EXPECT_TRUE(store->Lookup("a@g").ok());
+  EXPECT_TRUE(store->Lookup("b@g").ok());
+  store.reset();
+  ASSERT_TRUE(env_.SimulatePowerLoss(PowerLossMode::kDropAll).ok());
+  store = OpenStore();
+  std::vector<char> got(65536);
+  for (const char* n : {"a@g", "b@g"}) {
+    auto v = store->Acquire(n).value();
+    ASSERT_TRUE(v->Read(65536, got.size(), got.data()).ok());
+    EXPECT_EQ(got, x) << n;
+    store->Release(n);
+  }
+  EXPECT_FALSE(std::filesystem::exists(path_ + "/manifest-group"));
+  EXPECT_FALSE(std::filesystem::exists(path_ + "/manifest-group.tmp"));
+}
+
 // Writes resume before a snapshot is durable. If the manifest then cannot
 // be written, those writes sit in an upper no durable manifest names: the
 // volume must refuse to acknowledge a flush (and further writes), and a
