@@ -1,146 +1,222 @@
 #include "ovbd/layer/extent_map.h"
 
-#include <algorithm>
-#include <iterator>
-
 namespace ovbd {
 
-void ExtentMap::SplitAt(uint64_t at) {
-  auto it = map_.upper_bound(at);
-  if (it == map_.begin()) return;
-  --it;
-  const uint64_t start = it->first;
-  Extent& e = it->second;
-  if (start == at || start + e.length <= at) return;
-  const uint64_t head = at - start;
-  Extent tail{e.length - head, e.zeroed ? 0 : e.moffset + head, e.zeroed};
-  e.length = head;
-  map_.emplace_hint(std::next(it), at, tail);
+ExtentMap::Pos ExtentMap::FirstEndingFrom(uint64_t sector, bool touching) const {
+  // Ends are sorted like starts (the extents are disjoint). The answer is in
+  // the last chunk that starts before `sector` (at or before, when only an
+  // end strictly after `sector` counts), or it is the next chunk's first:
+  // every extent of an earlier chunk ends by the next chunk's start.
+  const auto bound = touching ? std::lower_bound(firsts_.begin(), firsts_.end(), sector)
+                              : std::upper_bound(firsts_.begin(), firsts_.end(), sector);
+  size_t c = static_cast<size_t>(bound - firsts_.begin());
+  if (c == 0) return {0, 0};
+  --c;
+  const std::vector<Entry>& chunk = chunks_[c];
+  auto it = std::partition_point(chunk.begin(), chunk.end(), [&](const Entry& x) {
+    return touching ? x.end() < sector : x.end() <= sector;
+  });
+  if (it == chunk.end()) return {c + 1, 0};
+  return {c, static_cast<size_t>(it - chunk.begin())};
 }
 
-void ExtentMap::Erase(uint64_t offset, uint64_t length) {
-  if (length == 0) return;
-  SplitAt(offset);
-  SplitAt(offset + length);
-  auto first = map_.lower_bound(offset);
-  auto last = map_.lower_bound(offset + length);
-  map_.erase(first, last);
+ExtentMap::Pos ExtentMap::FirstStartingFrom(uint64_t sector, bool touching) const {
+  size_t c = static_cast<size_t>(std::upper_bound(firsts_.begin(), firsts_.end(), sector) -
+                                 firsts_.begin());
+  if (c == 0) return {0, 0};
+  --c;
+  const std::vector<Entry>& chunk = chunks_[c];
+  auto it = std::partition_point(chunk.begin(), chunk.end(), [&](const Entry& x) {
+    return touching ? x.offset <= sector : x.offset < sector;
+  });
+  if (it == chunk.end()) return {c + 1, 0};
+  return {c, static_cast<size_t>(it - chunk.begin())};
+}
+
+void ExtentMap::Replace(Pos a, Pos b, const std::vector<Entry>& with) {
+  size_t removed = 0;
+  if (a.c == b.c) {
+    removed = b.i - a.i;
+  } else {
+    removed = chunks_[a.c].size() - a.i + b.i;
+    for (size_t c = a.c + 1; c < b.c; ++c) removed += chunks_[c].size();
+  }
+  size_ = size_ - removed + with.size();
+  if (a.c == chunks_.size()) {
+    // Past the last extent: append (to the last chunk if there is one).
+    if (with.empty()) return;
+    if (chunks_.empty()) {
+      chunks_.emplace_back();
+      firsts_.push_back(0);
+    }
+    a = {chunks_.size() - 1, chunks_.back().size()};
+    b = a;
+  }
+  // Common case: the change stays within one chunk.
+  if (a.c == b.c) {
+    std::vector<Entry>& chunk = chunks_[a.c];
+    const size_t keep = b.i - a.i;
+    const size_t n = std::min(keep, with.size());
+    std::copy(with.begin(), with.begin() + static_cast<ptrdiff_t>(n),
+              chunk.begin() + static_cast<ptrdiff_t>(a.i));
+    if (with.size() > keep) {
+      chunk.insert(chunk.begin() + static_cast<ptrdiff_t>(b.i),
+                   with.begin() + static_cast<ptrdiff_t>(keep), with.end());
+    } else if (with.size() < keep) {
+      chunk.erase(chunk.begin() + static_cast<ptrdiff_t>(a.i + n),
+                  chunk.begin() + static_cast<ptrdiff_t>(b.i));
+    }
+  } else {
+    // Across chunks: a's chunk keeps its head plus `with`, b's chunk its
+    // tail; the chunks between go.
+    std::vector<Entry>& first = chunks_[a.c];
+    first.resize(a.i);
+    first.insert(first.end(), with.begin(), with.end());
+    size_t last = b.c;
+    if (b.c < chunks_.size()) {
+      std::vector<Entry>& tail = chunks_[b.c];
+      tail.erase(tail.begin(), tail.begin() + static_cast<ptrdiff_t>(b.i));
+      if (first.size() + tail.size() <= kChunkMax) {
+        first.insert(first.end(), tail.begin(), tail.end());
+        last = b.c + 1;
+      }
+    }
+    chunks_.erase(chunks_.begin() + static_cast<ptrdiff_t>(a.c + 1),
+                  chunks_.begin() + static_cast<ptrdiff_t>(last));
+    firsts_.erase(firsts_.begin() + static_cast<ptrdiff_t>(a.c + 1),
+                  firsts_.begin() + static_cast<ptrdiff_t>(last));
+    if (a.c + 1 < chunks_.size()) {
+      if (chunks_[a.c + 1].empty()) {
+        chunks_.erase(chunks_.begin() + static_cast<ptrdiff_t>(a.c + 1));
+        firsts_.erase(firsts_.begin() + static_cast<ptrdiff_t>(a.c + 1));
+      } else {
+        firsts_[a.c + 1] = chunks_[a.c + 1].front().offset;
+      }
+    }
+  }
+  // Keep chunk a.c within bounds and its key current.
+  std::vector<Entry>& chunk = chunks_[a.c];
+  if (chunk.empty()) {
+    chunks_.erase(chunks_.begin() + static_cast<ptrdiff_t>(a.c));
+    firsts_.erase(firsts_.begin() + static_cast<ptrdiff_t>(a.c));
+    return;
+  }
+  firsts_[a.c] = chunk.front().offset;
+  if (chunk.size() > kChunkMax) {
+    // Split into halves (a bulk replace may have made it much larger).
+    std::vector<std::vector<Entry>> parts;
+    const size_t per = kChunkMax / 2;
+    for (size_t k = per; k < chunk.size(); k += per) {
+      parts.emplace_back(chunk.begin() + static_cast<ptrdiff_t>(k),
+                         chunk.begin() + static_cast<ptrdiff_t>(std::min(chunk.size(), k + per)));
+    }
+    chunk.resize(per);
+    std::vector<uint64_t> keys;
+    for (const auto& p : parts) keys.push_back(p.front().offset);
+    chunks_.insert(chunks_.begin() + static_cast<ptrdiff_t>(a.c + 1),
+                   std::make_move_iterator(parts.begin()), std::make_move_iterator(parts.end()));
+    firsts_.insert(firsts_.begin() + static_cast<ptrdiff_t>(a.c + 1), keys.begin(), keys.end());
+  }
+}
+
+void ExtentMap::Update(uint64_t offset, uint64_t length, const Extent* want) {
+  const uint64_t end = offset + length;
+  // Every extent overlapping the range, plus (when setting) the ones that
+  // merely touch it, which the new extent may continue.
+  const bool touching = want != nullptr;
+  const Pos a = FirstEndingFrom(offset, touching);
+  const Pos b = FirstStartingFrom(end, touching);
+  std::vector<Entry> with;
+  with.reserve(3);
+  auto at = [&](Pos p) -> const Entry& { return chunks_[p.c][p.i]; };
+  const bool any = a.c < b.c || (a.c == b.c && a.i < b.i);
+  if (any) {
+    const Entry& x = at(a);
+    if (x.offset < offset) {
+      Entry head = x;
+      head.e.length = std::min(x.end(), offset) - x.offset;
+      with.push_back(head);
+    }
+  }
+  if (want) with.push_back(Entry{offset, *want});
+  if (any) {
+    Pos last = b;
+    if (last.i > 0) {
+      --last.i;
+    } else {
+      --last.c;
+      last.i = chunks_[last.c].size() - 1;
+    }
+    const Entry& y = at(last);
+    if (y.end() > end) {
+      const uint64_t from = std::max(y.offset, end);
+      Entry tail{from, Extent{y.end() - from, y.e.zeroed ? 0 : y.e.moffset + (from - y.offset),
+                              y.e.zeroed}};
+      with.push_back(tail);
+    }
+  }
+  // Merge neighbours that continue each other.
+  std::vector<Entry> merged;
+  merged.reserve(with.size());
+  for (const Entry& x : with) {
+    if (!merged.empty()) {
+      Entry& p = merged.back();
+      if (p.end() == x.offset && p.e.zeroed == x.e.zeroed &&
+          (x.e.zeroed || p.e.moffset + p.e.length == x.e.moffset)) {
+        p.e.length += x.e.length;
+        continue;
+      }
+    }
+    merged.push_back(x);
+  }
+  Replace(a, b, merged);
 }
 
 void ExtentMap::Set(uint64_t offset, uint64_t length, uint64_t moffset, bool zeroed) {
   if (length == 0) return;
-  if (zeroed) moffset = 0;
-  const Extent want{length, moffset, zeroed};
-  const uint64_t end = offset + length;
-  // One tree descent; everything else walks from it. This runs for every
-  // write a volume takes, on a map of up to millions of extents, so it
-  // avoids the descents a split-then-erase-then-insert would cost.
-  auto it = map_.upper_bound(offset);  // the first extent starting after `offset`
-  if (it != map_.begin()) {
-    auto p = std::prev(it);
-    const uint64_t p_start = p->first;
-    const uint64_t p_end = p_start + p->second.length;
-    if (p_end > end) {
-      // p holds the whole range with some left over on the right: keep that
-      // tail, then p's head (if any) and the new extent.
-      const Extent& pe = p->second;
-      map_.emplace_hint(it, end, Extent{p_end - end, pe.zeroed ? 0 : pe.moffset + (end - p_start),
-                                        pe.zeroed});
-      if (p_start == offset) {
-        p->second = want;
-        Coalesce(p);
-      } else {
-        p->second.length = offset - p_start;
-        Coalesce(map_.emplace_hint(std::next(p), offset, want));
-      }
-      return;
-    }
-    if (p_end > offset) {
-      if (p_start == offset) {
-        it = p;  // covered entirely: dropped (or reused) below
-      } else {
-        p->second.length = offset - p_start;  // keep its head
-      }
-    }
-  }
-  // Drop the extents that start inside the range, keeping the right part of
-  // the last one if it sticks out; reuse a node that starts at `offset`.
-  auto cur = map_.end();
-  while (it != map_.end() && it->first < end) {
-    const uint64_t e_start = it->first;
-    const uint64_t e_end = e_start + it->second.length;
-    if (e_end > end) {
-      const Extent& e = it->second;
-      const Extent tail{e_end - end, e.zeroed ? 0 : e.moffset + (end - e_start), e.zeroed};
-      auto node = map_.extract(it++);
-      node.key() = end;
-      node.mapped() = tail;
-      it = map_.insert(it, std::move(node));
-      break;
-    }
-    if (e_start == offset && cur == map_.end()) {
-      cur = it++;
-      continue;
-    }
-    it = map_.erase(it);
-  }
-  if (cur != map_.end()) {
-    cur->second = want;
-  } else {
-    cur = map_.emplace_hint(it, offset, want);
-  }
-  Coalesce(cur);
+  const Extent want{length, zeroed ? 0 : moffset, zeroed};
+  Update(offset, length, &want);
 }
 
-void ExtentMap::Coalesce(std::map<uint64_t, Extent>::iterator it) {
-  // Merge with neighbours that continue the same mapping, so sequential
-  // writes keep the map (and the sealed index) small.
-  if (it != map_.begin()) {
-    auto prev = std::prev(it);
-    Extent& p = prev->second;
-    const Extent& c = it->second;
-    if (prev->first + p.length == it->first && p.zeroed == c.zeroed &&
-        (c.zeroed || p.moffset + p.length == c.moffset)) {
-      p.length += c.length;
-      map_.erase(it);
-      it = prev;
-    }
-  }
-  auto next = std::next(it);
-  if (next != map_.end()) {
-    Extent& c = it->second;
-    const Extent& n = next->second;
-    if (it->first + c.length == next->first && n.zeroed == c.zeroed &&
-        (c.zeroed || c.moffset + c.length == n.moffset)) {
-      c.length += n.length;
-      map_.erase(next);
-    }
-  }
+void ExtentMap::Erase(uint64_t offset, uint64_t length) {
+  if (length == 0) return;
+  Update(offset, length, nullptr);
 }
 
 uint64_t ExtentMap::MappedSectors() const {
   uint64_t n = 0;
-  for (const auto& [off, e] : map_)
-    if (!e.zeroed) n += e.length;
+  for (const auto& chunk : chunks_)
+    for (const Entry& x : chunk)
+      if (!x.e.zeroed) n += x.e.length;
   return n;
 }
 
 std::vector<Segment> ExtentMap::ToSegments(uint32_t max_len) const {
   std::vector<Segment> out;
-  out.reserve(map_.size());
-  for (const auto& [off, e] : map_) {
-    uint64_t done = 0;
-    while (done < e.length) {
-      uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(max_len, e.length - done));
-      Segment s;
-      s.offset = off + done;
-      s.moffset = e.zeroed ? 0 : e.moffset + done;
-      s.length = n;
-      s.zeroed = e.zeroed;
-      out.push_back(s);
-      done += n;
+  out.reserve(size_);
+  for (const auto& chunk : chunks_) {
+    for (const Entry& x : chunk) {
+      uint64_t done = 0;
+      while (done < x.e.length) {
+        uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(max_len, x.e.length - done));
+        Segment s;
+        s.offset = x.offset + done;
+        s.moffset = x.e.zeroed ? 0 : x.e.moffset + done;
+        s.length = n;
+        s.zeroed = x.e.zeroed;
+        out.push_back(s);
+        done += n;
+      }
     }
   }
+  return out;
+}
+
+std::vector<std::pair<uint64_t, ExtentMap::Extent>> ExtentMap::Extents() const {
+  std::vector<std::pair<uint64_t, Extent>> out;
+  out.reserve(size_);
+  for (const auto& chunk : chunks_)
+    for (const Entry& x : chunk) out.emplace_back(x.offset, x.e);
   return out;
 }
 

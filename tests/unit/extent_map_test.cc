@@ -18,8 +18,9 @@ constexpr uint64_t kSpace = 512;  // sectors
 constexpr int64_t kHole = -1, kZero = -2;
 
 void ExpectMatches(const ExtentMap& m, const std::vector<int64_t>& model) {
-  std::vector<int64_t> got(kSpace, kHole - 1);
-  m.Walk(0, kSpace, [&](uint64_t off, uint64_t len, const ExtentMap::Extent* e, uint64_t delta) {
+  const uint64_t space = model.size();
+  std::vector<int64_t> got(space, kHole - 1);
+  m.Walk(0, space, [&](uint64_t off, uint64_t len, const ExtentMap::Extent* e, uint64_t delta) {
     for (uint64_t i = 0; i < len; ++i) {
       got[off + i] = !e ? kHole : e->zeroed ? kZero : static_cast<int64_t>(e->moffset + delta + i);
     }
@@ -28,7 +29,7 @@ void ExpectMatches(const ExtentMap& m, const std::vector<int64_t>& model) {
   uint64_t prev_end = 0;
   bool first = true;
   const ExtentMap::Extent* prev = nullptr;
-  for (const auto& [off, e] : m.raw()) {
+  for (const auto& [off, e] : m.Extents()) {
     ASSERT_GT(e.length, 0u);
     if (!first) {
       ASSERT_GE(off, prev_end) << "overlapping extents";
@@ -67,6 +68,45 @@ TEST(ExtentMap, RandomOperationsMatchASectorModel) {
       }
       ASSERT_NO_FATAL_FAILURE(ExpectMatches(m, model)) << "after op " << op;
     }
+  }
+}
+
+// Thousands of extents, so the map spans many chunks and changes cross
+// chunk boundaries: small writes and zeroes, and now and then a large write,
+// zero or erase over hundreds of extents at once.
+TEST(ExtentMap, ManyExtentsAcrossChunksMatchASectorModel) {
+  constexpr uint64_t kBig = 1 << 15;
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    ExtentMap m;
+    std::vector<int64_t> model(kBig, kHole);
+    for (int op = 0; op < 20000; ++op) {
+      const bool large = rng() % 200 == 0;
+      const uint64_t off = rng() % kBig;
+      const uint64_t len = 1 + rng() % std::min<uint64_t>(kBig - off, large ? 4096 : 4);
+      const int kind = static_cast<int>(rng() % 10);
+      if (kind < 6) {
+        const uint64_t moff = rng() % 4 ? off + 8 : 100000 + rng() % 1000;
+        m.Set(off, len, moff, false);
+        for (uint64_t i = 0; i < len; ++i) model[off + i] = static_cast<int64_t>(moff + i);
+      } else if (kind < 8) {
+        m.Set(off, len, 0, true);
+        for (uint64_t i = 0; i < len; ++i) model[off + i] = kZero;
+      } else {
+        m.Erase(off, len);
+        for (uint64_t i = 0; i < len; ++i) model[off + i] = kHole;
+      }
+      if (op % 97 == 0 || large) {
+        ASSERT_NO_FATAL_FAILURE(ExpectMatches(m, model)) << "after op " << op;
+      }
+    }
+    ASSERT_NO_FATAL_FAILURE(ExpectMatches(m, model));
+    EXPECT_GT(m.size(), 1000u) << "the test should spread over many chunks";
+    // Erasing everything leaves nothing behind.
+    m.Erase(0, kBig);
+    EXPECT_TRUE(m.empty());
+    EXPECT_EQ(m.Extents().size(), 0u);
   }
 }
 
