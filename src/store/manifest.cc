@@ -1,5 +1,8 @@
 #include "ovbd/store/manifest.h"
 
+#include <limits>
+#include <type_traits>
+
 #include <nlohmann/json.hpp>
 
 #include "ovbd/layer/lsmt_layer.h"
@@ -51,10 +54,33 @@ Status Get(const json& j, const char* key, const std::string& what, T* out, bool
     if (!required) return Status::OK();
     return Status::Corruption(what + ": missing field '" + key + "'");
   }
-  try {
-    *out = it->get<T>();
-  } catch (const std::exception&) {
-    return Status::Corruption(what + ": field '" + key + "' has the wrong type");
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    // Numbers must be integers that fit: a float (or an integer too large
+    // for 64 bits, which the parser turns into one) or a negative value for
+    // an unsigned field is corruption, never a silently converted value.
+    const auto bad_range = [&] {
+      return Status::Corruption(what + ": field '" + key + "' is out of range");
+    };
+    if (it->is_number_unsigned()) {
+      const uint64_t v = it->template get<uint64_t>();
+      if (v > static_cast<uint64_t>(std::numeric_limits<T>::max())) return bad_range();
+      *out = static_cast<T>(v);
+    } else if (it->is_number_integer()) {
+      const int64_t v = it->template get<int64_t>();
+      if (v < static_cast<int64_t>(std::numeric_limits<T>::min())) return bad_range();
+      if (v > 0 && static_cast<uint64_t>(v) > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
+        return bad_range();
+      }
+      *out = static_cast<T>(v);
+    } else {
+      return Status::Corruption(what + ": field '" + key + "' is not an integer");
+    }
+  } else {
+    try {
+      *out = it->template get<T>();
+    } catch (const std::exception&) {
+      return Status::Corruption(what + ": field '" + key + "' has the wrong type");
+    }
   }
   return Status::OK();
 }

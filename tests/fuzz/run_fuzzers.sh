@@ -14,6 +14,12 @@ for bin in "$BUILD"/tests/fuzz/fuzz_*; do
   work=$(mktemp -d)
   mkdir -p "tests/fuzz/crashers/$t"
   cp -r "tests/fuzz/corpus/$t/." "$work/" 2>/dev/null || true
+  # The kept crashers first, under this build's sanitizers (the replay test of
+  # the normal build runs them without): each must now pass.
+  if ! "$bin" -runs=0 -artifact_prefix="$work/" "tests/fuzz/crashers/$t" >"$work.replay.log" 2>&1; then
+    echo "fuzz: $t: a kept crasher fails again:"; tail -30 "$work.replay.log"; status=1
+  fi
+  rm -f "$work.replay.log"
   echo "fuzz: $t for ${SECS}s"
   if ! "$bin" -max_total_time="$SECS" -rss_limit_mb=2048 -malloc_limit_mb=1024 \
         -artifact_prefix="tests/fuzz/crashers/$t/" -print_final_stats=1 "$work" \

@@ -203,6 +203,9 @@ TEST_F(StoreTest, HostileManifestsAreRefused) {
       {"\"name\": \"vm1\"", "\"name\": \"../vm1\""},
       {"\"size\": 8388608", "\"size\": 8388609"},
       {"\"size\": 8388608", "\"size\": -1"},
+      {"\"size\": 8388608", "\"size\": 6.7e30"},                         // a float
+      {"\"size\": 8388608", "\"size\": 67188888888888888888888888888"},  // over 64 bits
+      {"\"size\": 8388608", "\"size\": 8388608.0"},
       {"\"format\": \"ovbd-volume\"", "\"format\": \"other\""},
   };
   for (const auto& [from, to] : edits) {
