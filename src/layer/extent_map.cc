@@ -33,7 +33,7 @@ ExtentMap::Pos ExtentMap::FirstStartingFrom(uint64_t sector, bool touching) cons
   return {c, static_cast<size_t>(it - chunk.begin())};
 }
 
-void ExtentMap::Replace(Pos a, Pos b, const std::vector<Entry>& with) {
+void ExtentMap::Replace(Pos a, Pos b, std::span<const Entry> with) {
   size_t removed = 0;
   if (a.c == b.c) {
     removed = b.i - a.i;
@@ -126,8 +126,23 @@ void ExtentMap::Update(uint64_t offset, uint64_t length, const Extent* want) {
   const bool touching = want != nullptr;
   const Pos a = FirstEndingFrom(offset, touching);
   const Pos b = FirstStartingFrom(end, touching);
-  std::vector<Entry> with;
-  with.reserve(3);
+  // At most three extents replace the range: the head of one that starts
+  // before it, the new one, the tail of one that ends after it. A fixed
+  // array: this runs on every write, and the heap is not needed.
+  Entry with[3];
+  size_t n = 0;
+  // Appends x, merging it into the previous entry when it continues it.
+  auto add = [&](const Entry& x) {
+    if (n > 0) {
+      Entry& p = with[n - 1];
+      if (p.end() == x.offset && p.e.zeroed == x.e.zeroed &&
+          (x.e.zeroed || p.e.moffset + p.e.length == x.e.moffset)) {
+        p.e.length += x.e.length;
+        return;
+      }
+    }
+    with[n++] = x;
+  };
   auto at = [&](Pos p) -> const Entry& { return chunks_[p.c][p.i]; };
   const bool any = a.c < b.c || (a.c == b.c && a.i < b.i);
   if (any) {
@@ -135,10 +150,10 @@ void ExtentMap::Update(uint64_t offset, uint64_t length, const Extent* want) {
     if (x.offset < offset) {
       Entry head = x;
       head.e.length = std::min(x.end(), offset) - x.offset;
-      with.push_back(head);
+      add(head);
     }
   }
-  if (want) with.push_back(Entry{offset, *want});
+  if (want) add(Entry{offset, *want});
   if (any) {
     Pos last = b;
     if (last.i > 0) {
@@ -152,24 +167,10 @@ void ExtentMap::Update(uint64_t offset, uint64_t length, const Extent* want) {
       const uint64_t from = std::max(y.offset, end);
       Entry tail{from, Extent{y.end() - from, y.e.zeroed ? 0 : y.e.moffset + (from - y.offset),
                               y.e.zeroed}};
-      with.push_back(tail);
+      add(tail);
     }
   }
-  // Merge neighbours that continue each other.
-  std::vector<Entry> merged;
-  merged.reserve(with.size());
-  for (const Entry& x : with) {
-    if (!merged.empty()) {
-      Entry& p = merged.back();
-      if (p.end() == x.offset && p.e.zeroed == x.e.zeroed &&
-          (x.e.zeroed || p.e.moffset + p.e.length == x.e.moffset)) {
-        p.e.length += x.e.length;
-        continue;
-      }
-    }
-    merged.push_back(x);
-  }
-  Replace(a, b, merged);
+  Replace(a, b, std::span<const Entry>(with, n));
 }
 
 void ExtentMap::Set(uint64_t offset, uint64_t length, uint64_t moffset, bool zeroed) {

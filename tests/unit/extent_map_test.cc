@@ -43,6 +43,26 @@ void ExpectMatches(const ExtentMap& m, const std::vector<int64_t>& model) {
   }
 }
 
+// One random change of [off, off+len), to the map and the model alike:
+// data (in place, as the upper maps it, or elsewhere, so that neighbours
+// sometimes continue each other and sometimes do not; in place with odds
+// in_place_odds-1 : 1), zeros, or an erase.
+void RandomChange(std::mt19937_64& rng, uint64_t off, uint64_t len, uint64_t in_place_odds,
+                  uint64_t elsewhere, ExtentMap* m, std::vector<int64_t>* model) {
+  const int kind = static_cast<int>(rng() % 10);
+  if (kind < 6) {
+    const uint64_t moff = rng() % in_place_odds ? off + 8 : elsewhere + rng() % 1000;
+    m->Set(off, len, moff, false);
+    for (uint64_t i = 0; i < len; ++i) (*model)[off + i] = static_cast<int64_t>(moff + i);
+  } else if (kind < 8) {
+    m->Set(off, len, 0, true);
+    for (uint64_t i = 0; i < len; ++i) (*model)[off + i] = kZero;
+  } else {
+    m->Erase(off, len);
+    for (uint64_t i = 0; i < len; ++i) (*model)[off + i] = kHole;
+  }
+}
+
 TEST(ExtentMap, RandomOperationsMatchASectorModel) {
   for (uint64_t seed = 1; seed <= 20; ++seed) {
     SCOPED_TRACE("seed " + std::to_string(seed));
@@ -52,20 +72,7 @@ TEST(ExtentMap, RandomOperationsMatchASectorModel) {
     for (int op = 0; op < 3000; ++op) {
       const uint64_t off = rng() % kSpace;
       const uint64_t len = 1 + rng() % std::min<uint64_t>(kSpace - off, rng() % 2 ? 8 : 96);
-      const int kind = static_cast<int>(rng() % 10);
-      if (kind < 6) {
-        // Data: in place (as the upper maps it) or elsewhere, so neighbours
-        // sometimes continue each other and sometimes do not.
-        const uint64_t moff = rng() % 3 ? off + 8 : 10000 + rng() % 1000;
-        m.Set(off, len, moff, false);
-        for (uint64_t i = 0; i < len; ++i) model[off + i] = static_cast<int64_t>(moff + i);
-      } else if (kind < 8) {
-        m.Set(off, len, 0, true);
-        for (uint64_t i = 0; i < len; ++i) model[off + i] = kZero;
-      } else {
-        m.Erase(off, len);
-        for (uint64_t i = 0; i < len; ++i) model[off + i] = kHole;
-      }
+      RandomChange(rng, off, len, 3, 10000, &m, &model);
       ASSERT_NO_FATAL_FAILURE(ExpectMatches(m, model)) << "after op " << op;
     }
   }
@@ -85,18 +92,7 @@ TEST(ExtentMap, ManyExtentsAcrossChunksMatchASectorModel) {
       const bool large = rng() % 200 == 0;
       const uint64_t off = rng() % kBig;
       const uint64_t len = 1 + rng() % std::min<uint64_t>(kBig - off, large ? 4096 : 4);
-      const int kind = static_cast<int>(rng() % 10);
-      if (kind < 6) {
-        const uint64_t moff = rng() % 4 ? off + 8 : 100000 + rng() % 1000;
-        m.Set(off, len, moff, false);
-        for (uint64_t i = 0; i < len; ++i) model[off + i] = static_cast<int64_t>(moff + i);
-      } else if (kind < 8) {
-        m.Set(off, len, 0, true);
-        for (uint64_t i = 0; i < len; ++i) model[off + i] = kZero;
-      } else {
-        m.Erase(off, len);
-        for (uint64_t i = 0; i < len; ++i) model[off + i] = kHole;
-      }
+      RandomChange(rng, off, len, 4, 100000, &m, &model);
       if (op % 97 == 0 || large) {
         ASSERT_NO_FATAL_FAILURE(ExpectMatches(m, model)) << "after op " << op;
       }

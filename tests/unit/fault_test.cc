@@ -44,6 +44,14 @@ class FaultTest : public ::testing::Test {
     return s.ok() ? std::move(s).value() : nullptr;
   }
 
+  // Closes the store, loses everything not synced, opens it again.
+  void PowerCycle(std::unique_ptr<Store>* store) {
+    store->reset();
+    ASSERT_TRUE(env_.SimulatePowerLoss(PowerLossMode::kDropAll).ok());
+    *store = OpenStore();
+    ASSERT_NE(*store, nullptr);
+  }
+
   test::TempDir dir_;
   FaultInjectionEnv env_{Env::Default(), 9};
   std::string path_;
@@ -71,9 +79,7 @@ TEST_F(FaultTest, EnospcFailsWritesKeepsAcknowledgedDataAndRecovers) {
   ASSERT_TRUE(v->Flush().ok());
   store->Release("v");
   v.reset();
-  store.reset();
-  ASSERT_TRUE(env_.SimulatePowerLoss(PowerLossMode::kDropAll).ok());
-  store = OpenStore();
+  ASSERT_NO_FATAL_FAILURE(PowerCycle(&store));
   v = store->Acquire("v").value();
   ASSERT_TRUE(v->Read(0, got.size(), got.data()).ok());
   EXPECT_EQ(got, a);
@@ -97,9 +103,7 @@ TEST_F(FaultTest, CommitFailureIsRetriedNotLost) {
   ASSERT_TRUE(v->Flush().ok());
   store->Release("v");
   v.reset();
-  store.reset();
-  ASSERT_TRUE(env_.SimulatePowerLoss(PowerLossMode::kDropAll).ok());
-  store = OpenStore();
+  ASSERT_NO_FATAL_FAILURE(PowerCycle(&store));
   v = store->Acquire("v").value();
   std::vector<char> got(8192);
   ASSERT_TRUE(v->Read(4096, got.size(), got.data()).ok());
@@ -126,9 +130,7 @@ TEST_F(FaultTest, SnapshotThatCannotBeRecordedIsUndone) {
   ASSERT_TRUE(v->Flush().ok());
   store->Release("v");
   v.reset();
-  store.reset();
-  ASSERT_TRUE(env_.SimulatePowerLoss(PowerLossMode::kDropAll).ok());
-  store = OpenStore();
+  ASSERT_NO_FATAL_FAILURE(PowerCycle(&store));
   std::vector<char> got(65536);
   v = store->Acquire("v").value();
   ASSERT_TRUE(v->Read(0, got.size(), got.data()).ok());
@@ -174,9 +176,7 @@ TEST_F(FaultTest, SnapshotGroupThatCannotBeRecordedIsUndoneEverywhere) {
   ASSERT_TRUE(store->SnapshotAll("g").ok());
   EXPECT_TRUE(store->Lookup("a@g").ok());
   EXPECT_TRUE(store->Lookup("b@g").ok());
-  store.reset();
-  ASSERT_TRUE(env_.SimulatePowerLoss(PowerLossMode::kDropAll).ok());
-  store = OpenStore();
+  ASSERT_NO_FATAL_FAILURE(PowerCycle(&store));
   std::vector<char> got(65536);
   for (const char* n : {"a@g", "b@g"}) {
     auto v = store->Acquire(n).value();
@@ -222,9 +222,7 @@ TEST_F(FaultTest, SnapshotFailingAfterWritesResumedFailsTheVolumeNotTheData) {
   EXPECT_EQ(got, a);
   store->Release("v");
   v.reset();
-  store.reset();
-  ASSERT_TRUE(env_.SimulatePowerLoss(PowerLossMode::kDropAll).ok());
-  store = OpenStore();
+  ASSERT_NO_FATAL_FAILURE(PowerCycle(&store));
   EXPECT_FALSE(store->Lookup("v@s1").ok());
   v = store->Acquire("v").value();
   ASSERT_TRUE(v->health().ok());
@@ -262,9 +260,7 @@ TEST_F(FaultTest, FlushDuringSnapshotCommitWaitsForIt) {
   EXPECT_FALSE(early) << "a flush returned before the snapshot's manifest was written";
   store->Release("v");
   v.reset();
-  store.reset();
-  ASSERT_TRUE(env_.SimulatePowerLoss(PowerLossMode::kDropAll).ok());
-  store = OpenStore();
+  ASSERT_NO_FATAL_FAILURE(PowerCycle(&store));
   std::vector<char> got(65536);
   v = store->Acquire("v").value();
   ASSERT_TRUE(v->Read(65536, got.size(), got.data()).ok());

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -76,7 +77,7 @@ class ExtentMap {
   Pos FirstStartingFrom(uint64_t sector, bool touching) const;
   // Replaces the extents in [a, b) with `with` (in order, disjoint, after
   // what precedes a and before what follows b).
-  void Replace(Pos a, Pos b, const std::vector<Entry>& with);
+  void Replace(Pos a, Pos b, std::span<const Entry> with);
   void Update(uint64_t offset, uint64_t length, const Extent* e);
 
   std::vector<std::vector<Entry>> chunks_;  // each non-empty
