@@ -1,30 +1,40 @@
-// Store: a directory of volumes, their snapshots and the layer files they share.
-//
-//   STORE/ovbd-store.json     store marker and format version
-//   STORE/lock                flock'ed by whoever has the store open for writing
-//   STORE/volumes/NAME.json   one manifest per volume (snapshots inside it)
-//   STORE/layers/FILE         layer files: imported layers (sha256-HEX.layer),
-//                             uppers (ID.data + ID.jnl) and sealed uppers (ID.data)
+// Store: a directory of volumes, their snapshots and the layer files they
+// share. The layout and every file name are in ovbd/store/filename.h.
 //
 // Every change is one atomic manifest replacement (write temp, fsync, rename,
 // fsync dir), preceded by whatever new files it needs and followed by garbage
 // collection of files no manifest references. A crash at any point leaves
 // the old or the new manifest, so opening the store is the whole recovery.
+//
+// Concurrency. Metadata (List, Lookup, Acquire of an open volume, status)
+// takes only the state lock `mu_`, which guards in-memory tables and is
+// never held across I/O. Commands are ordered per volume by a command lock
+// per volume name; the long part of a command (copying and hashing an
+// import, writing a merged layer, sealing an upper) runs outside the state
+// lock on inputs that cannot change under it, and its result is committed
+// in a short step that re-checks what it relied on. Files in flight are
+// pinned so garbage collection leaves them alone. Merges run as jobs on the
+// store's JobRunner, which also runs the periodic flusher.
+//
+// Lock order (docs/ARCHITECTURE.md): group_mu_ -> volume command locks (in
+// name order) -> gc_mu_ -> mu_ -> a Volume's locks -> an Upper's locks.
 #pragma once
 
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "ovbd/io/env.h"
+#include "ovbd/io/job_runner.h"
+#include "ovbd/io/mutex.h"
 #include "ovbd/layer/layer_open.h"
 #include "ovbd/layer/zfile.h"
 #include "ovbd/store/manifest.h"
+#include "ovbd/store/volume_locks.h"
 #include "ovbd/volume/volume.h"
 
 namespace ovbd {
@@ -32,6 +42,10 @@ namespace ovbd {
 struct StoreOptions {
   bool read_only = false;
   LayerOpenOptions layer;
+  // Commit dirty volumes this often (0: only on flush); the daemon sets it.
+  unsigned flush_interval_ms = 0;
+  // Worker threads for background jobs (merges, the flusher).
+  size_t job_threads = 2;
 };
 
 struct VolumeInfo {
@@ -46,6 +60,12 @@ struct VolumeInfo {
   std::string failed;      // why the open volume stopped taking writes; empty if it did not
 };
 
+// A manifest that could not be used; the rest of the store works without it.
+struct FailedManifest {
+  std::string name;  // the volume name its file claims ("NAME.json")
+  std::string why;
+};
+
 struct ImportOptions {
   std::optional<zfile::Options> compress;  // wrap the layer in a ZFile
   std::function<void(const char* stage, uint64_t done, uint64_t total)> progress;
@@ -56,6 +76,7 @@ class Store {
   static Status Init(Env* env, const std::string& dir);
   static Result<std::unique_ptr<Store>> Open(Env* env, const std::string& dir,
                                              const StoreOptions& opts = {});
+  // Stops background jobs (cancelling them) and commits every dirty volume.
   ~Store();
 
   const std::string& dir() const { return dir_; }
@@ -63,60 +84,110 @@ class Store {
   Env* env() const { return env_; }
 
   // Every volume and snapshot, sorted by name.
-  std::vector<VolumeInfo> List() const;
-  Result<VolumeInfo> Lookup(const std::string& name) const;
+  std::vector<VolumeInfo> List() const EXCLUDES(mu_);
+  Result<VolumeInfo> Lookup(const std::string& name) const EXCLUDES(mu_);
+  // Manifests that were refused when the store was opened, with the reason.
+  std::vector<FailedManifest> FailedManifests() const EXCLUDES(mu_);
+  // Background jobs, running and recently ended.
+  std::vector<JobInfo> Jobs() const;
 
   // Creates a volume over existing layer files (bottom first; copied into
   // the store, deduplicated by content digest). size 0: the top layer's size.
   Status CreateVolume(const std::string& name, uint64_t size,
-                      const std::vector<std::string>& layer_paths, const FileAttrs& attrs);
+                      const std::vector<std::string>& layer_paths, const FileAttrs& attrs)
+      EXCLUDES(mu_);
   // Imports a raw disk image as the single lower layer of a new volume.
   Status ImportRaw(const std::string& name, const std::string& raw_path,
-                   const ImportOptions& opts, const FileAttrs& attrs);
-  Status Resize(const std::string& name, uint64_t new_size);
-  Status SetAttrs(const std::string& name, const FileAttrs& attrs);
+                   const ImportOptions& opts, const FileAttrs& attrs) EXCLUDES(mu_);
+  Status Resize(const std::string& name, uint64_t new_size) EXCLUDES(mu_);
+  Status SetAttrs(const std::string& name, const FileAttrs& attrs) EXCLUDES(mu_);
 
   // Snapshots, clones, deletion.
-  Status Snapshot(const std::string& vol, const std::string& snap);
-  Status SnapshotAll(const std::string& snap);
-  Status Clone(const std::string& src_snapshot, const std::string& new_vol);
-  Status Delete(const std::string& name);
+  Status Snapshot(const std::string& vol, const std::string& snap) EXCLUDES(mu_);
+  Status SnapshotAll(const std::string& snap) EXCLUDES(mu_);
+  Status Clone(const std::string& src_snapshot, const std::string& new_vol) EXCLUDES(mu_);
+  // Deletes, collects the garbage, then merges layers that can now be
+  // merged (as a job, waited for: the space is back when Delete returns).
+  Status Delete(const std::string& name) EXCLUDES(mu_);
 
   // Open volumes are shared and reference-counted by their users (FUSE
   // handles). Delete refuses a volume with open handles.
-  Result<std::shared_ptr<Volume>> Acquire(const std::string& name);
-  void Release(const std::string& name);
+  Result<std::shared_ptr<Volume>> Acquire(const std::string& name) EXCLUDES(mu_);
+  void Release(const std::string& name) EXCLUDES(mu_);
 
   // Commits every dirty volume (the periodic flusher and unmount call it),
   // then checks that no open layer file changed behind our back.
-  Status FlushAll();
+  Status FlushAll() EXCLUDES(mu_);
   // Re-stats every open layer file; one whose size or mtime changed is
   // marked failed (its ranges then read as errors, never as garbage).
-  Status VerifyLayerFiles();
+  Status VerifyLayerFiles() EXCLUDES(mu_);
   // Removes files under layers/ that no manifest references.
-  Status CollectGarbage(std::vector<std::string>* removed = nullptr);
+  Status CollectGarbage(std::vector<std::string>* removed = nullptr) EXCLUDES(mu_);
 
   // Human-readable status of one volume or all.
-  std::string StatusText(const std::string& name = "") const;
+  std::string StatusText(const std::string& name = "") const EXCLUDES(mu_);
 
   std::string LayerPath(const std::string& file) const;
 
  private:
   Store(Env* env, std::string dir, StoreOptions opts);
-  Status LoadManifests();
-  Status WriteManifest(Manifest m);
-  Status RemoveManifest(const std::string& name);
-  Result<std::shared_ptr<lsmt::Layer>> OpenLayerFile(const std::string& file);
-  Result<std::string> ImportLayerFile(const std::string& path);
-  Result<std::shared_ptr<Volume>> OpenVolumeLocked(const std::string& name);
-  Status SnapshotCheckLocked(const std::string& vol, const std::string& snap);
+
+  // --- manifests (manifests.cc)
+  Status LoadManifests() EXCLUDES(mu_);
+  // Refuses volumes that claim another's upper (two writers of one file).
+  void RefuseSharedUppers() REQUIRES(mu_);
+  // Writes `m` (generation bumped) and records it. Caller holds m.name's
+  // command lock.
+  Status WriteManifest(Manifest m) EXCLUDES(mu_);
+  // Writes a manifest file as it is (manifests_ untouched).
+  Status WriteManifestFile(const Manifest& m, bool* renamed) EXCLUDES(mu_);
+  Status RemoveManifest(const std::string& name) EXCLUDES(mu_);
+  std::string ManifestPath(const std::string& name) const;
+  Result<std::pair<const Manifest*, const SnapshotRecord*>> Resolve(const std::string& name) const
+      REQUIRES(mu_);
+  Result<Manifest> ManifestCopy(const std::string& vol) const EXCLUDES(mu_);
+  Status CheckWritable() const;
+  Status EnsureNameFree(const std::string& name) const REQUIRES(mu_);
+
+  // --- commands: the group lock and per-volume ordering (commands.cc)
+  // Holds group_mu_ shared (exclusive for `exclusive`) and the command
+  // locks of `vols`, after finishing a manifest group left pending.
+  class CommandScope;
+  Status FinishPendingGroup() EXCLUDES(mu_);
+  // A name reserved for a volume being created: no other command may take
+  // it, and the name is still free for List/Lookup until the commit.
+  class Reservation;
+  Result<std::unique_ptr<Reservation>> Reserve(const std::string& name) EXCLUDES(mu_);
+
+  // --- pins: files in flight that garbage collection must keep (gc.cc)
+  class Pin;
+  std::unique_ptr<Pin> PinFiles(std::vector<std::string> files) EXCLUDES(mu_);
+  Status CollectGarbageNow(std::vector<std::string>* removed) EXCLUDES(mu_, gc_mu_);
+
+  // --- layer files shared by every stack that uses them (layer_cache.cc)
+  Result<std::shared_ptr<lsmt::Layer>> OpenLayerFile(const std::string& file) EXCLUDES(mu_);
+  void CacheLayer(const std::string& file, std::shared_ptr<lsmt::Layer> layer) EXCLUDES(mu_);
+
+  // --- import (import.cc)
+  // Copies a layer file into layers/ under its content digest (pinned by
+  // the returned pin until the caller's manifest references it).
+  Result<std::string> ImportLayerFile(const std::string& path, std::vector<std::unique_ptr<Pin>>* pins)
+      EXCLUDES(mu_);
+
+  // --- the open-volume table (open_volumes.cc)
+  Result<std::shared_ptr<Volume>> OpenVolume(const std::string& name, bool take_handle)
+      EXCLUDES(mu_);
+
+  // --- snapshots (snapshot.cc)
+  Status SnapshotCheck(const std::string& vol, const std::string& snap) EXCLUDES(mu_);
   struct FreshUpper {
     std::string id;
     std::unique_ptr<Upper> upper;
+    std::unique_ptr<Pin> pin;
   };
-  Result<FreshUpper> PrepareUpperLocked(const std::string& vol, Volume* v);
+  Result<FreshUpper> PrepareUpper(const Manifest& m, Volume* v) EXCLUDES(mu_);
   // A snapshot's switch of one volume to a fresh upper, made while writes
-  // were quiesced, until it is durable (snapshot.cc).
+  // were quiesced, until it is durable.
   struct PendingSwitch {
     std::string vol;
     std::shared_ptr<Volume> v;
@@ -127,45 +198,78 @@ class Store {
     std::shared_ptr<lsmt::Layer> layer;   // the frozen upper as a layer
     std::string old_id, sealed_file;
     Manifest manifest;                    // what the commit writes
+    std::unique_ptr<Pin> pin;             // the fresh upper's files
   };
-  Result<PendingSwitch> SwitchQuiescedLocked(const std::string& vol, std::shared_ptr<Volume> v,
-                                             const std::string& snap, uint64_t now_ns,
-                                             FreshUpper fresh);
+  // Inside WithWritesQuiesced: no I/O, no store lock.
+  Result<PendingSwitch> SwitchQuiesced(Manifest m, std::shared_ptr<Volume> v,
+                                       const std::string& snap, uint64_t now_ns, FreshUpper fresh);
   Status SealSwitch(PendingSwitch& p);
-  void FinishSwitch(PendingSwitch& p);
+  void FinishSwitch(PendingSwitch& p) EXCLUDES(mu_);
   // The switch cannot be made durable: undo it if allowed and no write
   // reached the fresh upper, else fail the volume. Returns `cause`.
   Status AbandonSwitch(PendingSwitch& p, Status cause, bool may_undo);
-  // Writes a manifest as it is (no generation bump, manifests_ untouched).
-  Status WriteManifestFile(const Manifest& m, bool* renamed);
-  Status CollectGarbageLocked(std::vector<std::string>* removed);
+
+  // --- clone, delete, resize (lifecycle.cc)
+  Status RemoveCreatedUpper(const std::string& id);
+
+  // --- merging (merge.cc)
   // Merges adjacent layers X,Y that are always used together (every stack
   // holding X has Y right above it and vice versa) when Y hides data of X,
-  // so deleting snapshots frees that data. With `for_volume` set, merges the
-  // lowest such pair of that volume regardless of hidden data (to stay
-  // below 255 layers). Returns the number of merges done.
-  Result<int> MergeLayersLocked(const std::string& for_volume);
-  Result<std::string> WriteMergedLayer(const std::string& x, const std::string& y);
-  Status InstallLowers(const std::string& vol, const std::vector<std::string>& lowers);
-  Result<std::pair<const Manifest*, const SnapshotRecord*>> Resolve(const std::string& name) const;
-  Status CheckWritable() const;
-  Status EnsureNameFree(const std::string& name) const;
-  std::string ManifestPath(const std::string& name) const;
+  // so deleting snapshots frees that data. Runs until nothing is left to
+  // merge or the job is cancelled. Returns the number of merges.
+  Result<int> MergeHidden(Job* job) EXCLUDES(mu_);
+  // Merges the lowest pair of `vol`'s lowers that only `vol`'s stacks use,
+  // regardless of hidden data (to stay below 255 layers). The caller holds
+  // vol's command lock; only vol's manifest is rewritten.
+  Result<int> MergeForVolume(const std::string& vol) EXCLUDES(mu_);
+  struct MergePlan {
+    std::string x, y;
+  };
+  // Writes the merged layer of x and y; returns its file name (pinned).
+  Result<std::string> WriteMerged(const MergePlan& plan, Job* job, std::unique_ptr<Pin>* pin)
+      EXCLUDES(mu_);
+  // Replaces x,y by xy in `vol`'s manifest where they are adjacent, and in
+  // the open volumes it names. Caller holds vol's command lock.
+  Status InstallMerged(const std::string& vol, const MergePlan& plan, const std::string& xy)
+      EXCLUDES(mu_);
+  Status InstallLowers(const std::string& name, const std::vector<std::string>& lowers)
+      EXCLUDES(mu_);
+
+  // --- status (status.cc)
   std::string StatusLine(const VolumeInfo& v) const;
 
   Env* env_;
   std::string dir_;
   StoreOptions opts_;
   std::unique_ptr<FileLock> lock_;
+  std::unique_ptr<JobRunner> jobs_;
 
-  mutable std::mutex mu_;
-  std::condition_variable released_;  // handles_ went down
-  std::map<std::string, Manifest> manifests_;             // by volume name
-  std::map<std::string, std::shared_ptr<Volume>> open_;   // by full name
-  std::map<std::string, size_t> handles_;                 // by full name
-  std::map<std::string, std::weak_ptr<lsmt::Layer>> layer_cache_;
-  std::map<std::string, FileInfo> layer_identity_;  // size and mtime at open
-  bool group_pending_ = false;  // a committed manifest group is not yet applied
+  // Exclusive for `snapshot --all` and for finishing a pending manifest
+  // group (both touch every manifest); shared for every other command.
+  SharedMutex group_mu_ ACQUIRED_BEFORE(gc_mu_, mu_);
+  VolumeLocks vlocks_;  // per volume name, taken after group_mu_, before gc_mu_
+  // Serialises garbage collection with the one step that may adopt an
+  // existing file (an import finding its digest already stored).
+  Mutex gc_mu_ ACQUIRED_BEFORE(mu_);
+  // Only one hidden-data merge at a time (they would pick the same pairs).
+  Mutex merge_mu_;
+
+  mutable Mutex mu_;
+  CondVar changed_{&mu_};  // handles released, an open finished
+  std::map<std::string, Manifest> manifests_ GUARDED_BY(mu_);          // by volume name
+  std::map<std::string, std::string> failed_manifests_ GUARDED_BY(mu_);  // name -> why
+  bool manifests_unreadable_ GUARDED_BY(mu_) = false;  // GC must not trust the set
+  std::map<std::string, std::shared_ptr<Volume>> open_ GUARDED_BY(mu_);  // by full name
+  std::set<std::string> opening_ GUARDED_BY(mu_);      // being opened outside the lock
+  std::map<std::string, size_t> handles_ GUARDED_BY(mu_);               // by full name
+  struct CachedLayer {
+    std::weak_ptr<lsmt::Layer> layer;
+    FileInfo identity;  // size and mtime at open
+  };
+  std::map<std::string, CachedLayer> layer_cache_ GUARDED_BY(mu_);
+  std::multiset<std::string> pinned_ GUARDED_BY(mu_);
+  std::set<std::string> reserved_ GUARDED_BY(mu_);
+  bool group_pending_ GUARDED_BY(mu_) = false;  // a committed manifest group is not yet applied
 };
 
 }  // namespace ovbd

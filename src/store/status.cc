@@ -1,0 +1,60 @@
+// The store's status report: one line per volume and snapshot, then the
+// manifests that were refused and the background jobs.
+#include <cinttypes>
+#include <cstdio>
+
+#include "ovbd/store/filename.h"
+#include "store_internal.h"
+
+namespace ovbd {
+
+std::string Store::StatusLine(const VolumeInfo& v) const {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s size=%" PRIu64 " layers=%zu%s", v.name.c_str(), v.size,
+                v.lowers.size(), v.is_snapshot ? " snapshot" : "");
+  std::string line = buf;
+  if (v.is_snapshot) return line;
+  std::shared_ptr<Volume> open;
+  {
+    MutexLock lk(&mu_);
+    if (auto it = open_.find(v.name); it != open_.end()) open = it->second;
+  }
+  if (open) {
+    VolumeStats st = open->Stats();
+    std::snprintf(buf, sizeof buf, " used=%" PRIu64 " mapped=%" PRIu64 " extents=%" PRIu64 " open=%zu",
+                  st.upper.allocated_bytes, st.upper.mapped_sectors * 512, st.upper.extents,
+                  v.open_handles);
+    line += buf;
+    if (Status h = open->health(); !h.ok()) line += " failed: " + h.ToString();
+  } else if (!v.upper.empty()) {
+    auto fi = env_->Stat(LayerPath(filename::UpperDataFile(v.upper)));
+    if (fi.ok()) line += " used=" + std::to_string(fi->allocated);
+  }
+  return line;
+}
+
+std::string Store::StatusText(const std::string& name) const {
+  std::vector<VolumeInfo> vols;
+  if (name.empty()) {
+    vols = List();
+  } else {
+    auto v = Lookup(name);
+    if (!v.ok()) return v.status().ToString() + "\n";
+    vols.push_back(v.value());
+  }
+  std::string out;
+  for (const auto& v : vols) out += StatusLine(v) + "\n";
+  if (name.empty()) {
+    for (const auto& f : FailedManifests()) out += f.name + " failed: " + f.why + "\n";
+    for (const auto& j : Jobs()) {
+      if (j.state != JobState::kRunning && j.state != JobState::kQueued) continue;
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "job %" PRIu64 " %s %s %s %" PRIu64 "/%" PRIu64 "\n", j.id,
+                    j.kind.c_str(), j.target.c_str(), JobStateName(j.state), j.done, j.total);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+}  // namespace ovbd
