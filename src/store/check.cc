@@ -1,5 +1,7 @@
 #include "ovbd/store/check.h"
 
+#include "ovbd/store/filename.h"
+
 #include <map>
 #include <set>
 
@@ -46,8 +48,10 @@ Result<CheckReport> CheckStore(Env* env, const std::string& dir, const CheckOpti
     }
   }
 
-  // 1. Manifests.
+  // 1. Manifests. One we cannot read may reference any file: then no file
+  // is called garbage (and repair removes none).
   std::map<std::string, Manifest> manifests;
+  std::vector<std::string> unreadable;
   OVBD_ASSIGN_OR_RETURN(auto vfiles, env->ListDir(vdir));
   for (const auto& f : vfiles) {
     const std::string path = JoinPath(vdir, f);
@@ -56,24 +60,29 @@ Result<CheckReport> CheckStore(Env* env, const std::string& dir, const CheckOpti
       add(path, "leftover temporary file of an interrupted change", fixed);
       continue;
     }
+    if (filename::VolumeOfManifestFile(f).empty()) continue;
     auto st = env->Stat(path);
     if (!st.ok() || !st->is_regular) {
       add(path, "not a regular file (symlinks are never followed)");
+      unreadable.push_back(f);
       continue;
     }
     auto text = env->ReadSmallFile(path, kMaxManifestBytes);
     if (!text.ok()) {
       add(path, text.status().ToString());
+      unreadable.push_back(f);
       continue;
     }
     Manifest m;
     Status s = DecodeManifest(text.value(), path, &m);
     if (!s.ok()) {
       add(path, s.ToString());
+      unreadable.push_back(f);
       continue;
     }
-    if (m.name + ".json" != f) {
+    if (filename::ManifestFile(m.name) != f) {
       add(path, "manifest names volume '" + m.name + "'");
+      unreadable.push_back(f);
       continue;
     }
     ++rep.manifests;
@@ -121,12 +130,27 @@ Result<CheckReport> CheckStore(Env* env, const std::string& dir, const CheckOpti
     }
   }
 
-  // 3. Uppers: both files present, journal replays cleanly.
+  // 3. Uppers: each claimed once and by no one as a lower layer, both
+  // files present, journal replays cleanly.
+  std::map<std::string, std::string> upper_owner;
   for (const auto& [n, m] : manifests) {
     if (m.upper.empty()) continue;
+    referenced.insert(filename::UpperDataFile(m.upper));
+    referenced.insert(filename::UpperJournalFile(m.upper));
+    if (auto [it, fresh] = upper_owner.emplace(m.upper, n); !fresh) {
+      add(JoinPath(vdir, filename::ManifestFile(n)),
+          "upper " + m.upper + " is also the upper of " + it->second +
+              ": two volumes would write one file (both are refused when the store opens; "
+              "point one at its own upper or delete it)");
+      continue;
+    }
+    if (auto it = used_by.find(filename::UpperDataFile(m.upper)); it != used_by.end()) {
+      add(JoinPath(vdir, filename::ManifestFile(n)),
+          "upper " + m.upper + " is also a lower layer of " + it->second +
+              " (both are refused when the store opens)");
+      continue;
+    }
     const std::string base = JoinPath(ldir, m.upper);
-    referenced.insert(m.upper + ".data");
-    referenced.insert(m.upper + ".jnl");
     auto u = Upper::Open(env, base, m.size, /*read_only=*/!opts.repair);
     if (u.ok()) {
       ++rep.uppers;
@@ -157,11 +181,22 @@ Result<CheckReport> CheckStore(Env* env, const std::string& dir, const CheckOpti
 
   // 4. Files nothing references.
   OVBD_ASSIGN_OR_RETURN(auto lfiles, env->ListDir(ldir));
+  std::string held_back;
+  for (const auto& u : unreadable) held_back += (held_back.empty() ? "" : ", ") + u;
   for (const auto& f : lfiles) {
     if (referenced.count(f)) continue;
     const std::string path = JoinPath(ldir, f);
+    if (!unreadable.empty()) {
+      add(path, std::string("not referenced by any readable manifest (") +
+                    filename::KindName(filename::Classify(f)) + "); kept: " + held_back +
+                    " cannot be read and may reference it. Fix or remove that manifest, then "
+                    "check again");
+      continue;
+    }
     bool fixed = opts.repair && env->Remove(path).ok();
-    add(path, "not referenced by any volume or snapshot", fixed);
+    add(path, std::string("not referenced by any volume or snapshot (") +
+                  filename::KindName(filename::Classify(f)) + ")",
+        fixed);
   }
   if (opts.repair) (void)env->SyncDir(ldir);
   return rep;

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstring>
 #include <functional>
+#include <optional>
 
 namespace ovbd {
 
@@ -41,18 +42,19 @@ std::shared_ptr<Stack> Stack::WithTop(const Stack& below, std::shared_ptr<lsmt::
 Volume::Volume(std::string name, uint64_t size, std::vector<std::shared_ptr<lsmt::Layer>> lowers,
                std::shared_ptr<Upper> upper, bool read_only)
     : name_(std::move(name)), size_(size), read_only_(read_only || upper == nullptr) {
+  MutexLock lk(&stack_mu_);
   stack_ = Stack::Make(std::move(lowers), std::move(upper));
 }
 
 Volume::~Volume() = default;
 
 std::shared_ptr<const Stack> Volume::stack() const {
-  std::lock_guard lk(stack_mu_);
+  MutexLock lk(&stack_mu_);
   return stack_;
 }
 
 void Volume::InstallStack(std::shared_ptr<const Stack> st) {
-  std::lock_guard lk(stack_mu_);
+  MutexLock lk(&stack_mu_);
   stack_ = std::move(st);
 }
 
@@ -183,14 +185,14 @@ Result<size_t> Volume::Write(uint64_t off, const char* buf, size_t len) {
   // the same sector from losing each other's bytes.
   const uint64_t aoff = AlignDown(off);
   const uint64_t aend = AlignUp(off + len);
-  std::mutex& m1 = StripeFor(aoff);
-  std::mutex& m2 = StripeFor(aend - 1);
-  // Always in stripe order, so two writes can never wait on each other.
-  std::mutex* first = std::min(&m1, &m2, std::less<std::mutex*>());
-  std::mutex* second = std::max(&m1, &m2, std::less<std::mutex*>());
-  std::unique_lock l1(*first);
-  std::unique_lock<std::mutex> l2;
-  if (second != first) l2 = std::unique_lock(*second);
+  Mutex& m1 = StripeFor(aoff);
+  Mutex& m2 = StripeFor(aend - 1);
+  // Always in stripe order, so two writes can never deadlock.
+  Mutex* first = std::min(&m1, &m2, std::less<Mutex*>());
+  Mutex* second = std::max(&m1, &m2, std::less<Mutex*>());
+  MutexLock l1(first);
+  std::optional<MutexLock> l2;
+  if (second != first) l2.emplace(second);
   std::vector<char> tmp(aend - aoff);
   if (head) OVBD_RETURN_IF_ERROR(ReadAligned(*st, aoff, kSectorSize, tmp.data()));
   if (tail && (aend - kSectorSize != aoff || !head)) {
@@ -232,41 +234,47 @@ Status Volume::Flush() {
   for (;;) {
     WriteGate::Writer gate(gate_);
     {
-      std::lock_guard l(commit_mu_);
+      MutexLock l(&commit_mu_);
       if (!failed_.ok()) return failed_;
       // Seen inside the gate: no barrier can begin until this flush leaves
       // it, so the upper committed below is the one the store has recorded.
       if (!commit_pending_) return stack()->upper->Commit();
     }
     gate.Leave();  // the barrier's owner may need to quiesce to undo it
-    std::unique_lock l(commit_mu_);
-    commit_cv_.wait(l, [&] { return !commit_pending_; });
+    MutexLock l(&commit_mu_);
+    commit_cv_.Wait([&] {
+      commit_mu_.AssertHeld();
+      return !commit_pending_;
+    });
   }
 }
 
 void Volume::BeginCommit() {
-  std::lock_guard l(commit_mu_);
+  MutexLock l(&commit_mu_);
   commit_pending_ = true;
 }
 
 void Volume::EndCommit() {
-  std::lock_guard l(commit_mu_);
+  MutexLock l(&commit_mu_);
   commit_pending_ = false;
-  commit_cv_.notify_all();
+  commit_cv_.SignalAll();
 }
 
 void Volume::Fail(Status why) {
-  std::lock_guard l(commit_mu_);
+  MutexLock l(&commit_mu_);
   failed_ = Status::IOError(name_ + ": failed (" + why.ToString() +
                             "); reopen the store to return to its last durable state",
                             EIO);
   failed_flag_ = true;
   commit_pending_ = false;
-  commit_cv_.notify_all();
+  commit_cv_.SignalAll();
 }
 
 Status Volume::health() const {
-  std::lock_guard l(commit_mu_);
+  // The store asks under its state lock; a flush may hold commit_mu_
+  // through an fsync, so a healthy volume answers without it.
+  if (!failed_flag_.load()) return Status::OK();
+  MutexLock l(&commit_mu_);
   return failed_;
 }
 

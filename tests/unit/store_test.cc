@@ -295,6 +295,58 @@ TEST_F(StoreTest, SharedUpperIsRefused) {
   s.value()->Release("c1");
 }
 
+// `ovbd check --repair` never deletes what an unreadable manifest may
+// reference: truncated or unreadable, the volume's upper stays.
+TEST_F(StoreTest, RepairKeepsFilesOfAnUnreadableManifest) {
+  ASSERT_TRUE(store_->CreateVolume("base", kSize, {}, {}).ok());
+  WriteAt(store_.get(), "base", 0, Rand(1 << 20));
+  const std::string upper = store_->Lookup("base")->upper;
+  store_.reset();
+  const std::string m = path_ + "/volumes/base.json";
+  auto text = Env::Default()->ReadSmallFile(m, 1 << 20);
+  ASSERT_TRUE(text.ok());
+  ASSERT_TRUE(Env::Default()->WriteFileAtomic(m, text.value().substr(0, 100)).ok());
+  const auto before = LayerFiles(path_);
+  CheckOptions co;
+  co.repair = true;
+  auto rep = CheckStore(Env::Default(), path_, co);
+  ASSERT_TRUE(rep.ok()) << rep.status().ToString();
+  EXPECT_FALSE(rep->clean());
+  bool kept_said = false;
+  for (const auto& f : rep->findings) {
+    EXPECT_FALSE(f.repaired && f.where.find(upper) != std::string::npos) << f.where << ": " << f.what;
+    kept_said |= f.what.find("kept") != std::string::npos;
+  }
+  EXPECT_TRUE(kept_said);
+  EXPECT_EQ(LayerFiles(path_), before);
+  EXPECT_TRUE(before.count(upper + ".data") && before.count(upper + ".jnl"));
+  // The data comes back with the manifest.
+  ASSERT_TRUE(Env::Default()->WriteFileAtomic(m, text.value()).ok());
+  rep = CheckStore(Env::Default(), path_, CheckOptions{});
+  ASSERT_TRUE(rep.ok());
+  EXPECT_TRUE(rep->clean());
+}
+
+TEST_F(StoreTest, CheckFindsASharedUpper) {
+  ASSERT_TRUE(store_->CreateVolume("base", kSize, {}, {}).ok());
+  ASSERT_TRUE(store_->CreateVolume("c1", kSize, {}, {}).ok());
+  const std::string base_upper = store_->Lookup("base")->upper;
+  const std::string c1_upper = store_->Lookup("c1")->upper;
+  store_.reset();
+  const std::string m = path_ + "/volumes/c1.json";
+  auto text = Env::Default()->ReadSmallFile(m, 1 << 20);
+  ASSERT_TRUE(text.ok());
+  std::string t = text.value();
+  t.replace(t.find(c1_upper), c1_upper.size(), base_upper);
+  ASSERT_TRUE(Env::Default()->WriteFileAtomic(m, t).ok());
+  auto rep = CheckStore(Env::Default(), path_, CheckOptions{});
+  ASSERT_TRUE(rep.ok());
+  bool found = false;
+  for (const auto& f : rep->findings) found |= f.what.find("also the upper of") != std::string::npos;
+  EXPECT_TRUE(found);
+  EXPECT_FALSE(rep->clean());
+}
+
 TEST_F(StoreTest, SymlinkedLayerIsNotFollowed) {
   ASSERT_TRUE(store_->CreateVolume("vm1", kSize, {}, {}).ok());
   const std::string upper = store_->Lookup("vm1")->upper;

@@ -6,16 +6,15 @@
 
 #include <array>
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <vector>
 
 #include "ovbd/io/env.h"
+#include "ovbd/io/mutex.h"
 #include "ovbd/layer/lsmt_layer.h"
 #include "ovbd/layer/merged_index.h"
 #include "ovbd/layer/upper.h"
@@ -114,24 +113,27 @@ class Volume {
   Status ReadAligned(const Stack& st, uint64_t off, uint64_t len, char* buf) const;
   Status PlanAligned(const Stack& st, uint64_t off, uint64_t len,
                      std::vector<ReadPiece>* out) const;
-  std::mutex& StripeFor(uint64_t byte_off) { return stripes_[(byte_off >> 12) % stripes_.size()]; }
+  Mutex& StripeFor(uint64_t byte_off) { return stripes_[(byte_off >> 12) % stripes_.size()]; }
 
   const std::string name_;
   std::atomic<uint64_t> size_;
   const bool read_only_;
 
-  mutable std::mutex stack_mu_;  // guards stack_ (the pointer, not the stack)
-  std::shared_ptr<const Stack> stack_;
+  mutable Mutex stack_mu_;  // guards the pointer, not the stack
+  std::shared_ptr<const Stack> stack_ GUARDED_BY(stack_mu_);
 
   WriteGate gate_;  // writes, discards and flushes pass it; quiescing closes it
 
-  mutable std::mutex commit_mu_;  // guards the two fields below
-  std::condition_variable commit_cv_;
-  bool commit_pending_ = false;
-  Status failed_;
+  // Leaf lock, held only for the fields below. Flush holds it across the
+  // upper's commit (so no barrier begins meanwhile); health() therefore
+  // reads failed_flag_ first and takes it only for a failed volume.
+  mutable Mutex commit_mu_;
+  CondVar commit_cv_{&commit_mu_};
+  bool commit_pending_ GUARDED_BY(commit_mu_) = false;
+  Status failed_ GUARDED_BY(commit_mu_);
   std::atomic<bool> failed_flag_{false};  // failed_ is set (read without the lock)
   // Serialises read-modify-write of partial sectors that share a 4 KiB block.
-  std::array<std::mutex, 64> stripes_;
+  std::array<Mutex, 64> stripes_;
 };
 
 }  // namespace ovbd

@@ -6,35 +6,43 @@
 // reader-preferring lock a snapshot could wait for a gap that never comes.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
-#include <mutex>
+#include "ovbd/io/mutex.h"
 
 namespace ovbd {
 
 class WriteGate {
  public:
-  void Enter() {
-    std::unique_lock l(mu_);
-    cv_.wait(l, [&] { return !closed_; });
+  void Enter() EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    cv_.Wait([&] {
+      mu_.AssertHeld();
+      return !closed_;
+    });
     ++active_;
   }
-  void Leave() {
-    std::lock_guard l(mu_);
-    if (--active_ == 0 && closed_) cv_.notify_all();
+  void Leave() EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    if (--active_ == 0 && closed_) cv_.SignalAll();
   }
   // Waits for other quiescers, shuts the gate, then waits until the writers
   // inside have left.
-  void Close() {
-    std::unique_lock l(mu_);
-    cv_.wait(l, [&] { return !closed_; });
+  void Close() EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    cv_.Wait([&] {
+      mu_.AssertHeld();
+      return !closed_;
+    });
     closed_ = true;
-    cv_.wait(l, [&] { return active_ == 0; });
+    cv_.Wait([&] {
+      mu_.AssertHeld();
+      return active_ == 0;
+    });
   }
-  void Open() {
-    std::lock_guard l(mu_);
+  void Open() EXCLUDES(mu_) {
+    MutexLock l(&mu_);
     closed_ = false;
-    cv_.notify_all();
+    cv_.SignalAll();
   }
 
   // A writer's stay inside the gate.
@@ -65,10 +73,10 @@ class WriteGate {
   };
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  uint64_t active_ = 0;
-  bool closed_ = false;
+  Mutex mu_;
+  CondVar cv_{&mu_};
+  uint64_t active_ GUARDED_BY(mu_) = 0;
+  bool closed_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace ovbd
