@@ -73,18 +73,23 @@ class StoreConcurrency : public ::testing::Test {
   void HoldAt(const std::string& point, std::string* result, std::atomic<int>* held) {
     fenv_.OnCrashPoint(point, [this, result, held] {
       if (held->fetch_add(1) != 0) return;
-      auto f = std::async(std::launch::async, [this] { return OthersWork(0); });
+      auto f = std::async(std::launch::async, [this] { return OthersWork(0); }).share();
+      others_.push_back(f);  // waited for at the end of the test, never here
       if (f.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
         *result = "metadata or an unrelated command waited for the held work";
-        f.wait();  // do not leave the thread behind
         return;
       }
       *result = f.get();
     });
   }
 
+  void TearDown() override {
+    for (auto& f : others_) f.wait();
+  }
+
   test::TempDir dir_;
   FaultInjectionEnv fenv_{Env::Default(), 7};
+  std::vector<std::shared_future<std::string>> others_;
   std::string path_;
   std::unique_ptr<Store> store_;
 };
@@ -97,7 +102,7 @@ TEST_F(StoreConcurrency, MergeDoesNotStallOthers) {
   ASSERT_TRUE(store_->Snapshot("vm1", "b").ok());
   std::string result = "never held";
   std::atomic<int> held{0};
-  HoldAt("merge.copying", &result, &held);
+  HoldAt("merge.after_write", &result, &held);
   ASSERT_TRUE(store_->Delete("vm1@a").ok());  // merges @a's layer into @b's
   EXPECT_GT(held.load(), 0) << "the delete did not merge";
   EXPECT_EQ(result, "");
