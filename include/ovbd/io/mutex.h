@@ -77,26 +77,29 @@ class SCOPED_CAPABILITY ReaderLock {
   SharedMutex* const mu_;
 };
 
-// A condition variable bound to one Mutex, which the caller holds.
+// A condition variable bound to one Mutex, which the caller of every Wait
+// holds. (Not annotated: the analysis cannot tie the bound mutex to the
+// caller's expression for it.) Lambdas passed as predicates run with the
+// mutex held; call mu.AssertHeld() in them to read guarded fields.
 class CondVar {
  public:
   explicit CondVar(Mutex* mu) : mu_(mu) {}
   CondVar(const CondVar&) = delete;
   CondVar& operator=(const CondVar&) = delete;
 
-  void Wait() REQUIRES(mu_) {
+  void Wait() {
     std::unique_lock lk(mu_->mu_, std::adopt_lock);
     cv_.wait(lk);
     lk.release();
   }
   // Waits until pred() holds (checked with the mutex held).
   template <typename Pred>
-  void Wait(Pred pred) REQUIRES(mu_) {
+  void Wait(Pred pred) {
     while (!pred()) Wait();
   }
   // Waits at most `d`; returns pred() at the end.
   template <typename Rep, typename Period, typename Pred>
-  bool WaitFor(std::chrono::duration<Rep, Period> d, Pred pred) REQUIRES(mu_) {
+  bool WaitFor(std::chrono::duration<Rep, Period> d, Pred pred) {
     const auto deadline = std::chrono::steady_clock::now() + d;
     std::unique_lock lk(mu_->mu_, std::adopt_lock);
     while (!pred()) {
