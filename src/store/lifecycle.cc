@@ -15,13 +15,9 @@ Status Store::Resize(const std::string& name, uint64_t new_size) {
   OVBD_RETURN_IF_ERROR(CheckWritable());
   OVBD_RETURN_IF_ERROR(ValidateName(BaseName(name), "volume"));
   OVBD_ASSIGN_OR_RETURN(auto scope, CommandScope::Enter(this, {BaseName(name)}, false));
-  Manifest m;
-  {
-    MutexLock lk(&mu_);
-    OVBD_ASSIGN_OR_RETURN(auto r, Resolve(name));
-    if (r.second) return Status::ReadOnly(name + " is a snapshot and cannot be resized");
-    m = *r.first;
-  }
+  OVBD_ASSIGN_OR_RETURN(Resolved r, ResolveCopy(name));
+  if (r.snapshot) return Status::ReadOnly(name + " is a snapshot and cannot be resized");
+  Manifest m = std::move(r.manifest);
   if (new_size % lsmt::kSectorSize) {
     return Status::InvalidArgument("size " + std::to_string(new_size) +
                                    " is not a multiple of 512 bytes");
@@ -57,17 +53,13 @@ Status Store::SetAttrs(const std::string& name, const FileAttrs& attrs) {
   OVBD_RETURN_IF_ERROR(CheckWritable());
   OVBD_RETURN_IF_ERROR(ValidateName(BaseName(name), "volume"));
   OVBD_ASSIGN_OR_RETURN(auto scope, CommandScope::Enter(this, {BaseName(name)}, false));
-  Manifest m;
-  {
-    MutexLock lk(&mu_);
-    OVBD_ASSIGN_OR_RETURN(auto r, Resolve(name));
-    m = *r.first;
-    if (r.second) {
-      for (auto& s : m.snapshots)
-        if (s.name == r.second->name) s.attrs = attrs;
-    } else {
-      m.attrs = attrs;
-    }
+  OVBD_ASSIGN_OR_RETURN(Resolved r, ResolveCopy(name));
+  Manifest& m = r.manifest;
+  if (r.snapshot) {
+    for (auto& s : m.snapshots)
+      if (s.name == r.snapshot->name) s.attrs = attrs;
+  } else {
+    m.attrs = attrs;
   }
   return WriteManifest(std::move(m));
 }
@@ -80,14 +72,9 @@ Status Store::Clone(const std::string& src, const std::string& new_vol) {
   OVBD_RETURN_IF_ERROR(ValidateName(BaseName(src), "volume"));
   OVBD_RETURN_IF_ERROR(ValidateName(new_vol, "volume"));
   OVBD_ASSIGN_OR_RETURN(auto scope, CommandScope::Enter(this, {BaseName(src)}, false));
-  SnapshotRecord snap;
-  FileAttrs attrs;
-  {
-    MutexLock lk(&mu_);
-    OVBD_ASSIGN_OR_RETURN(auto r, Resolve(src));
-    snap = *r.second;
-    attrs = r.first->attrs;
-  }
+  OVBD_ASSIGN_OR_RETURN(Resolved r, ResolveCopy(src));
+  const SnapshotRecord snap = *r.snapshot;
+  const FileAttrs attrs = r.manifest.attrs;
   OVBD_ASSIGN_OR_RETURN(auto reservation, Reserve(new_vol));
   std::string parent_uuid;
   if (!snap.lowers.empty()) {

@@ -24,7 +24,7 @@ Result<std::shared_ptr<Volume>> Store::OpenVolume(const std::string& name, bool 
       OVBD_ASSIGN_OR_RETURN(auto r, Resolve(name));
       m = *r.first;
       if (r.second) snap = *r.second;
-      opening_.insert(name);
+      opening_.insert(name);  // held by this thread until the install below
     }
     auto opened = [&]() -> Result<std::shared_ptr<Volume>> {
       const auto& lowers = snap ? snap->lowers : m.lowers;

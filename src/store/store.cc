@@ -189,6 +189,14 @@ Result<Manifest> Store::ManifestCopy(const std::string& vol) const {
   return *r.first;
 }
 
+Result<Store::Resolved> Store::ResolveCopy(const std::string& name) const {
+  MutexLock lk(&mu_);
+  OVBD_ASSIGN_OR_RETURN(auto r, Resolve(name));
+  Resolved out{*r.first, std::nullopt};
+  if (r.second) out.snapshot = *r.second;
+  return out;
+}
+
 Status Store::EnsureNameFree(const std::string& name) const {
   OVBD_RETURN_IF_ERROR(ValidateName(name, "volume"));
   auto it = manifests_.find(name);

@@ -72,6 +72,20 @@ void ExpectNoLeaksNoDangling(Store* s) {
   for (const auto& r : referenced) EXPECT_TRUE(files.count(r)) << "missing file " << r;
 }
 
+// Replaces the first `from` in a file (atomically); returns the old text.
+std::string EditFile(const std::string& path, const std::string& from, const std::string& to) {
+  auto text = Env::Default()->ReadSmallFile(path, 1 << 20);
+  EXPECT_TRUE(text.ok()) << path;
+  if (!text.ok()) return "";
+  std::string t = text.value();
+  const size_t pos = t.find(from);
+  EXPECT_NE(pos, std::string::npos) << from << " not in " << path;
+  if (pos == std::string::npos) return text.value();
+  t.replace(pos, from.size(), to);
+  EXPECT_TRUE(Env::Default()->WriteFileAtomic(path, t).ok());
+  return text.value();
+}
+
 class StoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -262,11 +276,7 @@ TEST_F(StoreTest, SharedUpperIsRefused) {
   const std::string c1_upper = store_->Lookup("c1")->upper;
   store_.reset();
   const std::string m = path_ + "/volumes/c1.json";
-  auto text = Env::Default()->ReadSmallFile(m, 1 << 20);
-  ASSERT_TRUE(text.ok());
-  std::string t = text.value();
-  t.replace(t.find(c1_upper), c1_upper.size(), base_upper);
-  ASSERT_TRUE(Env::Default()->WriteFileAtomic(m, t).ok());
+  const std::string text = EditFile(m, c1_upper, base_upper);
   auto s = Store::Open(Env::Default(), path_);
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_FALSE(s.value()->Acquire("base").ok());
@@ -279,14 +289,9 @@ TEST_F(StoreTest, SharedUpperIsRefused) {
   EXPECT_TRUE(LayerFiles(path_).count(c1_upper + ".data"));
 
   // An upper that is also someone's lower layer is refused as well.
-  ASSERT_TRUE(Env::Default()->WriteFileAtomic(m, text.value()).ok());
-  const std::string om = path_ + "/volumes/other.json";
-  auto otext = Env::Default()->ReadSmallFile(om, 1 << 20);
-  ASSERT_TRUE(otext.ok());
-  std::string ot = otext.value();
-  const std::string no_lowers = "\"lowers\": []";
-  ot.replace(ot.find(no_lowers), no_lowers.size(), "\"lowers\": [\"" + base_upper + ".data\"]");
-  ASSERT_TRUE(Env::Default()->WriteFileAtomic(om, ot).ok());
+  ASSERT_TRUE(Env::Default()->WriteFileAtomic(m, text).ok());
+  EditFile(path_ + "/volumes/other.json", "\"lowers\": []",
+           "\"lowers\": [\"" + base_upper + ".data\"]");
   s = Store::Open(Env::Default(), path_);
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_FALSE(s.value()->Acquire("base").ok());
@@ -334,11 +339,7 @@ TEST_F(StoreTest, CheckFindsASharedUpper) {
   const std::string c1_upper = store_->Lookup("c1")->upper;
   store_.reset();
   const std::string m = path_ + "/volumes/c1.json";
-  auto text = Env::Default()->ReadSmallFile(m, 1 << 20);
-  ASSERT_TRUE(text.ok());
-  std::string t = text.value();
-  t.replace(t.find(c1_upper), c1_upper.size(), base_upper);
-  ASSERT_TRUE(Env::Default()->WriteFileAtomic(m, t).ok());
+  const std::string text = EditFile(m, c1_upper, base_upper);
   auto rep = CheckStore(Env::Default(), path_, CheckOptions{});
   ASSERT_TRUE(rep.ok());
   bool found = false;

@@ -146,6 +146,13 @@ class Store {
   Result<std::pair<const Manifest*, const SnapshotRecord*>> Resolve(const std::string& name) const
       REQUIRES(mu_);
   Result<Manifest> ManifestCopy(const std::string& vol) const EXCLUDES(mu_);
+  // A copy of what `name` resolves to: its volume's manifest, and the
+  // snapshot record when `name` is VOL@SNAP.
+  struct Resolved {
+    Manifest manifest;
+    std::optional<SnapshotRecord> snapshot;
+  };
+  Result<Resolved> ResolveCopy(const std::string& name) const EXCLUDES(mu_);
   Status CheckWritable() const;
   Status EnsureNameFree(const std::string& name) const REQUIRES(mu_);
 
