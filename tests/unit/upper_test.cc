@@ -8,7 +8,7 @@
 #include <random>
 #include <set>
 
-#include "ovbd/io/fault_env.h"
+#include "fault_env.h"
 #include "ovbd/layer/layer_open.h"
 #include "ovbd/layer/lsmt_writer.h"
 #include "ovbd/layer/upper.h"

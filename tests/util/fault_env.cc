@@ -1,4 +1,4 @@
-// FaultInjectionEnv: see include/ovbd/io/fault_env.h for the model.
+// FaultInjectionEnv: see fault_env.h for the model.
 //
 // Bookkeeping, all under one mutex:
 //  - FileState per path opened with OpenRW: the current size and the list of
@@ -10,7 +10,7 @@
 //    with a copy of any file the change destroyed (Remove, Rename over).
 // Saved bytes leave out all-zero 4 KiB blocks, and restored all-zero blocks
 // are punched, so sparse layer files stay sparse and cheap to track.
-#include "ovbd/io/fault_env.h"
+#include "fault_env.h"
 
 #include <unistd.h>
 
@@ -225,7 +225,8 @@ struct FaultInjectionEnv::Impl {
   void EnterCrashed();
   void ReleaseLocks();
 
-  // Decides whether an operation may run (mu held). gen: the handle's
+  // Decides whether an operation may run (mu held). `what` may combine
+  // filters: a rule on any of them applies. gen: the handle's
   // generation, or null for calls on the env. *crashing is set when this call
   // is the one CrashAfterOps() crashes.
   Status Admit(FaultFilter what, std::string_view p1, std::string_view p2, const uint64_t* gen,
@@ -261,6 +262,12 @@ struct FaultInjectionEnv::Impl {
                              r.err);
     }
     return Status::OK();
+  }
+
+  // Admit() for a metadata query on a handle, taking the lock itself.
+  Status AdmitMetadata(std::string_view name, uint64_t gen) {
+    std::lock_guard<std::mutex> l(mu);
+    return Admit(FaultFilter::kMetadata, name, {}, &gen, false);
   }
 
   // Bytes of a WriteAt(off, n) that a torn crash keeps: a random strict
@@ -617,6 +624,14 @@ class FaultReadable final : public ReadableFile {
   }
   uint64_t Size() const override { return base_->Size(); }
   const std::string& Name() const override { return base_->Name(); }
+  Status CheckRange(uint64_t off, uint64_t n) const override {
+    OVBD_RETURN_IF_ERROR(impl_->AdmitMetadata(Name(), gen_));
+    return base_->CheckRange(off, n);
+  }
+  Result<DataRun> NextData(uint64_t off) const override {
+    OVBD_RETURN_IF_ERROR(impl_->AdmitMetadata(Name(), gen_));
+    return base_->NextData(off);
+  }
 
  private:
   std::shared_ptr<Impl> impl_;
@@ -643,6 +658,14 @@ class FaultRWFile final : public RWFile {
   }
   uint64_t Size() const override { return base_->Size(); }
   const std::string& Name() const override { return base_->Name(); }
+  Status CheckRange(uint64_t off, uint64_t n) const override {
+    OVBD_RETURN_IF_ERROR(impl_->AdmitMetadata(Name(), gen_));
+    return base_->CheckRange(off, n);
+  }
+  Result<DataRun> NextData(uint64_t off) const override {
+    OVBD_RETURN_IF_ERROR(impl_->AdmitMetadata(Name(), gen_));
+    return base_->NextData(off);
+  }
 
   Status WriteAt(uint64_t off, const char* buf, size_t n) override {
     std::lock_guard<std::mutex> l(impl_->mu);
@@ -706,7 +729,7 @@ void FaultInjectionEnv::Impl::EnterCrashed() {
 }
 
 FaultInjectionEnv::FaultInjectionEnv(Env* base, uint64_t seed)
-    : impl_(std::make_shared<Impl>(base, seed)) {}
+    : EnvWrapper(base), impl_(std::make_shared<Impl>(base, seed)) {}
 
 FaultInjectionEnv::~FaultInjectionEnv() = default;
 
@@ -799,7 +822,8 @@ Status FaultInjectionEnv::RemoveDir(const std::string& path) {
 
 Status FaultInjectionEnv::SyncDir(const std::string& path) {
   std::lock_guard<std::mutex> l(impl_->mu);
-  OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kSyncs, path, {}, nullptr, true));
+  OVBD_RETURN_IF_ERROR(
+      impl_->Admit(FaultFilter::kSyncs | FaultFilter::kDirSync, path, {}, nullptr, true));
   OVBD_RETURN_IF_ERROR(impl_->base->SyncDir(path));
   const std::string key = Norm(path);
   auto& rs = impl_->records;
@@ -834,8 +858,6 @@ Result<FsSpace> FaultInjectionEnv::SpaceOf(const std::string& path) {
   OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kMetadata, path, {}, nullptr, false));
   return impl_->base->SpaceOf(path);
 }
-
-uint64_t FaultInjectionEnv::NowMicros() { return impl_->base->NowMicros(); }
 
 Status FaultInjectionEnv::CrashPoint(std::string_view name) {
   std::function<void()> hook;
