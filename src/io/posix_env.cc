@@ -220,7 +220,7 @@ class PosixEnv : public Env {
     OVBD_RETURN_IF_ERROR(RefuseLink(t, what, to, /*must_exist=*/false));
     if (::renameat(f.dirfd, f.name.c_str(), t.dirfd, t.name.c_str()) != 0) {
       const int e = errno;
-      return f.confined ? Failed(e, what, to, t) : ErrnoStatus(e, what, to);
+      return Failed(e, what, to, t.confined ? t : f);
     }
     return Status::OK();
   }

@@ -363,7 +363,7 @@ TEST_F(UpperTest, SparseJournalTailCostsNothingAndLosesNoRecord) {
     ASSERT_TRUE(f.ok());
     auto run = f.value()->NextData(jsize);
     ASSERT_TRUE(run.ok());
-    if (run->begin != run->end) {
+    if (run->end >= (1ull << 30)) {
       GTEST_SKIP() << "the filesystem holding " << jnl << " does not report holes (SEEK_HOLE)";
     }
   }
