@@ -38,7 +38,41 @@ Status ReadableFile::ReadExact(uint64_t off, size_t n, char* buf) const {
   return Status::OK();
 }
 
+Status PastEndError(const ReadableFile& f, uint64_t off, uint64_t n, uint64_t now) {
+  return Status::IOError(f.Name() + ": bytes [" + std::to_string(off) + ", " +
+                             std::to_string(off + n) + ") lie past the end of the file (now " +
+                             std::to_string(now) + " bytes; truncated while in use?)",
+                         EIO);
+}
+
+Status ReadableFile::ReadMapped(uint64_t off, size_t n, char* buf) const {
+  size_t got = 0;
+  OVBD_RETURN_IF_ERROR(ReadAt(off, n, buf, &got));
+  if (got != n) return PastEndError(*this, off + got, n - got, off + got);
+  return Status::OK();
+}
+
+Status ReadableFile::CheckRange(uint64_t off, uint64_t n) const {
+  const uint64_t size = Size();
+  if (off > size || n > size - off) return PastEndError(*this, off, n, size);
+  return Status::OK();
+}
+
+Result<ReadableFile::DataRun> ReadableFile::NextData(uint64_t off) const {
+  const uint64_t size = Size();
+  if (off >= size) return DataRun{size, size};
+  return DataRun{off, size};
+}
+
 Status Env::CrashPoint(std::string_view) { return Status::OK(); }
+
+namespace {
+class NoConfinement final : public Confinement {};
+}  // namespace
+
+Result<std::unique_ptr<Confinement>> Env::Confine(const std::string&) {
+  return std::unique_ptr<Confinement>(std::make_unique<NoConfinement>());
+}
 
 std::string JoinPath(std::string_view a, std::string_view b) {
   std::string out(a);
@@ -68,9 +102,15 @@ Status Env::WriteFileAtomic(const std::string& path, std::string_view data, bool
   if (renamed) *renamed = false;
   const std::string tmp = path + ".tmp";
   if (Exists(tmp)) OVBD_RETURN_IF_ERROR(Remove(tmp));
-  OVBD_RETURN_IF_ERROR(WriteFileSynced(tmp, data));
-  OVBD_RETURN_IF_ERROR(CrashPoint("atomic_write.before_rename"));
-  OVBD_RETURN_IF_ERROR(Rename(tmp, path));
+  Status s = WriteFileSynced(tmp, data);
+  if (s.ok()) s = CrashPoint("atomic_write.before_rename");
+  if (s.ok()) s = Rename(tmp, path);
+  if (!s.ok()) {
+    // Leave no half-written temp file behind (ENOSPC, EIO). If it was never
+    // created (EEXIST cannot happen: it was removed above) this fails harmlessly.
+    (void)Remove(tmp);
+    return s;
+  }
   if (renamed) *renamed = true;
   return SyncDir(DirName(path));
 }
@@ -86,16 +126,17 @@ Result<std::string> Env::ReadSmallFile(const std::string& path, size_t max_size)
   return out;
 }
 
-Status Env::CopyFile(const std::string& from, const std::string& to) {
-  OVBD_ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> src, OpenReadable(from));
-  OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> dst, OpenRW(to, /*create=*/true));
+namespace {
+// Copies src's bytes into the empty dst (holes preserved where src has all-zero
+// 4 KiB blocks) and syncs it.
+Status CopyBytes(const ReadableFile& src, RWFile* dst) {
   constexpr size_t kChunk = 1 << 20;
   constexpr size_t kBlock = 4096;
   std::unique_ptr<char[]> buf(new char[kChunk]);
-  const uint64_t size = src->Size();
+  const uint64_t size = src.Size();
   for (uint64_t off = 0; off < size; off += kChunk) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, size - off));
-    OVBD_RETURN_IF_ERROR(src->ReadExact(off, n, buf.get()));
+    OVBD_RETURN_IF_ERROR(src.ReadExact(off, n, buf.get()));
     // Leave all-zero blocks as holes: layer files are mostly sparse.
     for (size_t b = 0; b < n; b += kBlock) {
       size_t len = std::min(kBlock, n - b);
@@ -105,7 +146,19 @@ Status Env::CopyFile(const std::string& from, const std::string& to) {
     }
   }
   OVBD_RETURN_IF_ERROR(dst->Truncate(size));
-  OVBD_RETURN_IF_ERROR(dst->Sync());
+  return dst->Sync();
+}
+}  // namespace
+
+Status Env::CopyFile(const std::string& from, const std::string& to) {
+  OVBD_ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> src, OpenReadable(from));
+  OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> dst, OpenRW(to, /*create=*/true));
+  Status s = CopyBytes(*src, dst.get());
+  dst.reset();
+  if (!s.ok()) {
+    (void)Remove(to);  // created above: a partial copy is of no use to anyone
+    return s;
+  }
   return SyncDir(DirName(to));
 }
 

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace ovbd {
@@ -72,6 +73,32 @@ Status PosixFile::Truncate(uint64_t size) {
   if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return Errno("truncate", name_);
   size_.store(size, std::memory_order_relaxed);
   return Status::OK();
+}
+
+Status PosixFile::CheckRange(uint64_t off, uint64_t n) const {
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return Errno("fstat", name_);
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (off > size || n > size - off) return PastEndError(*this, off, n, size);
+  return Status::OK();
+}
+
+Result<ReadableFile::DataRun> PosixFile::NextData(uint64_t off) const {
+  const uint64_t size = Size();
+  if (off >= size) return DataRun{size, size};
+  // lseek moves the shared file offset, which nothing here uses (all I/O is
+  // positional), so concurrent callers do not disturb each other.
+  const off_t d = ::lseek(fd_, static_cast<off_t>(off), SEEK_DATA);
+  if (d < 0) {
+    if (errno == ENXIO) return DataRun{size, size};  // only a hole follows
+    if (errno == EINVAL || errno == EOPNOTSUPP) return DataRun{off, size};
+    return Errno("seek data in", name_);
+  }
+  const uint64_t begin = std::min(static_cast<uint64_t>(d), size);
+  if (begin >= size) return DataRun{size, size};
+  const off_t h = ::lseek(fd_, d, SEEK_HOLE);
+  if (h < 0) return DataRun{begin, size};
+  return DataRun{begin, std::clamp(static_cast<uint64_t>(h), begin + 1, size)};
 }
 
 Result<uint64_t> PosixFile::AllocatedBytes() const {

@@ -161,13 +161,13 @@ std::shared_ptr<Layer> Layer::FromWritten(std::shared_ptr<const ReadableFile> fi
 }
 
 void Layer::MarkFailed(const std::string& why) {
-  std::lock_guard lk(failed_mu_);
+  MutexLock lk(&failed_mu_);
   failed_why_ = why;
   failed_.store(true, std::memory_order_release);
 }
 
 Status Layer::FailedStatus() const {
-  std::lock_guard lk(failed_mu_);
+  MutexLock lk(&failed_mu_);
   return Status::Corruption(file_->Name() + ": layer unusable: " + failed_why_);
 }
 

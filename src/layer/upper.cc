@@ -17,7 +17,6 @@ namespace {
 // Rewrite the journal once it holds compact_min_records_ records and at
 // least four times as many as the map needs: bounds replay time and disk use.
 constexpr uint64_t kCompactRatio = 4;
-constexpr size_t kReplayChunkRecords = 4096;
 
 lsmt::Header DataHeader(const std::string& uuid, const std::string& parent, uint64_t vsize) {
   lsmt::Header h;
@@ -43,28 +42,45 @@ Result<std::unique_ptr<Upper>> Upper::Create(Env* env, const std::string& base,
   u->uuid_ = uuid;
   u->parent_uuid_ = parent_uuid;
   u->vsize_ = virtual_size;
+  // Files this call created, removed again if a later step fails (ENOSPC,
+  // EIO): a half-made upper is referenced by nothing and must not linger as
+  // empty files. A file that was already there is never touched.
+  std::vector<std::string> created;
+  auto undo = [&](Status s) {
+    u.reset();  // close them first
+    for (auto it = created.rbegin(); it != created.rend(); ++it) (void)env->Remove(*it);
+    return s;
+  };
   {
-    OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> d, env->OpenRW(DataPath(base), true));
+    auto d = env->OpenRW(DataPath(base), true);
+    if (!d.ok()) return undo(d.status());
+    created.push_back(DataPath(base));
     char block[lsmt::kHeaderSize];
     lsmt::EncodeHeader(DataHeader(uuid, parent_uuid, virtual_size), block);
-    OVBD_RETURN_IF_ERROR(d->WriteAt(0, block, sizeof block));
-    OVBD_RETURN_IF_ERROR(CheckSizeFits(d.get(), virtual_size));
-    OVBD_RETURN_IF_ERROR(d->Sync());
-    u->data_ = std::move(d);
+    Status s = d.value()->WriteAt(0, block, sizeof block);
+    if (s.ok()) s = CheckSizeFits(d.value().get(), virtual_size);
+    if (s.ok()) s = d.value()->Sync();
+    if (!s.ok()) return undo(s);
+    u->data_ = std::move(d).value();
   }
   {
-    OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> j, env->OpenRW(JournalPath(base), true));
+    auto j = env->OpenRW(JournalPath(base), true);
+    if (!j.ok()) return undo(j.status());
+    created.push_back(JournalPath(base));
     char block[uj::kHeaderSize];
     uj::Header h;
     h.first_seq = 1;
     h.uuid = uuid;
     uj::EncodeHeader(h, block);
-    OVBD_RETURN_IF_ERROR(j->WriteAt(0, block, sizeof block));
-    OVBD_RETURN_IF_ERROR(j->Sync());
-    u->jnl_ = std::move(j);
+    Status s = j.value()->WriteAt(0, block, sizeof block);
+    if (s.ok()) s = j.value()->Sync();
+    if (!s.ok()) return undo(s);
+    MutexLock l(&u->commit_mu_);
+    u->jnl_ = std::move(j).value();
+    u->jnl_end_ = uj::kHeaderSize;
   }
-  OVBD_RETURN_IF_ERROR(env->SyncDir(DirName(base)));
-  u->jnl_end_ = uj::kHeaderSize;
+  Status s = env->SyncDir(DirName(base));
+  if (!s.ok()) return undo(s);
   return u;
 }
 
@@ -99,6 +115,7 @@ Result<std::unique_ptr<Upper>> Upper::Open(Env* env, const std::string& base,
     OVBD_RETURN_IF_ERROR(d->Sync());
   }
   u->data_ = std::move(d);
+  MutexLock l(&u->commit_mu_);
   OVBD_ASSIGN_OR_RETURN(u->jnl_, env->OpenRW(JournalPath(base), false));
   OVBD_RETURN_IF_ERROR(u->Replay(read_only));
   return u;
@@ -106,68 +123,42 @@ Result<std::unique_ptr<Upper>> Upper::Open(Env* env, const std::string& base,
 
 Status Upper::Replay(bool read_only) {
   const std::string& what = jnl_->Name();
-  char hb[uj::kHeaderSize];
-  OVBD_RETURN_IF_ERROR(jnl_->ReadExact(0, sizeof hb, hb));
-  uj::Header h;
-  OVBD_RETURN_IF_ERROR(uj::DecodeHeader(hb, what, &h));
-  if (h.uuid != uuid_) {
-    return Status::Corruption(what + ": journal belongs to upper " + h.uuid + ", data file is " +
-                              uuid_);
-  }
-  const uint64_t vsec = vsize_ / kSectorSize;
-  const uint64_t size = jnl_->Size();
-  const uint64_t total = size < uj::kHeaderSize ? 0 : (size - uj::kHeaderSize) / uj::kRecordSize;
-  std::vector<char> buf(kReplayChunkRecords * uj::kRecordSize);
-  uint64_t expect = h.first_seq;
-  uint64_t good = 0;
-  bool torn = false;
-  for (uint64_t i = 0; i < total && !torn;) {
-    const uint64_t n = std::min<uint64_t>(kReplayChunkRecords, total - i);
-    OVBD_RETURN_IF_ERROR(
-        jnl_->ReadExact(uj::kHeaderSize + i * uj::kRecordSize, n * uj::kRecordSize, buf.data()));
-    for (uint64_t k = 0; k < n; ++k) {
-      uj::Record r;
-      if (!uj::DecodeRecord(buf.data() + k * uj::kRecordSize, &r) || r.seq != expect) {
-        torn = true;
-        break;
-      }
-      if (r.length == 0 || r.offset > vsec || r.length > vsec - r.offset) {
-        return Status::Corruption(what + ": record " + std::to_string(r.seq) + " (sectors " +
-                                  std::to_string(r.offset) + "+" + std::to_string(r.length) +
-                                  ") lies beyond the volume size");
-      }
-      if (r.type == uj::kForget) {
-        map_.Erase(r.offset, r.length);
-      } else {
-        map_.Set(r.offset, r.length, r.offset + kHeaderSectors, r.type == uj::kZero);
-      }
-      ++expect;
-      ++good;
+  uj::ScanOptions opts;
+  opts.volume_sectors = vsize_ / kSectorSize;
+  ExtentMap map;
+  OVBD_ASSIGN_OR_RETURN(uj::Scan scan, uj::ReadJournal(*jnl_, opts, [&](const uj::Record& r) {
+    if (r.type == uj::kForget) {
+      map.Erase(r.offset, r.length);
+    } else {
+      map.Set(r.offset, r.length, r.offset + kHeaderSectors, r.type == uj::kZero);
     }
-    i += n;
+  }));
+  if (scan.header.uuid != uuid_) {
+    return Status::Corruption(what + ": journal belongs to upper " + scan.header.uuid +
+                              ", data file is " + uuid_);
   }
-  if (torn) {
-    // A crash tears at most the last batch of records. If valid records with
-    // later sequence numbers follow the bad one, the journal was damaged in
-    // the middle: refuse to silently drop acknowledged writes.
-    uint64_t later = 0;
-    for (uint64_t i = good + 1; i < total; ++i) {
-      char rb[uj::kRecordSize];
-      OVBD_RETURN_IF_ERROR(jnl_->ReadExact(uj::kHeaderSize + i * uj::kRecordSize, sizeof rb, rb));
-      uj::Record r;
-      if (uj::DecodeRecord(rb, &r) && r.seq > expect) ++later;
-    }
-    if (later > 0) {
-      return Status::Corruption(what + ": record " + std::to_string(good) + " is damaged and " +
-                                std::to_string(later) +
-                                " valid records follow it; run `ovbd check --repair`");
-    }
+  if (scan.stop == uj::Stop::kOutOfRange) {
+    return Status::Corruption(what + ": record " + std::to_string(scan.bad.seq) + " (sectors " +
+                              std::to_string(scan.bad.offset) + "+" +
+                              std::to_string(scan.bad.length) + ") lies beyond the volume size");
   }
-  jnl_records_ = good;
-  next_seq_ = expect;
-  jnl_end_ = uj::kHeaderSize + good * uj::kRecordSize;
-  torn_tail_bytes_ = jnl_->Size() > jnl_end_ ? jnl_->Size() - jnl_end_ : 0;
-  if (!read_only && jnl_->Size() != jnl_end_) {
+  // A crash tears at most the last batch of records. If valid records with
+  // later sequence numbers follow the bad one, the journal was damaged in
+  // the middle: refuse to silently drop acknowledged writes.
+  if (scan.later > 0) {
+    return Status::Corruption(what + ": record " + std::to_string(scan.records) +
+                              " is damaged and " + std::to_string(scan.later) +
+                              " valid records follow it; run `ovbd check --repair`");
+  }
+  {
+    WriterLock lk(&mu_);
+    map_ = std::move(map);
+  }
+  jnl_records_ = scan.records;
+  next_seq_ = scan.next_seq;
+  jnl_end_ = scan.valid_end;
+  torn_tail_bytes_ = scan.file_size - scan.valid_end;
+  if (!read_only && scan.file_size != jnl_end_) {
     // Cut the torn tail so new records follow the last valid one directly.
     OVBD_RETURN_IF_ERROR(jnl_->Truncate(jnl_end_));
     OVBD_RETURN_IF_ERROR(jnl_->Sync());
@@ -175,24 +166,19 @@ Status Upper::Replay(bool read_only) {
   return Status::OK();
 }
 
-Result<uint64_t> Upper::CutJournalAtDamage(Env* env, const std::string& base) {
+Result<uint64_t> Upper::CutJournalAtDamage(Env* env, const std::string& base,
+                                           uint64_t virtual_size) {
   OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> j, env->OpenRW(JournalPath(base), false));
-  char hb[uj::kHeaderSize];
-  OVBD_RETURN_IF_ERROR(j->ReadExact(0, sizeof hb, hb));
-  uj::Header h;
-  OVBD_RETURN_IF_ERROR(uj::DecodeHeader(hb, j->Name(), &h));
-  const uint64_t total = (j->Size() - std::min<uint64_t>(j->Size(), uj::kHeaderSize)) /
-                         uj::kRecordSize;
-  uint64_t good = 0;
-  for (; good < total; ++good) {
-    char rb[uj::kRecordSize];
-    OVBD_RETURN_IF_ERROR(j->ReadExact(uj::kHeaderSize + good * uj::kRecordSize, sizeof rb, rb));
-    uj::Record r;
-    if (!uj::DecodeRecord(rb, &r) || r.seq != h.first_seq + good) break;
-  }
-  OVBD_RETURN_IF_ERROR(j->Truncate(uj::kHeaderSize + good * uj::kRecordSize));
+  uj::ScanOptions opts;
+  if (virtual_size > 0) opts.volume_sectors = virtual_size / kSectorSize;
+  OVBD_ASSIGN_OR_RETURN(uj::Scan scan, uj::ReadJournal(*j, opts, nullptr));
+  if (scan.stop == uj::Stop::kEnd) return uint64_t{0};
+  OVBD_RETURN_IF_ERROR(j->Truncate(scan.valid_end));
   OVBD_RETURN_IF_ERROR(j->Sync());
-  return total - good;
+  // The bad record itself (unless the file ended in a partial one) and the
+  // well-formed ones after it.
+  const bool whole_bad = scan.file_size - scan.valid_end >= uj::kRecordSize;
+  return scan.later + (whole_bad ? 1 : 0);
 }
 
 Status Upper::CheckWritable(uint64_t off, uint64_t len) const {
@@ -210,7 +196,7 @@ Status Upper::CheckWritable(uint64_t off, uint64_t len) const {
 }
 
 void Upper::Apply(uint64_t off_sec, uint64_t len_sec, uint8_t type) {
-  std::unique_lock lk(mu_);
+  WriterLock lk(&mu_);
   if (type == uj::kForget) {
     map_.Erase(off_sec, len_sec);
   } else {
@@ -255,8 +241,17 @@ Status Upper::Forget(uint64_t off, uint64_t len) {
 }
 
 bool Upper::dirty() const {
-  std::shared_lock lk(mu_);
+  ReaderLock lk(&mu_);
   return !pending_.empty();
+}
+
+uint64_t Upper::DataBytesNeeded() const {
+  ReaderLock lk(&mu_);
+  uint64_t end = 0;  // sectors
+  for (const auto& [off, e] : map_.Extents()) {
+    if (!e.zeroed) end = off + e.length;
+  }
+  return DataOffset(end * kSectorSize);
 }
 
 Status Upper::AppendRecords(const std::vector<PendingOp>& ops) {
@@ -306,10 +301,17 @@ Status Upper::Compact(const std::vector<Segment>& segs) {
     r.length = segs[i].length;
     uj::EncodeRecord(r, buf.data() + uj::kHeaderSize + i * uj::kRecordSize);
   }
-  OVBD_RETURN_IF_ERROR(nj->WriteAt(0, buf.data(), buf.size()));
-  OVBD_RETURN_IF_ERROR(nj->Sync());
-  OVBD_RETURN_IF_ERROR(env_->CrashPoint("upper.compact.before_rename"));
-  OVBD_RETURN_IF_ERROR(env_->Rename(tmp, path));
+  Status s = nj->WriteAt(0, buf.data(), buf.size());
+  if (s.ok()) s = nj->Sync();
+  if (s.ok()) s = env_->CrashPoint("upper.compact.before_rename");
+  if (s.ok()) s = env_->Rename(tmp, path);
+  if (!s.ok()) {
+    // The old journal is intact and still in use; the new one is not needed
+    // (the next commit compacts again). Do not leave it behind.
+    nj.reset();
+    (void)env_->Remove(tmp);
+    return s;
+  }
   OVBD_RETURN_IF_ERROR(env_->SyncDir(DirName(path)));
   jnl_ = std::move(nj);
   jnl_end_ = buf.size();
@@ -322,17 +324,17 @@ Status Upper::Compact(const std::vector<Segment>& segs) {
 Status Upper::Commit() {
   uint64_t target;
   {
-    std::shared_lock lk(mu_);
+    ReaderLock lk(&mu_);
     target = applied_;
   }
-  std::lock_guard cl(commit_mu_);
+  MutexLock cl(&commit_mu_);
   if (committed_ >= target) return Status::OK();  // someone else's commit covered us
   std::vector<PendingOp> ops;
   std::vector<Segment> snapshot;
   uint64_t upto;
   bool compact = false;
   {
-    std::unique_lock lk(mu_);
+    WriterLock lk(&mu_);
     ops.swap(pending_);
     upto = applied_;
     const uint64_t after = jnl_records_ + ops.size();
@@ -343,7 +345,7 @@ Status Upper::Commit() {
   }
   auto restore = [&] {
     // Failed commit: keep the operations pending so a later commit retries.
-    std::unique_lock lk(mu_);
+    WriterLock lk(&mu_);
     ops.insert(ops.end(), pending_.begin(), pending_.end());
     pending_.swap(ops);
   };
@@ -362,7 +364,7 @@ Status Upper::Commit() {
 Upper::Sealed Upper::Freeze(const std::string& message) {
   Sealed out;
   {
-    std::unique_lock lk(mu_);
+    WriterLock lk(&mu_);
     sealed_ = true;
     out.segments = map_.ToSegments(lsmt::kMaxEntryLength);
   }
@@ -407,7 +409,7 @@ Result<Upper::Sealed> Upper::Seal(const std::string& message) {
 }
 
 Status Upper::Unseal() {
-  std::unique_lock lk(mu_);
+  WriterLock lk(&mu_);
   const uint64_t end = DataOffset(vsize_.load());
   if (data_->Size() > end) OVBD_RETURN_IF_ERROR(data_->Truncate(end));
   char block[lsmt::kHeaderSize];
@@ -443,13 +445,13 @@ Status Upper::Resize(uint64_t new_size) {
 UpperStats Upper::Stats() const {
   UpperStats st;
   {
-    std::shared_lock lk(mu_);
+    ReaderLock lk(&mu_);
     st.mapped_sectors = map_.MappedSectors();
     st.extents = map_.size();
   }
   auto alloc = data_->AllocatedBytes();
   st.allocated_bytes = alloc.ok() ? alloc.value() : 0;
-  std::lock_guard cl(commit_mu_);
+  MutexLock cl(&commit_mu_);
   st.journal_bytes = jnl_end_;
   st.journal_records = jnl_records_;
   st.commits = commits_;
@@ -458,7 +460,7 @@ UpperStats Upper::Stats() const {
 }
 
 std::vector<Segment> Upper::Segments() const {
-  std::shared_lock lk(mu_);
+  ReaderLock lk(&mu_);
   return map_.ToSegments(lsmt::kMaxEntryLength);
 }
 

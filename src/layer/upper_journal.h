@@ -3,8 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
+#include "ovbd/io/env.h"
 #include "ovbd/io/status.h"
 
 namespace ovbd::upper_journal {
@@ -37,5 +39,48 @@ Status DecodeHeader(const char* in, const std::string& what, Header* out);
 void EncodeRecord(const Record& r, char* out /* kRecordSize bytes */);
 // False when the checksum fails or the type is unknown.
 bool DecodeRecord(const char* in, Record* out);
+
+// The journal reader: records in, validated mapping records out. It is the
+// one reader behind replay (Upper::Open, and so `ovbd check`), repair
+// (Upper::CutJournalAtDamage) and the fuzzer; what to do with a journal that
+// stops early is the caller's policy.
+//
+// A record is valid when its checksum and type are right, its sequence
+// number is the next one, and its range is non-empty and inside the volume.
+// The scan stops at the first record that is not, or where the data run the
+// records are in ends (SEEK_HOLE: a hole holds no record). It reads only up
+// to there, however large the file claims to be; when asked to look
+// past the stop for valid records (damage in the middle rather than a torn
+// tail), it reads only the file's data, skipping holes (NextData), so a
+// journal extended sparsely costs nothing more to open.
+enum class Stop : uint8_t {
+  kEnd,         // every byte after the header is a valid record
+  kTorn,        // a bad checksum, type or sequence number, or a partial record
+  kOutOfRange,  // a well-formed record whose range is empty or past the volume
+};
+
+struct ScanOptions {
+  uint64_t volume_sectors = UINT64_MAX;  // records must lie inside [0, volume_sectors)
+  bool look_past_stop = true;            // count valid records after the stop
+};
+
+struct Scan {
+  Header header;
+  uint64_t records = 0;    // valid records, in order from header.first_seq
+  uint64_t valid_end = 0;  // byte offset just past the last valid record
+  uint64_t next_seq = 0;   // the sequence number the next record must carry
+  uint64_t file_size = 0;
+  Stop stop = Stop::kEnd;
+  Record bad;              // the record that stopped the scan (kOutOfRange)
+  // Records after the stop with a good checksum and a sequence number past
+  // next_seq (only with look_past_stop): if any, the journal was damaged in
+  // the middle, not torn at its end by a crash.
+  uint64_t later = 0;
+};
+
+// Reads the journal in `f`, calling on_record for each valid record in order.
+// Fails only when the header is bad or the file cannot be read.
+Result<Scan> ReadJournal(const ReadableFile& f, const ScanOptions& opts,
+                         const std::function<void(const Record&)>& on_record);
 
 }  // namespace ovbd::upper_journal

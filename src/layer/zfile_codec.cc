@@ -152,7 +152,7 @@ DecompressorPool::~DecompressorPool() {
 
 ZSTD_DCtx* DecompressorPool::Acquire() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (!free_.empty()) {
       ZSTD_DCtx* d = free_.back();
       free_.pop_back();
@@ -165,7 +165,7 @@ ZSTD_DCtx* DecompressorPool::Acquire() {
 void DecompressorPool::Release(ZSTD_DCtx* d) {
   constexpr size_t kMaxIdle = 16;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (free_.size() < kMaxIdle) {
       free_.push_back(d);
       return;

@@ -6,10 +6,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "ovbd/io/mutex.h"
 #include "ovbd/io/status.h"
 #include "ovbd/layer/zfile.h"
 
@@ -145,8 +145,8 @@ class DecompressorPool {
   ZSTD_DCtx_s* Acquire();
   void Release(ZSTD_DCtx_s* ctx);
 
-  std::mutex mu_;
-  std::vector<ZSTD_DCtx_s*> free_;
+  Mutex mu_;
+  std::vector<ZSTD_DCtx_s*> free_ GUARDED_BY(mu_);
 };
 
 }  // namespace ovbd::zfile::internal

@@ -17,12 +17,12 @@
 #include <cstdio>
 #include <cstring>
 #include <list>
-#include <mutex>
 #include <unordered_map>
 #include <vector>
 
 #include "ovbd/io/coding.h"
 #include "ovbd/io/crc32c.h"
+#include "ovbd/io/mutex.h"
 #include "ovbd/layer/zfile.h"
 #include "zfile_codec.h"
 
@@ -59,7 +59,7 @@ class BlockCache {
 
   Data Get(uint64_t block) {
     Shard& s = ShardFor(block);
-    std::lock_guard<std::mutex> l(s.mu);
+    MutexLock l(&s.mu);
     auto it = s.map.find(block);
     if (it == s.map.end()) return nullptr;
     s.lru.splice(s.lru.begin(), s.lru, it->second);
@@ -68,13 +68,13 @@ class BlockCache {
 
   bool Contains(uint64_t block) {
     Shard& s = ShardFor(block);
-    std::lock_guard<std::mutex> l(s.mu);
+    MutexLock l(&s.mu);
     return s.map.count(block) != 0;
   }
 
   void Put(uint64_t block, Data data) {
     Shard& s = ShardFor(block);
-    std::lock_guard<std::mutex> l(s.mu);
+    MutexLock l(&s.mu);
     auto it = s.map.find(block);
     if (it != s.map.end()) {
       it->second->second = std::move(data);
@@ -92,10 +92,11 @@ class BlockCache {
  private:
   struct Shard {
     explicit Shard(size_t cap) : capacity(cap) {}
-    std::mutex mu;
-    size_t capacity;
-    std::list<std::pair<uint64_t, Data>> lru;  // front: most recent
-    std::unordered_map<uint64_t, std::list<std::pair<uint64_t, Data>>::iterator> map;
+    Mutex mu;
+    const size_t capacity;
+    std::list<std::pair<uint64_t, Data>> lru GUARDED_BY(mu);  // front: most recent
+    std::unordered_map<uint64_t, std::list<std::pair<uint64_t, Data>>::iterator> map
+        GUARDED_BY(mu);
   };
   Shard& ShardFor(uint64_t block) { return *shards_[block % shards_.size()]; }
 
@@ -124,7 +125,7 @@ class BufferPool {
   Lease Acquire(size_t n) {
     std::unique_ptr<std::vector<char>> b;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       if (!free_.empty()) {
         b = std::move(free_.back());
         free_.pop_back();
@@ -140,12 +141,12 @@ class BufferPool {
     constexpr size_t kMaxIdle = 8;
     constexpr size_t kMaxKeptBytes = 2 * kCheckRunBytes;
     if (b->size() > kMaxKeptBytes) return;
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (free_.size() < kMaxIdle) free_.push_back(std::move(b));
   }
 
-  std::mutex mu_;
-  std::vector<std::unique_ptr<std::vector<char>>> free_;
+  Mutex mu_;
+  std::vector<std::unique_ptr<std::vector<char>>> free_ GUARDED_BY(mu_);
 };
 
 class ZFileReader final : public Reader {
@@ -343,7 +344,9 @@ Status ZFileReader::Init() {
 Status ZFileReader::ReadRun(uint64_t first, uint64_t end, char* dst) const {
   const uint64_t off = offsets_[first];
   const uint64_t len = offsets_[end] - off;
-  Status s = base_->ReadExact(off, len, dst);
+  // The jump table was checked against the file's size at open: a short read
+  // means the file was truncated since, which is EIO naming the blocks.
+  Status s = base_->ReadMapped(off, len, dst);
   if (!s.ok())
     return s.Annotate(name_ + ": reading blocks " + std::to_string(first) + ".." +
                       std::to_string(end - 1));

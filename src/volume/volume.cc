@@ -98,6 +98,50 @@ Status Volume::PlanAligned(const Stack& st, uint64_t off, uint64_t len,
   return failed;
 }
 
+namespace {
+// A piece of a plan may be spliced straight from its file's descriptor, and a
+// splice cannot tell a short read from the end of the volume: a layer or
+// upper data file truncated behind our back would silently read short. So
+// before a plan is handed out, every file in it is checked against its
+// current size (one fstat per file; for files without a descriptor a
+// comparison with their size): a piece past the end is EIO, naming the file
+// and the range.
+Status CheckPiecesInFiles(const std::vector<ReadPiece>& pieces) {
+  // A plan holds few pieces and fewer files: check each file once, at the
+  // end of its farthest piece.
+  constexpr size_t kMaxFiles = 8;
+  const ReadPiece* farthest[kMaxFiles];
+  size_t nfiles = 0;
+  for (const ReadPiece& p : pieces) {
+    if (!p.file) continue;
+    size_t i = 0;
+    while (i < nfiles && farthest[i]->file != p.file) ++i;
+    if (i == nfiles) {
+      if (nfiles == kMaxFiles) {  // unusual: check this piece on its own
+        OVBD_RETURN_IF_ERROR(p.file->CheckRange(p.file_offset, p.length));
+        continue;
+      }
+      farthest[nfiles++] = &p;
+    } else if (p.file_offset + p.length > farthest[i]->file_offset + farthest[i]->length) {
+      farthest[i] = &p;
+    }
+  }
+  for (size_t i = 0; i < nfiles; ++i) {
+    const ReadPiece& p = *farthest[i];
+    Status s = p.file->CheckRange(p.file_offset, p.length);
+    if (s.ok()) continue;
+    // Name the first piece of that file that does not fit (error path only).
+    for (const ReadPiece& q : pieces) {
+      if (q.file != p.file) continue;
+      Status first = q.file->CheckRange(q.file_offset, q.length);
+      if (!first.ok()) return first;
+    }
+    return s;
+  }
+  return Status::OK();
+}
+}  // namespace
+
 Result<ReadPlan> Volume::PlanRead(uint64_t off, uint64_t len) const {
   ReadPlan plan;
   plan.stack = stack();
@@ -128,6 +172,7 @@ Result<ReadPlan> Volume::PlanRead(uint64_t off, uint64_t len) const {
     tail -= cut;
     if (p.length == 0) plan.pieces.pop_back();
   }
+  OVBD_RETURN_IF_ERROR(CheckPiecesInFiles(plan.pieces));
   return plan;
 }
 
@@ -138,11 +183,9 @@ Status ReadPieces(const std::vector<ReadPiece>& pieces, char* buf) {
     if (!piece.file) {
       std::memset(buf, 0, piece.length);
     } else {
-      size_t got = 0;
-      OVBD_RETURN_IF_ERROR(piece.file->ReadAt(piece.file_offset, piece.length, buf, &got));
-      // A sparse upper data file may end before a mapped range was ever
-      // flushed to it; past its end it reads zeros by definition.
-      if (got < piece.length) std::memset(buf + got, 0, piece.length - got);
+      // Every mapped byte was written to its file (an upper's data before its
+      // map entry), so a short read means the file shrank under us: EIO.
+      OVBD_RETURN_IF_ERROR(piece.file->ReadMapped(piece.file_offset, piece.length, buf));
     }
     buf += piece.length;
   }

@@ -8,6 +8,12 @@
 // checksums guard them; in mode "fields" each 32 bytes are record fields
 // (type, seq delta, offset, length) that get a valid checksum, so the replay
 // logic itself (sequence gaps, ranges, forget/zero/data) is explored.
+//
+// The journal reader is checked on its own (on the bytes in memory: every
+// record it returns is valid, in order and in range, and where it stopped is
+// consistent), and against Upper::Open, which must accept exactly the
+// journals the reader's output does not condemn and rebuild exactly the map
+// those records describe.
 #include <unistd.h>
 
 #include <cstddef>
@@ -18,8 +24,12 @@
 #include <memory>
 #include <string>
 
+#include <vector>
+
+#include "mem_file.h"
 #include "ovbd/io/coding.h"
 #include "ovbd/io/env.h"
+#include "ovbd/layer/extent_map.h"
 #include "ovbd/layer/upper.h"
 #include "upper_journal.h"
 
@@ -84,6 +94,33 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } else {
     jnl.append(reinterpret_cast<const char*>(data), std::min(size, kMaxRecords * uj::kRecordSize));
   }
+  // The reader alone.
+  const ovbd::test::MemFile mem(jnl, "fuzz.jnl");
+  uj::ScanOptions opts;
+  opts.volume_sectors = kVsize / 512;
+  std::vector<uj::Record> records;
+  auto scan = uj::ReadJournal(mem, opts, [&](const uj::Record& r) { records.push_back(r); });
+  if (!scan.ok()) std::abort();  // the header is valid: nothing else may fail
+  const uj::Scan& sc = scan.value();
+  if (sc.records != records.size()) std::abort();
+  if (sc.valid_end != uj::kHeaderSize + records.size() * uj::kRecordSize) std::abort();
+  if (sc.next_seq != h.first_seq + records.size()) std::abort();
+  if ((sc.stop == uj::Stop::kEnd) != (sc.valid_end == jnl.size())) std::abort();
+  if (sc.stop == uj::Stop::kEnd && sc.later != 0) std::abort();
+  ovbd::ExtentMap want;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const uj::Record& r = records[i];
+    if (r.seq != h.first_seq + i) std::abort();
+    if (r.type < uj::kData || r.type > uj::kForget) std::abort();
+    if (r.length == 0 || r.offset + r.length > kVsize / 512) std::abort();
+    if (r.type == uj::kForget) {
+      want.Erase(r.offset, r.length);
+    } else {
+      want.Set(r.offset, r.length, r.offset + 4096 / 512, r.type == uj::kZero);
+    }
+  }
+  const bool condemned = sc.stop == uj::Stop::kOutOfRange || sc.later > 0;
+
   ovbd::Env* env = ovbd::Env::Default();
   {
     auto f = env->OpenRW(ovbd::Upper::JournalPath(fx.base), false);
@@ -94,7 +131,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   // Read-only: no syncs, no repair, the same replay.
   auto u = ovbd::Upper::Open(env, fx.base, kVsize, /*read_only=*/true);
+  if (u.ok() == condemned) std::abort();  // replay's policy, applied to the reader's verdict
   if (!u.ok()) return 0;
+  const auto got = u.value()->Segments();
+  const auto expect = want.ToSegments(ovbd::lsmt::kMaxEntryLength);
+  if (got.size() != expect.size()) std::abort();
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (got[i].offset != expect[i].offset || got[i].length != expect[i].length ||
+        got[i].zeroed != expect[i].zeroed || (!got[i].zeroed && got[i].moffset != expect[i].moffset)) {
+      std::abort();
+    }
+  }
   uint64_t prev_end = 0;
   for (const auto& s : u.value()->Segments()) {
     if (s.length == 0 || s.offset < prev_end) std::abort();           // sorted, disjoint

@@ -1,10 +1,11 @@
 // FaultInjectionEnv over the real filesystem (a temp dir), checked through
 // Env::Default() so the assertions see what is really on disk.
-#include "ovbd/io/fault_env.h"
+#include "fault_env.h"
 
 #include <gtest/gtest.h>
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -586,6 +587,36 @@ TEST_F(FaultEnvTest, DisarmAndRevive) {
   EXPECT_TRUE(ExistsOnDisk(P("d")));  // a process crash keeps everything
   ASSERT_TRUE(env.SimulatePowerLoss().ok());
   EXPECT_FALSE(ExistsOnDisk(P("d")));  // still pending: a power loss after it drops it
+}
+
+TEST_F(FaultEnvTest, ForwardsConfinementAndRangeChecks) {
+  FaultInjectionEnv env;
+  ASSERT_TRUE(env.CreateDir(P("store")).ok());
+  ASSERT_TRUE(env.CreateDir(P("outside")).ok());
+  MakeDurable(env, P("outside/victim"), "precious");
+  fs::create_symlink(P("outside"), P("store/layers"));
+  {
+    auto c = env.Confine(P("store"));
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    Status s = env.Remove(P("store/layers/victim"));
+    EXPECT_EQ(s.os_errno(), ELOOP) << s.ToString();
+    EXPECT_NE(s.message().find("is a symbolic link"), std::string::npos) << s.ToString();
+  }
+  EXPECT_EQ(OnDisk(P("outside/victim")), "precious");
+  // Range checks and data runs of its files reach the real file.
+  auto f = env.OpenRW(P("a"), true);
+  ASSERT_TRUE(f.ok());
+  Write(**f, 0, std::string(8192, 'x'));
+  EXPECT_TRUE((*f)->CheckRange(0, 8192).ok());
+  ASSERT_EQ(::truncate(P("a").c_str(), 4096), 0);
+  EXPECT_EQ((*f)->CheckRange(0, 8192).os_errno(), EIO);
+  auto run = (*f)->NextData(0);
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ(run->begin, 0u);
+  // Only SyncDir is hit by a kDirSync rule.
+  env.FailWith(ENOSPC, FaultFilter::kDirSync);
+  EXPECT_TRUE((*f)->Sync().ok());
+  EXPECT_TRUE(env.SyncDir(dir_).IsNoSpace());
 }
 
 TEST_F(FaultEnvTest, HandlesAreDeadAfterCrash) {

@@ -3,7 +3,9 @@
 // each file is what docs/FORMAT.md says it is. If the spec and the code
 // drift apart, this fails.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -139,6 +141,77 @@ TEST(Fixtures, RewrittenL1RoundTrips) {
     EXPECT_EQ(ours.value()->segments()[i].length, theirs[i].length) << i;
   }
 }
+
+// A layer truncated while in use (`truncate -s 300000 LAYER` under a mounted
+// volume) must never read short or as zeros: every read that reaches past the
+// new end fails with EIO naming the layer file and the missing range, through
+// the plan a zero-copy reply would splice from as well as through Read().
+class TruncatedLayer : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(TruncatedLayer, ReadsPastTheNewEndFailWithEio) {
+  test::TempDir dir;
+  Env* env = Env::Default();
+  const std::string path = dir.Sub(GetParam());
+  ASSERT_TRUE(env->CopyFile(DataPath(std::string("overlaybd/64MiB/") + GetParam()), path).ok());
+  auto layer = OpenLayer(env, path);
+  ASSERT_TRUE(layer.ok()) << layer.status().ToString();
+  Volume v("l1", kSize, {layer.value()}, nullptr, true);
+  std::vector<char> before(kSize);
+  ASSERT_TRUE(v.Read(0, kSize, before.data()).ok());
+
+  ASSERT_EQ(::truncate(path.c_str(), 300000), 0);
+  std::vector<char> buf(kSize);
+  auto whole = v.Read(0, kSize, buf.data());
+  ASSERT_FALSE(whole.ok()) << "read " << whole.value() << " bytes of a truncated layer";
+  EXPECT_EQ(whole.status().code(), Status::Code::kIOError) << whole.status().ToString();
+  EXPECT_EQ(whole.status().os_errno(), EIO) << whole.status().ToString();
+  EXPECT_NE(whole.status().message().find(path), std::string::npos) << whole.status().ToString();
+  EXPECT_NE(whole.status().message().find("bytes ["), std::string::npos)
+      << whole.status().ToString();
+
+  // Each mapped range: readable while its bytes are still in the file, EIO
+  // once they are not, whether read here or handed out as a plan.
+  size_t failed = 0, served = 0;
+  const bool compressed = std::string(GetParam()).find("zfile") != std::string::npos;
+  for (const Segment& s : layer.value()->segments()) {
+    if (s.zeroed) continue;
+    const uint64_t off = s.offset * 512, len = s.length * 512;
+    auto plan = v.PlanRead(off, len);
+    auto r = v.Read(off, len, buf.data());
+    const bool inside = !compressed && (s.moffset + s.length) * 512 <= 300000;
+    if (inside) {
+      ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      EXPECT_EQ(std::memcmp(buf.data(), before.data() + off, len), 0);
+      ++served;
+      continue;
+    }
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().os_errno(), EIO) << r.status().ToString();
+      ++failed;
+    }
+    if (!compressed) {
+      // The plan names file pieces to splice from: it must not be handed out.
+      ASSERT_FALSE(plan.ok()) << "plan for sectors " << s.offset << "+" << s.length;
+      EXPECT_EQ(plan.status().os_errno(), EIO);
+      EXPECT_NE(plan.status().message().find(path), std::string::npos);
+      ASSERT_FALSE(r.ok());
+    }
+  }
+  EXPECT_GT(failed, 0u);
+  if (!compressed) {
+    EXPECT_GT(served, 0u);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Encodings, TruncatedLayer,
+                         ::testing::Values("l1.lsmt", "l1.lz4.zfile", "l1.zstd.zfile"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n)
+                             if (c == '.') c = '_';
+                           return n;
+                         });
 
 }  // namespace
 }  // namespace ovbd

@@ -17,7 +17,7 @@
 #include <random>
 #include <set>
 
-#include "ovbd/io/fault_env.h"
+#include "fault_env.h"
 #include "ovbd/store/store.h"
 #include "test_util.h"
 

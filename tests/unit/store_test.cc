@@ -8,7 +8,7 @@
 #include <set>
 
 #include "ovbd/control/controller.h"
-#include "ovbd/io/fault_env.h"
+#include "fault_env.h"
 #include "ovbd/store/check.h"
 #include "ovbd/store/store.h"
 #include "test_util.h"

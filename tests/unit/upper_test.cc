@@ -2,13 +2,18 @@
 // reopen, sealing, space accounting, and crash consistency under injected
 // process crashes and power loss.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <iostream>
 #include <map>
 #include <random>
 #include <set>
 
-#include "ovbd/io/fault_env.h"
+#include "fault_env.h"
 #include "ovbd/layer/layer_open.h"
 #include "ovbd/layer/lsmt_writer.h"
 #include "ovbd/layer/upper.h"
@@ -243,6 +248,265 @@ TEST_F(UpperTest, TornJournalTailIsDroppedAndMidJournalDamageRefused) {
   EXPECT_TRUE(u.status().IsCorruption());
   EXPECT_NE(u.status().message().find("valid records follow"), std::string::npos)
       << u.status().ToString();
+}
+
+// ---- A data file truncated behind our back ----------------------------------
+
+TEST_F(UpperTest, TruncatedDataFileFailsReadsInsteadOfServingZeros) {
+  auto v = Create();
+  std::vector<char> a(65536, 'a'), b(4096, 'b');
+  ASSERT_TRUE(v->Write(1 << 20, a.data(), a.size()).ok());
+  ASSERT_TRUE(v->Write(3 << 20, b.data(), b.size()).ok());
+  ASSERT_TRUE(v->Flush().ok());
+  const Upper& up = *v->stack()->upper;
+  EXPECT_EQ(up.DataBytesNeeded(), Upper::DataOffset((3 << 20) + 4096));
+  const std::string data = Upper::DataPath(dir_.Sub("up"));
+  const auto check = [&](const Volume& vol) {
+    // The first write is still in the file, the second is not.
+    std::vector<char> buf(65536);
+    ASSERT_TRUE(vol.Read(1 << 20, a.size(), buf.data()).ok());
+    EXPECT_EQ(buf, a);
+    auto r = vol.Read(3 << 20, 4096, buf.data());
+    ASSERT_FALSE(r.ok()) << "a truncated upper served " << r.value() << " bytes";
+    EXPECT_EQ(r.status().os_errno(), EIO) << r.status().ToString();
+    EXPECT_NE(r.status().message().find(data), std::string::npos) << r.status().ToString();
+    auto plan = vol.PlanRead(3 << 20, 4096);
+    ASSERT_FALSE(plan.ok());
+    EXPECT_EQ(plan.status().os_errno(), EIO);
+    // Unmapped ranges still come from the lower layer.
+    ASSERT_TRUE(vol.Read(0, 65536, buf.data()).ok());
+    EXPECT_EQ(std::memcmp(buf.data(), shadow_.data(), 65536), 0);
+  };
+  // While open...
+  ASSERT_EQ(::truncate(data.c_str(), static_cast<off_t>(Upper::DataOffset(2 << 20))), 0);
+  check(*v);
+  // ...and after reopening, where the store can tell by the sizes.
+  v.reset();
+  v = Reopen();
+  ASSERT_NE(v, nullptr);
+  check(*v);
+  EXPECT_GT(v->stack()->upper->DataBytesNeeded(), std::filesystem::file_size(data));
+}
+
+// ---- Journal: reading costs what the records cost ----------------------------
+
+// Counts the bytes read from journal files through it.
+class CountingEnv : public EnvWrapper {
+ public:
+  using EnvWrapper::EnvWrapper;
+  std::atomic<uint64_t> journal_bytes{0};
+
+  Result<std::unique_ptr<RWFile>> OpenRW(const std::string& path, bool create) override {
+    OVBD_ASSIGN_OR_RETURN(auto f, target()->OpenRW(path, create));
+    if (path.size() < 4 || path.compare(path.size() - 4, 4, ".jnl") != 0) return f;
+    return std::unique_ptr<RWFile>(std::make_unique<File>(std::move(f), &journal_bytes));
+  }
+
+ private:
+  class File : public RWFile {
+   public:
+    File(std::unique_ptr<RWFile> f, std::atomic<uint64_t>* n) : f_(std::move(f)), n_(n) {}
+    Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override {
+      Status s = f_->ReadAt(off, n, buf, got);
+      *n_ += *got;
+      return s;
+    }
+    uint64_t Size() const override { return f_->Size(); }
+    const std::string& Name() const override { return f_->Name(); }
+    int NativeFd() const override { return f_->NativeFd(); }
+    Status CheckRange(uint64_t off, uint64_t n) const override { return f_->CheckRange(off, n); }
+    Result<DataRun> NextData(uint64_t off) const override { return f_->NextData(off); }
+    Status WriteAt(uint64_t off, const char* buf, size_t n) override {
+      return f_->WriteAt(off, buf, n);
+    }
+    Status Sync() override { return f_->Sync(); }
+    Status PunchHole(uint64_t off, uint64_t len) override { return f_->PunchHole(off, len); }
+    Status Truncate(uint64_t size) override { return f_->Truncate(size); }
+    Result<uint64_t> AllocatedBytes() const override { return f_->AllocatedBytes(); }
+
+   private:
+    std::unique_ptr<RWFile> f_;
+    std::atomic<uint64_t>* n_;
+  };
+};
+
+TEST_F(UpperTest, SparseJournalTailCostsNothingAndLosesNoRecord) {
+  auto v = Create();
+  std::vector<char> d(4096);
+  for (int i = 0; i < 40; ++i) {
+    std::fill(d.begin(), d.end(), static_cast<char>('A' + i % 26));
+    ASSERT_TRUE(v->Write(i * 65536, d.data(), d.size()).ok());
+    ASSERT_TRUE(v->Flush().ok());
+    std::memcpy(shadow_.data() + i * 65536, d.data(), d.size());
+  }
+  v.reset();
+  const std::string base = dir_.Sub("up");
+  const std::string jnl = Upper::JournalPath(base);
+  const uint64_t jsize = std::filesystem::file_size(jnl);
+  CountingEnv counting(Env::Default());
+  const auto open_timed = [&](bool read_only, uint64_t* bytes, double* ms) {
+    counting.journal_bytes = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto u = Upper::Open(&counting, base, kSize, read_only);
+    *ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    *bytes = counting.journal_bytes;
+    return u;
+  };
+  uint64_t plain_bytes = 0, sparse_bytes = 0;
+  double plain_ms = 0, sparse_ms = 0;
+  ASSERT_TRUE(open_timed(true, &plain_bytes, &plain_ms).ok());
+
+  // Extended sparsely to 1 GiB (a crash of some tool, or `truncate -s 1G`).
+  ASSERT_EQ(::truncate(jnl.c_str(), 1 << 30), 0);
+  {
+    auto f = Env::Default()->OpenReadable(jnl);
+    ASSERT_TRUE(f.ok());
+    auto run = f.value()->NextData(jsize);
+    ASSERT_TRUE(run.ok());
+    if (run->end >= (1ull << 30)) {
+      GTEST_SKIP() << "the filesystem holding " << jnl << " does not report holes (SEEK_HOLE)";
+    }
+  }
+  auto ro = open_timed(true, &sparse_bytes, &sparse_ms);
+  ASSERT_TRUE(ro.ok()) << ro.status().ToString();
+  std::cout << "open: " << plain_ms << " ms (" << plain_bytes << " journal bytes read), with a "
+            << "1 GiB sparse tail " << sparse_ms << " ms (" << sparse_bytes << " bytes)\n";
+  // The tail is not read (at most the rest of the last data block).
+  EXPECT_LE(sparse_bytes, plain_bytes + 8192);
+  EXPECT_EQ(ro.value()->torn_tail_bytes(), (1ull << 30) - jsize);
+  EXPECT_EQ(ro.value()->Stats().journal_records, 40u);
+  ro.value().reset();
+
+  // A damaged record is still told from a torn tail, and a record past a
+  // hole is still found (holes are skipped, data is not): records 38 and 39
+  // are wiped, and record 39 is put far out, past a hole.
+  char recs[64];
+  const std::string zeros(64, '\0');
+  {
+    auto f = Env::Default()->OpenRW(jnl, false);
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE(f.value()->ReadExact(4096 + 32 * 38, 64, recs).ok());
+    ASSERT_TRUE(f.value()->WriteAt(4096 + 32 * 38, zeros.data(), 64).ok());
+    ASSERT_TRUE(f.value()->WriteAt(512ull << 20, recs + 32, 32).ok());
+    ASSERT_TRUE(f.value()->Truncate(1ull << 30).ok());
+  }
+  uint64_t bytes = 0;
+  double ms = 0;
+  auto damaged = open_timed(true, &bytes, &ms);
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_NE(damaged.status().message().find("record 38 is damaged and 1 valid records follow"),
+            std::string::npos)
+      << damaged.status().ToString();
+  EXPECT_LE(bytes, plain_bytes + 3 * 8192);
+  {
+    auto f = Env::Default()->OpenRW(jnl, false);
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE(f.value()->WriteAt(4096 + 32 * 38, recs, 64).ok());
+    ASSERT_TRUE(f.value()->WriteAt(512ull << 20, zeros.data(), 32).ok());
+    ASSERT_TRUE(f.value()->PunchHole(512ull << 20, 4096).ok());
+  }
+
+  // Opened for writing, the tail is cut and every record is there.
+  auto rw = open_timed(false, &bytes, &ms);
+  ASSERT_TRUE(rw.ok()) << rw.status().ToString();
+  EXPECT_EQ(std::filesystem::file_size(jnl), jsize);
+  Volume vol("v", kSize, {lower_}, std::shared_ptr<Upper>(std::move(rw).value()), false);
+  EXPECT_EQ(ReadAll(vol), shadow_);
+}
+
+TEST_F(UpperTest, CutJournalAtDamageCountsWhatItDrops) {
+  auto v = Create();
+  std::vector<char> d(4096, 9);
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(v->Write(i * 8192, d.data(), d.size()).ok());
+    ASSERT_TRUE(v->Flush().ok());
+  }
+  v.reset();
+  const std::string jnl = Upper::JournalPath(dir_.Sub("up"));
+  {
+    auto f = env_->OpenRW(jnl, false);
+    ASSERT_TRUE(f.ok());
+    char byte = 0;
+    ASSERT_TRUE(f.value()->ReadExact(4096 + 32 * 6 + 20, 1, &byte).ok());
+    byte ^= 1;
+    ASSERT_TRUE(f.value()->WriteAt(4096 + 32 * 6 + 20, &byte, 1).ok());
+    ASSERT_TRUE(f.value()->Truncate(1ull << 30).ok());  // and a sparse tail
+  }
+  ASSERT_FALSE(Upper::Open(env_, dir_.Sub("up"), kSize).ok());
+  auto dropped = Upper::CutJournalAtDamage(env_, dir_.Sub("up"), kSize);
+  ASSERT_TRUE(dropped.ok()) << dropped.status().ToString();
+  EXPECT_EQ(dropped.value(), 4u);  // record 6 and the three after it
+  EXPECT_EQ(std::filesystem::file_size(jnl), 4096u + 6 * 32);
+  auto u = Upper::Open(env_, dir_.Sub("up"), kSize);
+  ASSERT_TRUE(u.ok()) << u.status().ToString();
+  EXPECT_EQ(u.value()->Stats().journal_records, 6u);
+}
+
+// ---- Failures while creating files leave nothing behind -----------------------
+
+std::set<std::string> Names(const std::string& dir) {
+  std::set<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) out.insert(e.path().filename());
+  return out;
+}
+
+TEST_F(UpperTest, FailedCreateRemovesWhatItCreated) {
+  const auto before = Names(dir_.path());
+  struct Fault {
+    FaultFilter filter;
+    const char* path;
+  };
+  const Fault faults[] = {
+      {FaultFilter::kOpen, ".data"},   {FaultFilter::kWrites, ".data"},
+      {FaultFilter::kSyncs, ".data"},  {FaultFilter::kOpen, ".jnl"},
+      {FaultFilter::kWrites, ".jnl"},  {FaultFilter::kSyncs, ".jnl"},
+      {FaultFilter::kDirSync, ""},
+  };
+  for (int err : {ENOSPC, EIO}) {
+    for (const Fault& f : faults) {
+      FaultInjectionEnv fenv(Env::Default(), 1);
+      fenv.FailWith(err, f.filter, f.path);
+      auto u = Upper::Create(&fenv, dir_.Sub("up"), kSize, lsmt::NewUuid(), "");
+      ASSERT_FALSE(u.ok()) << f.path;
+      EXPECT_EQ(u.status().os_errno(), err) << u.status().ToString();
+      EXPECT_EQ(Names(dir_.path()), before) << "left behind after " << u.status().ToString();
+    }
+  }
+  // A file that was there already is not ours to remove.
+  ASSERT_TRUE(test::WriteWholeFile(env_, Upper::JournalPath(dir_.Sub("up")), {'j'}).ok());
+  auto u = Upper::Create(env_, dir_.Sub("up"), kSize, lsmt::NewUuid(), "");
+  ASSERT_FALSE(u.ok());
+  auto names = Names(dir_.path());
+  EXPECT_TRUE(names.count("up.jnl"));
+  EXPECT_FALSE(names.count("up.data"));
+  ASSERT_TRUE(env_->Remove(Upper::JournalPath(dir_.Sub("up"))).ok());
+  ASSERT_TRUE(test::WriteWholeFile(env_, Upper::DataPath(dir_.Sub("up")), {'d'}).ok());
+  EXPECT_FALSE(Upper::Create(env_, dir_.Sub("up"), kSize, lsmt::NewUuid(), "").ok());
+  EXPECT_EQ(std::filesystem::file_size(Upper::DataPath(dir_.Sub("up"))), 1u);
+  EXPECT_FALSE(Names(dir_.path()).count("up.jnl"));
+}
+
+TEST_F(UpperTest, FailedCompactionRemovesItsNewJournal) {
+  FaultInjectionEnv fenv(Env::Default(), 1);
+  auto u = Upper::Create(&fenv, dir_.Sub("up"), kSize, lsmt::NewUuid(), "");
+  ASSERT_TRUE(u.ok());
+  u.value()->set_compact_min_records(8);
+  Volume v("v", kSize, {lower_}, std::shared_ptr<Upper>(std::move(u).value()), false);
+  std::vector<char> d(4096, 3);
+  for (int i = 0; i < 7; ++i) {  // the same range again and again: one extent
+    ASSERT_TRUE(v.Write(0, d.data(), d.size()).ok());
+    ASSERT_TRUE(v.Flush().ok());
+  }
+  std::memcpy(shadow_.data(), d.data(), d.size());
+  fenv.FailWith(ENOSPC, FaultFilter::kWrites, ".compact");
+  ASSERT_TRUE(v.Write(0, d.data(), d.size()).ok());
+  Status s = v.Flush();
+  ASSERT_TRUE(s.IsNoSpace()) << s.ToString();
+  for (const auto& n : Names(dir_.path())) EXPECT_EQ(n.find(".compact"), std::string::npos) << n;
+  fenv.ClearFailures();
+  ASSERT_TRUE(v.Flush().ok());
+  EXPECT_EQ(v.Stats().upper.compactions, 1u);
+  EXPECT_EQ(ReadAll(v), shadow_);
 }
 
 // ---- Crash consistency -------------------------------------------------------

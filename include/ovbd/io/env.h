@@ -4,8 +4,11 @@
 // Env, so tests can swap in FaultInjectionEnv (drop unsynced data, tear writes,
 // fail calls, crash at a named point) without touching production code.
 // Files are addressed by absolute or store-relative paths built by the store
-// from validated names; the POSIX Env never follows a symlink at the last
-// component (O_NOFOLLOW), so a planted link cannot lead outside the store.
+// from validated names. The POSIX Env never follows a symlink at the last
+// component (O_NOFOLLOW); beneath a root given to Env::Confine() it follows
+// none at any component and never leaves the root, so a link planted in the
+// store (a directory replaced by a symlink to somewhere only root may write)
+// cannot lead outside it.
 #pragma once
 
 #include <cstddef>
@@ -38,7 +41,31 @@ class ReadableFile {
 
   // ReadAt that treats a short read as corruption: for structures that must exist.
   Status ReadExact(uint64_t off, size_t n, char* buf) const;
+  // ReadAt of bytes an index maps (layer data, an upper's written sectors):
+  // they were inside the file when the index was checked, so a short read
+  // means the file shrank under us. That is an I/O error (EIO) naming the
+  // file and the missing range, never zeros and never a short result.
+  Status ReadMapped(uint64_t off, size_t n, char* buf) const;
+
+  // Checks that [off, off+n) still lies inside the file as it is now: for
+  // callers that hand NativeFd() out (a splice cannot report a short read
+  // as an error). EIO naming the file and the range when it does not. A
+  // local file asks the OS (one fstat); the default compares with Size().
+  virtual Status CheckRange(uint64_t off, uint64_t n) const;
+
+  // The run of data at or after `off`: [begin, end), end > begin, found with
+  // SEEK_DATA/SEEK_HOLE where the file can tell, so that a scan of a sparse
+  // file skips its holes (which read as zeros). begin == end == Size() when
+  // no data follows `off`. Files that cannot tell report [off, Size()).
+  struct DataRun {
+    uint64_t begin = 0, end = 0;
+  };
+  virtual Result<DataRun> NextData(uint64_t off) const;
 };
+
+// The error of a ReadMapped()/CheckRange() whose range is not all in the file
+// (the file had `now` bytes when the read came up short).
+Status PastEndError(const ReadableFile& f, uint64_t off, uint64_t n, uint64_t now);
 
 // A local file opened for reading and writing in place.
 class RWFile : public ReadableFile {
@@ -60,6 +87,9 @@ struct FileInfo {
   bool is_regular = false;
   bool is_symlink = false;
   uint64_t mtime_ns = 0;
+  uint32_t uid = 0;   // owner
+  uint32_t gid = 0;
+  uint32_t mode = 0;  // permission bits (st_mode & 07777)
 };
 
 struct FsSpace {
@@ -72,6 +102,12 @@ struct FsSpace {
 class FileLock {
  public:
   virtual ~FileLock() = default;
+};
+
+// Keeps a root confined (see Env::Confine) while it lives.
+class Confinement {
+ public:
+  virtual ~Confinement() = default;
 };
 
 class Env {
@@ -92,7 +128,8 @@ class Env {
   // fsync on a directory: makes creations, renames and removals in it durable.
   virtual Status SyncDir(const std::string& path) = 0;
   virtual Result<std::vector<std::string>> ListDir(const std::string& path) = 0;
-  // lstat: a symlink is reported as one, never followed.
+  // lstat: a symlink is reported as one, never followed (beneath a confined
+  // root, a symlink anywhere in the path is an error; see Confine).
   virtual Result<FileInfo> Stat(const std::string& path) = 0;
   // Takes an exclusive advisory lock (flock) held until the object dies;
   // kBusy if another process holds it.
@@ -102,6 +139,21 @@ class Env {
   virtual Result<FsSpace> SpaceOf(const std::string& path) {
     return Status::NotSupported("space of " + path);
   }
+
+  // While the returned object lives, every call on a path beneath `root`
+  // (lexically `root` + "/" + rest, after normalisation) resolves `rest`
+  // without following a symlink at any component and without leaving `root`
+  // (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS from a descriptor of
+  // `root` opened now; `root` itself resolved once, as given). A symlink
+  // there fails with a clear error naming the path (ELOOP mapped to a Status
+  // that says "is a symbolic link"). Paths outside every confined root are
+  // unaffected (users' own import sources, for example).
+  // Several roots may be confined at once, and the same root more than once
+  // (it stays confined until the last object dies); the innermost root
+  // containing a path is the one it is resolved from. This base class does
+  // nothing; the POSIX Env confines every call that takes a path (Stat
+  // included: a link anywhere in a confined path is an error, not a report).
+  virtual Result<std::unique_ptr<Confinement>> Confine(const std::string& root);
 
   // A named point in a multi-step operation where a crash is worth testing
   // ("snapshot.after_seal"). The POSIX Env does nothing; FaultInjectionEnv may
@@ -123,6 +175,45 @@ class Env {
   // Copies a file's bytes (holes preserved where the source has them) and
   // syncs the copy.
   Status CopyFile(const std::string& from, const std::string& to);
+};
+
+// An Env that forwards every call to another one: derive from it and
+// override only what changes (test envs, counting or tracing wrappers), so
+// that a method added to Env later is forwarded without touching them.
+class EnvWrapper : public Env {
+ public:
+  explicit EnvWrapper(Env* target) : target_(target) {}
+  Env* target() const { return target_; }
+
+  Result<std::unique_ptr<ReadableFile>> OpenReadable(const std::string& path) override {
+    return target_->OpenReadable(path);
+  }
+  Result<std::unique_ptr<RWFile>> OpenRW(const std::string& path, bool create) override {
+    return target_->OpenRW(path, create);
+  }
+  Status Rename(const std::string& from, const std::string& to) override {
+    return target_->Rename(from, to);
+  }
+  Status Remove(const std::string& path) override { return target_->Remove(path); }
+  Status CreateDir(const std::string& path) override { return target_->CreateDir(path); }
+  Status RemoveDir(const std::string& path) override { return target_->RemoveDir(path); }
+  Status SyncDir(const std::string& path) override { return target_->SyncDir(path); }
+  Result<std::vector<std::string>> ListDir(const std::string& path) override {
+    return target_->ListDir(path);
+  }
+  Result<FileInfo> Stat(const std::string& path) override { return target_->Stat(path); }
+  Result<std::unique_ptr<FileLock>> LockFile(const std::string& path) override {
+    return target_->LockFile(path);
+  }
+  uint64_t NowMicros() override { return target_->NowMicros(); }
+  Result<FsSpace> SpaceOf(const std::string& path) override { return target_->SpaceOf(path); }
+  Result<std::unique_ptr<Confinement>> Confine(const std::string& root) override {
+    return target_->Confine(root);
+  }
+  Status CrashPoint(std::string_view name) override { return target_->CrashPoint(name); }
+
+ private:
+  Env* const target_;
 };
 
 // Joins path components with exactly one '/'.

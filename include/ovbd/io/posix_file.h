@@ -20,6 +20,10 @@ class PosixFile : public RWFile {
   uint64_t Size() const override { return size_.load(std::memory_order_relaxed); }
   const std::string& Name() const override { return name_; }
   int NativeFd() const override { return fd_; }
+  // Asks the OS for the current size (fstat): the file may have been
+  // truncated since it was opened.
+  Status CheckRange(uint64_t off, uint64_t n) const override;
+  Result<DataRun> NextData(uint64_t off) const override;
 
   Status WriteAt(uint64_t off, const char* buf, size_t n) override;
   Status Sync() override;

@@ -4,12 +4,12 @@
 
 #include <atomic>
 #include <functional>
-#include <mutex>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "ovbd/io/env.h"
+#include "ovbd/io/mutex.h"
 #include "ovbd/layer/lsmt_format.h"
 #include "ovbd/layer/segment.h"
 
@@ -41,17 +41,18 @@ class Layer {
   const std::shared_ptr<const ReadableFile>& file_ptr() const { return file_; }
 
   // Reads the data of a mapped piece: `n` bytes at byte offset `moff_bytes`
-  // of the layer file.
+  // of the layer file. A file that came up short (truncated while in use)
+  // is EIO naming the file and the missing range.
   Status ReadData(uint64_t moff_bytes, size_t n, char* buf) const {
     if (failed_.load(std::memory_order_acquire)) return FailedStatus();
-    return file_->ReadExact(moff_bytes, n, buf);
+    return file_->ReadMapped(moff_bytes, n, buf);
   }
 
   // Marks the layer unusable (its file changed behind our back): every
   // later read of its data fails instead of serving whatever is there now.
-  void MarkFailed(const std::string& why);
+  void MarkFailed(const std::string& why) EXCLUDES(failed_mu_);
   bool failed() const { return failed_.load(std::memory_order_acquire); }
-  Status FailedStatus() const;
+  Status FailedStatus() const EXCLUDES(failed_mu_);
 
   // Reads every mapped byte once (through ZFile CRCs when compressed).
   Status CheckData(const std::function<void(uint64_t, uint64_t)>& progress = nullptr) const;
@@ -62,9 +63,9 @@ class Layer {
   std::vector<Segment> segments_;
   uint64_t padding_entries_ = 0;
   std::shared_ptr<const ReadableFile> file_;
-  std::atomic<bool> failed_{false};
-  mutable std::mutex failed_mu_;
-  std::string failed_why_;
+  std::atomic<bool> failed_{false};  // set once failed_why_ is
+  mutable Mutex failed_mu_;
+  std::string failed_why_ GUARDED_BY(failed_mu_);
 };
 
 // Validates decoded entries into segments; used by Open and by fuzzing.

@@ -24,12 +24,11 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <vector>
 
 #include "ovbd/io/env.h"
+#include "ovbd/io/mutex.h"
 #include "ovbd/layer/extent_map.h"
 #include "ovbd/layer/lsmt_format.h"
 
@@ -50,7 +49,8 @@ enum class UpperPiece : uint8_t { kAbsent, kData, kZero };
 
 class Upper {
  public:
-  // Creates a new, empty upper (both files must not exist) and syncs it.
+  // Creates a new, empty upper (both files must not exist) and syncs it. On
+  // failure it removes the files it created (never one that was there).
   static Result<std::unique_ptr<Upper>> Create(Env* env, const std::string& base_path,
                                                uint64_t virtual_size, const std::string& uuid,
                                                const std::string& parent_uuid);
@@ -62,8 +62,10 @@ class Upper {
 
   // Repair for a journal damaged in the middle (Open refuses it): cuts it at
   // the first bad record, losing the records after it. Returns how many
-  // records were dropped.
-  static Result<uint64_t> CutJournalAtDamage(Env* env, const std::string& base_path);
+  // records were dropped (the bad one and the well-formed ones after it).
+  // With `virtual_size` (bytes; 0: unknown) a record past it counts as bad too.
+  static Result<uint64_t> CutJournalAtDamage(Env* env, const std::string& base_path,
+                                             uint64_t virtual_size = 0);
 
   static std::string DataPath(const std::string& base) { return base + ".data"; }
   static std::string JournalPath(const std::string& base) { return base + ".jnl"; }
@@ -79,8 +81,8 @@ class Upper {
   // byte range (sector-aligned); for kData the bytes are in data_file() at
   // DataOffset(offset).
   template <typename F>
-  void Walk(uint64_t off, uint64_t len, F&& fn) const {
-    std::shared_lock lk(mu_);
+  void Walk(uint64_t off, uint64_t len, F&& fn) const EXCLUDES(mu_) {
+    ReaderLock lk(&mu_);
     map_.Walk(off / lsmt::kSectorSize, len / lsmt::kSectorSize,
               [&](uint64_t o, uint64_t n, const ExtentMap::Extent* e, uint64_t) {
                 UpperPiece p = !e ? UpperPiece::kAbsent
@@ -90,11 +92,17 @@ class Upper {
   }
   static uint64_t DataOffset(uint64_t virtual_off) { return lsmt::kHeaderSize + virtual_off; }
   const std::shared_ptr<RWFile>& data_file() const { return data_; }
+  // How long the data file must be for every sector the map says holds data
+  // to be in it: DataOffset() of the end of the last data extent (the header
+  // size when none). A shorter file was truncated behind our back; reads of
+  // the ranges past its end fail with EIO, and `ovbd check` can compare this
+  // with the file's size. O(extents).
+  uint64_t DataBytesNeeded() const EXCLUDES(mu_);
 
   // Durability point: data first (fdatasync), then the journal records.
   // Concurrent callers share one commit.
-  Status Commit();
-  bool dirty() const;
+  Status Commit() EXCLUDES(commit_mu_, mu_);
+  bool dirty() const EXCLUDES(mu_);
 
   // Turns the data file into a committed LSMT layer in place: appends the
   // index and trailer, marks the header sealed, and syncs the data file once
@@ -118,8 +126,8 @@ class Upper {
   Status WriteSeal(const lsmt::Header& trailer, const std::vector<Segment>& segments);
   // Operations (writes, zeroes, forgets) applied since this upper was
   // created or opened.
-  uint64_t operations() const {
-    std::shared_lock lk(mu_);
+  uint64_t operations() const EXCLUDES(mu_) {
+    ReaderLock lk(&mu_);
     return applied_;
   }
   // Undoes a Seal whose snapshot could not be recorded: drops the appended
@@ -142,7 +150,10 @@ class Upper {
   uint64_t torn_tail_bytes() const { return torn_tail_bytes_; }
   // The journal is rewritten once it holds at least this many records (and
   // four times what the map needs). Tests lower it to exercise compaction.
-  void set_compact_min_records(uint64_t n) { compact_min_records_ = n; }
+  void set_compact_min_records(uint64_t n) EXCLUDES(commit_mu_) {
+    MutexLock l(&commit_mu_);
+    compact_min_records_ = n;
+  }
   // A copy of the current map as LSMT segments (moffset in data-file sectors).
   std::vector<Segment> Segments() const;
 
@@ -154,33 +165,37 @@ class Upper {
 
   Upper() = default;
   Status CheckWritable(uint64_t off, uint64_t len) const;
-  void Apply(uint64_t off_sec, uint64_t len_sec, uint8_t type);
-  Status Replay(bool read_only);
-  Status AppendRecords(const std::vector<PendingOp>& ops);
-  Status Compact(const std::vector<Segment>& segs);
+  void Apply(uint64_t off_sec, uint64_t len_sec, uint8_t type) EXCLUDES(mu_);
+  Status Replay(bool read_only) REQUIRES(commit_mu_) EXCLUDES(mu_);
+  Status AppendRecords(const std::vector<PendingOp>& ops) REQUIRES(commit_mu_);
+  Status Compact(const std::vector<Segment>& segs) REQUIRES(commit_mu_);
 
+  // Set while the upper is made (Create, Open), then never changed.
   Env* env_ = nullptr;
   std::string base_;
   std::string uuid_, parent_uuid_;
-  std::atomic<uint64_t> vsize_{0};
   std::shared_ptr<RWFile> data_;
-  std::unique_ptr<RWFile> jnl_;
-
-  mutable std::shared_mutex mu_;  // guards map_, pending_, applied_
-  ExtentMap map_;
-  std::vector<PendingOp> pending_;  // applied to map_, not yet in the journal
-  uint64_t applied_ = 0;            // operations applied so far
-
-  mutable std::mutex commit_mu_;  // one commit at a time; guards the fields below
-  uint64_t committed_ = 0;          // operations durable in the journal
-  uint64_t jnl_end_ = 0;            // byte offset where the next record goes
-  uint64_t jnl_records_ = 0;
-  uint64_t next_seq_ = 1;           // sequence number of the next record
-  std::atomic<uint64_t> commits_{0}, compactions_{0};
-  std::atomic<bool> sealed_{false};
-  uint64_t compact_min_records_ = uint64_t{1} << 16;
   bool read_only_ = false;
   uint64_t torn_tail_bytes_ = 0;
+
+  std::atomic<uint64_t> vsize_{0};
+  std::atomic<uint64_t> commits_{0}, compactions_{0};
+  std::atomic<bool> sealed_{false};
+
+  // One commit at a time. Lock order: commit_mu_, then mu_.
+  mutable Mutex commit_mu_ ACQUIRED_BEFORE(mu_);
+  std::unique_ptr<RWFile> jnl_ GUARDED_BY(commit_mu_);
+  uint64_t committed_ GUARDED_BY(commit_mu_) = 0;    // operations durable in the journal
+  uint64_t jnl_end_ GUARDED_BY(commit_mu_) = 0;      // byte offset where the next record goes
+  uint64_t jnl_records_ GUARDED_BY(commit_mu_) = 0;
+  uint64_t next_seq_ GUARDED_BY(commit_mu_) = 1;     // sequence number of the next record
+  uint64_t compact_min_records_ GUARDED_BY(commit_mu_) = uint64_t{1} << 16;
+
+  // The map; readers share it, writers update it after their data write.
+  mutable SharedMutex mu_;
+  ExtentMap map_ GUARDED_BY(mu_);
+  std::vector<PendingOp> pending_ GUARDED_BY(mu_);  // applied to map_, not yet in the journal
+  uint64_t applied_ GUARDED_BY(mu_) = 0;            // operations applied so far
 };
 
 }  // namespace ovbd

@@ -1,4 +1,4 @@
-// FaultInjectionEnv: see include/ovbd/io/fault_env.h for the model.
+// FaultInjectionEnv: see fault_env.h for the model.
 //
 // Bookkeeping, all under one mutex:
 //  - FileState per path opened with OpenRW: the current size and the list of
@@ -10,7 +10,9 @@
 //    with a copy of any file the change destroyed (Remove, Rename over).
 // Saved bytes leave out all-zero 4 KiB blocks, and restored all-zero blocks
 // are punched, so sparse layer files stay sparse and cheap to track.
-#include "ovbd/io/fault_env.h"
+#include "fault_env.h"
+
+#include "ovbd/io/mutex.h"
 
 #include <unistd.h>
 
@@ -19,7 +21,6 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
-#include <mutex>
 #include <random>
 #include <set>
 #include <utility>
@@ -199,37 +200,38 @@ struct FaultInjectionEnv::Impl {
   explicit Impl(Env* b, uint64_t seed) : base(b), rng(seed) {}
 
   Env* const base;
-  std::mutex mu;
-  std::mt19937_64 rng;
+  Mutex mu;
+  std::mt19937_64 rng GUARDED_BY(mu);
 
-  uint64_t generation = 0;
-  bool crashed = false;
-  uint64_t seq = 0;
-  uint64_t mutating = 0;
-  std::map<std::string, int, std::less<>> armed;
-  std::map<std::string, std::function<void()>, std::less<>> hooks;  // OnCrashPoint
-  bool crash_after_armed = false;
-  uint64_t crash_after_left = 0;
-  uint64_t crash_after_total = 0;
-  bool tear = false;
-  std::vector<std::string> seen;
-  std::vector<FailRule> rules;
-  std::map<std::string, std::shared_ptr<FileState>> files;
-  std::vector<DirRecord> records;  // oldest first
-  std::set<FaultLock*> locks;
+  uint64_t generation GUARDED_BY(mu) = 0;
+  bool crashed GUARDED_BY(mu) = false;
+  uint64_t seq GUARDED_BY(mu) = 0;
+  uint64_t mutating GUARDED_BY(mu) = 0;
+  std::map<std::string, int, std::less<>> armed GUARDED_BY(mu);
+  std::map<std::string, std::function<void()>, std::less<>> hooks GUARDED_BY(mu);  // OnCrashPoint
+  bool crash_after_armed GUARDED_BY(mu) = false;
+  uint64_t crash_after_left GUARDED_BY(mu) = 0;
+  uint64_t crash_after_total GUARDED_BY(mu) = 0;
+  bool tear GUARDED_BY(mu) = false;
+  std::vector<std::string> seen GUARDED_BY(mu);
+  std::vector<FailRule> rules GUARDED_BY(mu);
+  std::map<std::string, std::shared_ptr<FileState>> files GUARDED_BY(mu);
+  std::vector<DirRecord> records GUARDED_BY(mu);  // oldest first
+  std::set<FaultLock*> locks GUARDED_BY(mu);
 
-  uint64_t Uniform(uint64_t lo, uint64_t hi) {  // inclusive
+  uint64_t Uniform(uint64_t lo, uint64_t hi) REQUIRES(mu) {  // inclusive
     return std::uniform_int_distribution<uint64_t>(lo, hi)(rng);
   }
 
-  void EnterCrashed();
-  void ReleaseLocks();
+  void EnterCrashed() REQUIRES(mu);
+  void ReleaseLocks() REQUIRES(mu);
 
-  // Decides whether an operation may run (mu held). gen: the handle's
+  // Decides whether an operation may run (mu held). `what` may combine
+  // filters: a rule on any of them applies. gen: the handle's
   // generation, or null for calls on the env. *crashing is set when this call
   // is the one CrashAfterOps() crashes.
   Status Admit(FaultFilter what, std::string_view p1, std::string_view p2, const uint64_t* gen,
-               bool is_mutating, bool* crashing = nullptr) {
+               bool is_mutating, bool* crashing = nullptr) REQUIRES(mu) {
     if (crashed) return CrashedError();
     if (gen != nullptr && *gen != generation) return DeadError(std::string(p1));
     if (is_mutating) {
@@ -263,9 +265,15 @@ struct FaultInjectionEnv::Impl {
     return Status::OK();
   }
 
+  // Admit() for a metadata query on a handle, taking the lock itself.
+  Status AdmitMetadata(std::string_view name, uint64_t gen) EXCLUDES(mu) {
+    MutexLock l(&mu);
+    return Admit(FaultFilter::kMetadata, name, {}, &gen, false);
+  }
+
   // Bytes of a WriteAt(off, n) that a torn crash keeps: a random strict
   // prefix of its sectors, as a byte count (possibly 0).
-  uint64_t TornPrefix(uint64_t off, uint64_t n) {
+  uint64_t TornPrefix(uint64_t off, uint64_t n) REQUIRES(mu) {
     if (n == 0) return 0;
     const uint64_t s0 = off / kSector, s1 = (off + n - 1) / kSector;
     const uint64_t k = Uniform(0, s1 - s0);  // sectors kept, < sector count
@@ -275,7 +283,8 @@ struct FaultInjectionEnv::Impl {
 
   // --- Tracked data operations (mu held) ---
 
-  Status TrackedWrite(FileState& st, RWFile& f, uint64_t off, const char* buf, size_t n) {
+  Status TrackedWrite(FileState& st, RWFile& f, uint64_t off, const char* buf, size_t n)
+      REQUIRES(mu) {
     if (st.unlinked || n == 0) return f.WriteAt(off, buf, n);
     Op op;
     op.seq = ++seq;
@@ -295,7 +304,7 @@ struct FaultInjectionEnv::Impl {
     return s;
   }
 
-  Status TrackedPunch(FileState& st, RWFile& f, uint64_t off, uint64_t len) {
+  Status TrackedPunch(FileState& st, RWFile& f, uint64_t off, uint64_t len) REQUIRES(mu) {
     const uint64_t end = len > UINT64_MAX - off ? UINT64_MAX : off + len;
     if (st.unlinked || len == 0 || off >= st.size) return f.PunchHole(off, len);
     Op op;
@@ -311,7 +320,7 @@ struct FaultInjectionEnv::Impl {
     return s;
   }
 
-  Status TrackedTruncate(FileState& st, RWFile& f, uint64_t size) {
+  Status TrackedTruncate(FileState& st, RWFile& f, uint64_t size) REQUIRES(mu) {
     if (st.unlinked || size == st.size) return f.Truncate(size);
     Op op;
     op.seq = ++seq;
@@ -350,7 +359,7 @@ struct FaultInjectionEnv::Impl {
   }
 
   // Marks the tracked file at key as replaced/removed and hands its state over.
-  std::shared_ptr<FileState> Detach(const std::string& key) {
+  std::shared_ptr<FileState> Detach(const std::string& key) REQUIRES(mu) {
     auto it = files.find(key);
     if (it == files.end()) return nullptr;
     std::shared_ptr<FileState> st = std::move(it->second);
@@ -416,7 +425,7 @@ struct FaultInjectionEnv::Impl {
   // Rewrites the file at path into what the power cut leaves of st's
   // unsynced changes.
   Status RevertFile(const FileState& st, const std::string& path, PowerLossMode mode,
-                    const TornChoice& torn) {
+                    const TornChoice& torn) REQUIRES(mu) {
     if (st.ops.empty()) return Status::OK();
     OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> f, base->OpenRW(path, /*create=*/false));
     const uint64_t synced_size = st.ops.front().old_size;
@@ -496,7 +505,7 @@ struct FaultInjectionEnv::Impl {
   }
 
   Status RestoreSnapshot(const std::string& path, const Snapshot& snap, PowerLossMode mode,
-                         const TornChoice& torn) {
+                         const TornChoice& torn) REQUIRES(mu) {
     if (!snap.valid) return Status::OK();
     auto st = base->Stat(path);
     if (snap.is_dir) {
@@ -519,7 +528,7 @@ struct FaultInjectionEnv::Impl {
     return Status::OK();
   }
 
-  Status Undo(const DirRecord& r, PowerLossMode mode, const TornChoice& torn) {
+  Status Undo(const DirRecord& r, PowerLossMode mode, const TornChoice& torn) REQUIRES(mu) {
     switch (r.kind) {
       case RecKind::kCreateFile: {
         auto st = base->Stat(r.path);
@@ -542,7 +551,7 @@ struct FaultInjectionEnv::Impl {
     return Status::OK();
   }
 
-  Status PowerLoss(PowerLossMode mode) {
+  Status PowerLoss(PowerLossMode mode) REQUIRES(mu) {
     TornChoice torn;
     if (mode == PowerLossMode::kTornLast) {
       const Op* last = nullptr;
@@ -588,7 +597,7 @@ class FaultLock final : public FileLock {
   FaultLock(std::shared_ptr<Impl> impl, std::unique_ptr<FileLock> base)
       : impl_(std::move(impl)), base_(std::move(base)) {}
   ~FaultLock() override {
-    std::lock_guard<std::mutex> l(impl_->mu);
+    MutexLock l(&impl_->mu);
     impl_->locks.erase(this);
     base_.reset();
   }
@@ -606,7 +615,7 @@ class FaultReadable final : public ReadableFile {
 
   Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override {
     {
-      std::lock_guard<std::mutex> l(impl_->mu);
+      MutexLock l(&impl_->mu);
       Status s = impl_->Admit(FaultFilter::kReads, base_->Name(), {}, &gen_, false);
       if (!s.ok()) {
         *got = 0;
@@ -617,6 +626,14 @@ class FaultReadable final : public ReadableFile {
   }
   uint64_t Size() const override { return base_->Size(); }
   const std::string& Name() const override { return base_->Name(); }
+  Status CheckRange(uint64_t off, uint64_t n) const override {
+    OVBD_RETURN_IF_ERROR(impl_->AdmitMetadata(Name(), gen_));
+    return base_->CheckRange(off, n);
+  }
+  Result<DataRun> NextData(uint64_t off) const override {
+    OVBD_RETURN_IF_ERROR(impl_->AdmitMetadata(Name(), gen_));
+    return base_->NextData(off);
+  }
 
  private:
   std::shared_ptr<Impl> impl_;
@@ -632,7 +649,7 @@ class FaultRWFile final : public RWFile {
 
   Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override {
     {
-      std::lock_guard<std::mutex> l(impl_->mu);
+      MutexLock l(&impl_->mu);
       Status s = impl_->Admit(FaultFilter::kReads, Name(), {}, &gen_, false);
       if (!s.ok()) {
         *got = 0;
@@ -643,9 +660,17 @@ class FaultRWFile final : public RWFile {
   }
   uint64_t Size() const override { return base_->Size(); }
   const std::string& Name() const override { return base_->Name(); }
+  Status CheckRange(uint64_t off, uint64_t n) const override {
+    OVBD_RETURN_IF_ERROR(impl_->AdmitMetadata(Name(), gen_));
+    return base_->CheckRange(off, n);
+  }
+  Result<DataRun> NextData(uint64_t off) const override {
+    OVBD_RETURN_IF_ERROR(impl_->AdmitMetadata(Name(), gen_));
+    return base_->NextData(off);
+  }
 
   Status WriteAt(uint64_t off, const char* buf, size_t n) override {
-    std::lock_guard<std::mutex> l(impl_->mu);
+    MutexLock l(&impl_->mu);
     bool crashing = false;
     Status s = impl_->Admit(FaultFilter::kWrites, Name(), {}, &gen_, true, &crashing);
     if (!s.ok()) {
@@ -662,7 +687,7 @@ class FaultRWFile final : public RWFile {
   }
 
   Status Sync() override {
-    std::lock_guard<std::mutex> l(impl_->mu);
+    MutexLock l(&impl_->mu);
     OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kSyncs, Name(), {}, &gen_, true));
     OVBD_RETURN_IF_ERROR(base_->Sync());
     state_->ops.clear();
@@ -670,19 +695,19 @@ class FaultRWFile final : public RWFile {
   }
 
   Status PunchHole(uint64_t off, uint64_t len) override {
-    std::lock_guard<std::mutex> l(impl_->mu);
+    MutexLock l(&impl_->mu);
     OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kPunch, Name(), {}, &gen_, true));
     return impl_->TrackedPunch(*state_, *base_, off, len);
   }
 
   Status Truncate(uint64_t size) override {
-    std::lock_guard<std::mutex> l(impl_->mu);
+    MutexLock l(&impl_->mu);
     OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kWrites, Name(), {}, &gen_, true));
     return impl_->TrackedTruncate(*state_, *base_, size);
   }
 
   Result<uint64_t> AllocatedBytes() const override {
-    std::lock_guard<std::mutex> l(impl_->mu);
+    MutexLock l(&impl_->mu);
     OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kMetadata, Name(), {}, &gen_, false));
     return base_->AllocatedBytes();
   }
@@ -706,12 +731,12 @@ void FaultInjectionEnv::Impl::EnterCrashed() {
 }
 
 FaultInjectionEnv::FaultInjectionEnv(Env* base, uint64_t seed)
-    : impl_(std::make_shared<Impl>(base, seed)) {}
+    : EnvWrapper(base), impl_(std::make_shared<Impl>(base, seed)) {}
 
 FaultInjectionEnv::~FaultInjectionEnv() = default;
 
 Result<std::unique_ptr<ReadableFile>> FaultInjectionEnv::OpenReadable(const std::string& path) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kOpen, path, {}, nullptr, false));
   OVBD_ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> f, impl_->base->OpenReadable(path));
   return std::unique_ptr<ReadableFile>(
@@ -719,7 +744,7 @@ Result<std::unique_ptr<ReadableFile>> FaultInjectionEnv::OpenReadable(const std:
 }
 
 Result<std::unique_ptr<RWFile>> FaultInjectionEnv::OpenRW(const std::string& path, bool create) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kOpen, path, {}, nullptr, create));
   OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> f, impl_->base->OpenRW(path, create));
   const std::string key = Norm(path);
@@ -739,7 +764,7 @@ Result<std::unique_ptr<RWFile>> FaultInjectionEnv::OpenRW(const std::string& pat
 }
 
 Status FaultInjectionEnv::Rename(const std::string& from, const std::string& to) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kNamespace, from, to, nullptr, true));
   const std::string kf = Norm(from), kt = Norm(to);
   if (kf == kt) return impl_->base->Rename(from, to);
@@ -767,7 +792,7 @@ Status FaultInjectionEnv::Rename(const std::string& from, const std::string& to)
 }
 
 Status FaultInjectionEnv::Remove(const std::string& path) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kNamespace, path, {}, nullptr, true));
   const std::string key = Norm(path);
   Snapshot snap;
@@ -780,7 +805,7 @@ Status FaultInjectionEnv::Remove(const std::string& path) {
 }
 
 Status FaultInjectionEnv::CreateDir(const std::string& path) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kNamespace, path, {}, nullptr, true));
   OVBD_RETURN_IF_ERROR(impl_->base->CreateDir(path));
   const std::string key = Norm(path);
@@ -789,7 +814,7 @@ Status FaultInjectionEnv::CreateDir(const std::string& path) {
 }
 
 Status FaultInjectionEnv::RemoveDir(const std::string& path) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kNamespace, path, {}, nullptr, true));
   OVBD_RETURN_IF_ERROR(impl_->base->RemoveDir(path));
   const std::string key = Norm(path);
@@ -798,8 +823,9 @@ Status FaultInjectionEnv::RemoveDir(const std::string& path) {
 }
 
 Status FaultInjectionEnv::SyncDir(const std::string& path) {
-  std::lock_guard<std::mutex> l(impl_->mu);
-  OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kSyncs, path, {}, nullptr, true));
+  MutexLock l(&impl_->mu);
+  OVBD_RETURN_IF_ERROR(
+      impl_->Admit(FaultFilter::kSyncs | FaultFilter::kDirSync, path, {}, nullptr, true));
   OVBD_RETURN_IF_ERROR(impl_->base->SyncDir(path));
   const std::string key = Norm(path);
   auto& rs = impl_->records;
@@ -809,19 +835,19 @@ Status FaultInjectionEnv::SyncDir(const std::string& path) {
 }
 
 Result<std::vector<std::string>> FaultInjectionEnv::ListDir(const std::string& path) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kMetadata, path, {}, nullptr, false));
   return impl_->base->ListDir(path);
 }
 
 Result<FileInfo> FaultInjectionEnv::Stat(const std::string& path) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kMetadata, path, {}, nullptr, false));
   return impl_->base->Stat(path);
 }
 
 Result<std::unique_ptr<FileLock>> FaultInjectionEnv::LockFile(const std::string& path) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kOpen, path, {}, nullptr, false));
   OVBD_ASSIGN_OR_RETURN(std::unique_ptr<FileLock> base, impl_->base->LockFile(path));
   auto lock = std::make_unique<FaultLock>(impl_, std::move(base));
@@ -830,17 +856,15 @@ Result<std::unique_ptr<FileLock>> FaultInjectionEnv::LockFile(const std::string&
 }
 
 Result<FsSpace> FaultInjectionEnv::SpaceOf(const std::string& path) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kMetadata, path, {}, nullptr, false));
   return impl_->base->SpaceOf(path);
 }
 
-uint64_t FaultInjectionEnv::NowMicros() { return impl_->base->NowMicros(); }
-
 Status FaultInjectionEnv::CrashPoint(std::string_view name) {
   std::function<void()> hook;
   {
-    std::lock_guard<std::mutex> l(impl_->mu);
+    MutexLock l(&impl_->mu);
     if (impl_->crashed) return CrashedError();
     impl_->seen.emplace_back(name);
     auto it = impl_->armed.find(name);
@@ -856,7 +880,7 @@ Status FaultInjectionEnv::CrashPoint(std::string_view name) {
 }
 
 void FaultInjectionEnv::OnCrashPoint(std::string name, std::function<void()> fn) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   if (fn) {
     impl_->hooks[std::move(name)] = std::move(fn);
   } else {
@@ -865,35 +889,35 @@ void FaultInjectionEnv::OnCrashPoint(std::string name, std::function<void()> fn)
 }
 
 Status FaultInjectionEnv::SimulatePowerLoss(PowerLossMode mode) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   return impl_->PowerLoss(mode);
 }
 
 void FaultInjectionEnv::CrashAt(std::string name, int nth) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   impl_->armed[std::move(name)] = std::max(nth, 1);
 }
 
 void FaultInjectionEnv::CrashAfterOps(uint64_t n) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   impl_->crash_after_armed = true;
   impl_->crash_after_left = n;
   impl_->crash_after_total = n;
 }
 
 void FaultInjectionEnv::SetTearOnCrash(bool tear) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   impl_->tear = tear;
 }
 
 void FaultInjectionEnv::DisarmCrashes() {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   impl_->armed.clear();
   impl_->crash_after_armed = false;
 }
 
 void FaultInjectionEnv::Revive() {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   impl_->crashed = false;
   impl_->armed.clear();
   impl_->crash_after_armed = false;
@@ -902,22 +926,22 @@ void FaultInjectionEnv::Revive() {
 }
 
 bool FaultInjectionEnv::crashed() const {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   return impl_->crashed;
 }
 
 std::vector<std::string> FaultInjectionEnv::crash_points_seen() const {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   return impl_->seen;
 }
 
 void FaultInjectionEnv::ClearCrashPointsSeen() {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   impl_->seen.clear();
 }
 
 uint64_t FaultInjectionEnv::mutating_ops() const {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   return impl_->mutating;
 }
 
@@ -927,17 +951,17 @@ void FaultInjectionEnv::FailWith(int err, FaultFilter filter, double probability
 
 void FaultInjectionEnv::FailWith(int err, FaultFilter filter, std::string path_substr,
                                  double probability) {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   impl_->rules.push_back(FailRule{err, Bit(filter), std::move(path_substr), probability});
 }
 
 void FaultInjectionEnv::ClearFailures() {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   impl_->rules.clear();
 }
 
 size_t FaultInjectionEnv::unsynced_file_count() const {
-  std::lock_guard<std::mutex> l(impl_->mu);
+  MutexLock l(&impl_->mu);
   size_t n = 0;
   for (const auto& kv : impl_->files) n += kv.second->ops.empty() ? 0 : 1;
   return n;

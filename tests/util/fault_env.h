@@ -1,4 +1,5 @@
 // FaultInjectionEnv: an Env for crash-consistency and error-path tests.
+// Part of the testing library (ovbd_testing), which no production target links.
 //
 // It wraps a real Env (normally Env::Default(), working under a temp dir) and
 // forwards every call, while remembering what a machine crash could still
@@ -27,7 +28,8 @@
 // calls; paths are compared after lexical normalization (make them absolute or
 // always relative to the same working directory); changes made to the tree by
 // anything other than this env are not tracked; files opened through the env
-// report NativeFd() == -1 so that every read goes through the fault filters.
+// report NativeFd() == -1 so that every read goes through the fault filters
+// (CheckRange and NextData are forwarded, as metadata calls).
 // The objects handed out may outlive the env (they share its state), but the
 // base Env must outlive them all.
 #pragma once
@@ -66,14 +68,15 @@ enum class FaultFilter : uint32_t {
   kPunch = 1u << 3,      // RWFile::PunchHole
   kOpen = 1u << 4,       // OpenReadable, OpenRW (with or without create), LockFile
   kNamespace = 1u << 5,  // Rename, Remove, CreateDir, RemoveDir
-  kMetadata = 1u << 6,   // Stat, ListDir, SpaceOf, RWFile::AllocatedBytes
+  kMetadata = 1u << 6,   // Stat, ListDir, SpaceOf, AllocatedBytes, CheckRange, NextData
+  kDirSync = 1u << 7,    // Env::SyncDir only (kSyncs covers it too)
   kAll = 0xffffffffu,
 };
 constexpr FaultFilter operator|(FaultFilter a, FaultFilter b) {
   return static_cast<FaultFilter>(static_cast<uint32_t>(a) | static_cast<uint32_t>(b));
 }
 
-class FaultInjectionEnv : public Env {
+class FaultInjectionEnv : public EnvWrapper {
  public:
   // The granularity of atomic writes assumed by SimulatePowerLoss().
   static constexpr uint64_t kSectorSize = 512;
@@ -97,7 +100,7 @@ class FaultInjectionEnv : public Env {
   Result<FileInfo> Stat(const std::string& path) override;
   Result<std::unique_ptr<FileLock>> LockFile(const std::string& path) override;
   Result<FsSpace> SpaceOf(const std::string& path) override;
-  uint64_t NowMicros() override;
+  // NowMicros and Confine are forwarded unchanged (EnvWrapper).
   // Records the name (see crash_points_seen()) and crashes if it is armed.
   Status CrashPoint(std::string_view name) override;
 
