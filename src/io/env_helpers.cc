@@ -6,6 +6,8 @@
 
 #include "ovbd/io/env.h"
 
+#include <unistd.h>
+
 namespace ovbd {
 
 std::string Status::ToString() const {
@@ -91,6 +93,8 @@ std::string DirName(const std::string& path) {
 }
 
 bool Env::Exists(const std::string& path) { return Stat(path).ok(); }
+
+uint32_t Env::CurrentUid() { return static_cast<uint32_t>(::geteuid()); }
 
 Status Env::WriteFileSynced(const std::string& path, std::string_view data) {
   OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> f, OpenRW(path, /*create=*/true));

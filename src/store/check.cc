@@ -20,6 +20,17 @@ Result<CheckReport> CheckStore(Env* env, const std::string& dir, const CheckOpti
   if (!env->Exists(JoinPath(dir, "ovbd-store.json"))) {
     return Status::NotFound(dir + " is not an ovbd store");
   }
+  // Nothing beneath the store is reached through a symlink (a user who owns
+  // the store must not steer a root `check --repair` elsewhere).
+  OVBD_ASSIGN_OR_RETURN(auto confinement, env->Confine(dir));
+  for (const char* d : {"volumes", "layers", kManifestGroupDir, kManifestGroupStaging}) {
+    auto st = env->Stat(JoinPath(dir, d));
+    if (st.ok() && st->is_dir) continue;
+    if (!st.ok() && st.status().IsNotFound() && d[0] == 'm') continue;
+    return Status::Corruption(JoinPath(dir, d) + (st.ok() ? " is not a directory"
+                                                          : ": " + st.status().ToString()) +
+                              "; refusing to check (or repair) through it");
+  }
   std::unique_ptr<FileLock> lock;
   if (opts.repair) {
     auto l = env->LockFile(JoinPath(dir, "lock"));
@@ -154,6 +165,15 @@ Result<CheckReport> CheckStore(Env* env, const std::string& dir, const CheckOpti
     auto u = Upper::Open(env, base, m.size, /*read_only=*/!opts.repair);
     if (u.ok()) {
       ++rep.uppers;
+      const uint64_t need = u.value()->DataBytesNeeded();
+      const uint64_t have = u.value()->data_file()->Size();
+      if (have < need) {
+        add(Upper::DataPath(base), "holds " + std::to_string(have) +
+                                       " bytes but the journal maps data up to byte " +
+                                       std::to_string(need) +
+                                       " (truncated): the ranges past its end are lost and read "
+                                       "as errors (volume " + n + ")");
+      }
       if (u.value()->torn_tail_bytes() > 0) {
         add(Upper::JournalPath(base),
             "torn tail of " + std::to_string(u.value()->torn_tail_bytes()) +

@@ -36,6 +36,14 @@ Result<std::shared_ptr<Volume>> Store::OpenVolume(const std::string& name, bool 
       if (snap) return std::make_shared<Volume>(name, snap->size, std::move(layers), nullptr, true);
       OVBD_ASSIGN_OR_RETURN(std::unique_ptr<Upper> up,
                             Upper::Open(env_, LayerPath(m.upper), m.size, opts_.read_only));
+      // A data file cut short behind our back: a write that extends it
+      // again would turn the lost ranges into zeros. Refuse the volume.
+      const uint64_t need = up->DataBytesNeeded(), have = up->data_file()->Size();
+      if (have < need) {
+        return Status::Corruption(LayerPath(filename::UpperDataFile(m.upper)) + " holds " +
+                                  std::to_string(have) + " bytes but its journal maps data up to " +
+                                  std::to_string(need) + " (truncated?); run `ovbd check`");
+      }
       return std::make_shared<Volume>(name, m.size, std::move(layers),
                                       std::shared_ptr<Upper>(std::move(up)), opts_.read_only);
     }();

@@ -2,7 +2,10 @@
 // asks for. Nothing here does I/O under the state lock.
 #include "store_internal.h"
 
+#include <cerrno>
+
 #include "ovbd/store/filename.h"
+#include "ovbd/store/manifest_group.h"
 
 namespace ovbd {
 
@@ -62,6 +65,8 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& dir,
     return Status::Corruption(JoinPath(dir, filename::kStoreMarker) + ": not an ovbd store marker");
   }
   auto store = std::unique_ptr<Store>(new Store(env, dir, opts));
+  OVBD_ASSIGN_OR_RETURN(store->confinement_, env->Confine(dir));
+  OVBD_RETURN_IF_ERROR(CheckLayout(env, dir, opts));
   if (!opts.read_only) {
     auto lock = env->LockFile(JoinPath(dir, filename::kLockFile));
     if (!lock.ok()) {
@@ -86,6 +91,35 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& dir,
     });
   }
   return store;
+}
+
+Status Store::CheckLayout(Env* env, const std::string& dir, const StoreOptions& opts) {
+  const uint32_t me = env->CurrentUid();
+  auto check = [&](const std::string& path, bool must_exist) -> Status {
+    auto st = env->Stat(path);
+    if (!st.ok()) {
+      if (!must_exist && st.status().IsNotFound()) return Status::OK();
+      if (st.status().os_errno() == ELOOP) {
+        return Status::Corruption(path + " is a symbolic link; a store never contains one "
+                                  "(refusing the store: it could lead outside it)");
+      }
+      return st.status();
+    }
+    if (!st->is_dir) return Status::Corruption(path + " is not a directory");
+    if (st->uid != me && st->uid != 0 && !opts.allow_foreign_owner) {
+      return Status::IOError(path + " belongs to uid " + std::to_string(st->uid) +
+                                 ", not to this user (uid " + std::to_string(me) +
+                                 ") or root; refusing a store another user controls (mount it "
+                                 "as that user, or pass -o allow_foreign_store)",
+                             EPERM);
+    }
+    return Status::OK();
+  };
+  OVBD_RETURN_IF_ERROR(check(dir, true));
+  OVBD_RETURN_IF_ERROR(check(JoinPath(dir, filename::kVolumesDir), true));
+  OVBD_RETURN_IF_ERROR(check(JoinPath(dir, filename::kLayersDir), true));
+  OVBD_RETURN_IF_ERROR(check(JoinPath(dir, kManifestGroupDir), false));
+  return check(JoinPath(dir, kManifestGroupStaging), false);
 }
 
 Status Store::CheckWritable() const {

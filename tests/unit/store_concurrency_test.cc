@@ -10,7 +10,7 @@
 #include <future>
 #include <random>
 
-#include "ovbd/io/fault_env.h"
+#include "fault_env.h"
 #include "ovbd/layer/lsmt_writer.h"
 #include "ovbd/store/store.h"
 #include "test_util.h"

@@ -2,6 +2,8 @@
 // safety of every multi-step command, hostile manifests and commands.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -345,6 +347,66 @@ TEST_F(StoreTest, CheckFindsASharedUpper) {
   bool found = false;
   for (const auto& f : rep->findings) found |= f.what.find("also the upper of") != std::string::npos;
   EXPECT_TRUE(found);
+  EXPECT_FALSE(rep->clean());
+}
+
+// A store's own directories replaced by symlinks lead nowhere: opening
+// and repairing refuse the store, and the files behind the links are
+// untouched (root mounting a store a user controls must not be steered).
+TEST_F(StoreTest, SymlinkedStoreDirectoryIsRefused) {
+  ASSERT_TRUE(store_->CreateVolume("vm1", kSize, {}, {}).ok());
+  store_.reset();
+  const std::string victim = dir_.Sub("victim");
+  std::filesystem::create_directory(victim);
+  ASSERT_TRUE(Env::Default()->WriteFileSynced(victim + "/precious", "root's file").ok());
+  ASSERT_TRUE(Env::Default()->WriteFileSynced(victim + "/vm1.json", "{}").ok());
+  for (const std::string d : {"layers", "volumes", "manifest-group", "manifest-group.tmp"}) {
+    SCOPED_TRACE(d);
+    const std::string path = path_ + "/" + d;
+    const std::string aside = path_ + "/aside";
+    const bool existed = std::filesystem::exists(path);
+    if (existed) std::filesystem::rename(path, aside);
+    std::filesystem::create_directory_symlink(victim, path);
+    auto s = Store::Open(Env::Default(), path_);
+    EXPECT_FALSE(s.ok());
+    EXPECT_NE(s.status().ToString().find("symbolic link"), std::string::npos) << s.status().ToString();
+    CheckOptions co;
+    co.repair = true;
+    EXPECT_FALSE(CheckStore(Env::Default(), path_, co).ok());
+    EXPECT_TRUE(std::filesystem::exists(victim + "/precious"));
+    EXPECT_TRUE(std::filesystem::exists(victim + "/vm1.json"));
+    std::filesystem::remove(path);
+    if (existed) std::filesystem::rename(aside, path);
+  }
+  EXPECT_TRUE(Store::Open(Env::Default(), path_).ok());
+}
+
+TEST_F(StoreTest, StoreOfAnotherUserIsRefusedUnlessAllowed) {
+  if (Env::Default()->CurrentUid() != 0) GTEST_SKIP() << "needs root to give the store away";
+  store_.reset();
+  ASSERT_EQ(::chown((path_ + "/layers").c_str(), 12345, 12345), 0);
+  auto s = Store::Open(Env::Default(), path_);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.status().ToString().find("uid 12345"), std::string::npos) << s.status().ToString();
+  StoreOptions o;
+  o.allow_foreign_owner = true;
+  EXPECT_TRUE(Store::Open(Env::Default(), path_, o).ok());
+}
+
+// An upper whose data file was cut short is refused, not read as zeros.
+TEST_F(StoreTest, TruncatedUpperDataIsRefused) {
+  ASSERT_TRUE(store_->CreateVolume("vm1", kSize, {}, {}).ok());
+  WriteAt(store_.get(), "vm1", 4 << 20, Rand(1 << 20));
+  const std::string upper = store_->Lookup("vm1")->upper;
+  store_.reset();
+  std::filesystem::resize_file(path_ + "/layers/" + upper + ".data", 1 << 20);
+  auto s = Store::Open(Env::Default(), path_);
+  ASSERT_TRUE(s.ok());
+  auto v = s.value()->Acquire("vm1");
+  EXPECT_TRUE(v.status().IsCorruption()) << v.status().ToString();
+  s.value().reset();
+  auto rep = CheckStore(Env::Default(), path_, CheckOptions{});
+  ASSERT_TRUE(rep.ok());
   EXPECT_FALSE(rep->clean());
 }
 

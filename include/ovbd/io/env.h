@@ -163,6 +163,8 @@ class Env {
   // --- Helpers built only on the primitives above ---
 
   bool Exists(const std::string& path);
+  // The effective uid of this process (who owns what it creates).
+  virtual uint32_t CurrentUid();
   // Writes `data` to `path` atomically: temp file, fsync, rename, fsync dir.
   // On failure, *renamed (if given) tells whether the rename was made: if
   // not, `path` still holds its old contents; if so, it holds the new ones

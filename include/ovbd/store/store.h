@@ -46,6 +46,10 @@ struct StoreOptions {
   unsigned flush_interval_ms = 0;
   // Worker threads for background jobs (merges, the flusher).
   size_t job_threads = 2;
+  // Accept a store whose directories belong to another user who is not
+  // root. Off by default: that user could otherwise steer what this
+  // process (often root) creates and removes (docs/RELIABILITY.md).
+  bool allow_foreign_owner = false;
 };
 
 struct VolumeInfo {
@@ -131,6 +135,9 @@ class Store {
 
  private:
   Store(Env* env, std::string dir, StoreOptions opts);
+  // The store's directories are real directories (no symlinks) owned by us
+  // or root (unless allowed otherwise).
+  static Status CheckLayout(Env* env, const std::string& dir, const StoreOptions& opts);
 
   // --- manifests (manifests.cc)
   Status LoadManifests() EXCLUDES(mu_);
@@ -248,6 +255,8 @@ class Store {
   Env* env_;
   std::string dir_;
   StoreOptions opts_;
+  // Paths beneath dir_ never follow a symlink; released last.
+  std::unique_ptr<Confinement> confinement_;
   std::unique_ptr<FileLock> lock_;
   std::unique_ptr<JobRunner> jobs_;
 
