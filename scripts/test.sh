@@ -2,8 +2,11 @@
 # Installs what is needed, builds, and runs every test:
 #   1. the full suite (unit, golden, fuzz-corpus replay, end-to-end) on a
 #      release build;
-#   2. unit and stress tests under AddressSanitizer+UBSan, plus a bounded
-#      libFuzzer run of every parser;
+#   2. unit and stress tests under AddressSanitizer+UBSan, the end-to-end
+#      tests labelled e2e_sanitize against the ASan+UBSan binaries (every
+#      ovbd subcommand and every FUSE operation; a sanitizer report in any
+#      daemon or tool fails the test), plus a bounded libFuzzer run of every
+#      parser;
 #   3. unit and stress tests under ThreadSanitizer.
 # Options: --quick (only 1), FUZZ_SECONDS=N per fuzzer (default 30).
 set -euo pipefail
@@ -23,6 +26,7 @@ echo "== AddressSanitizer + UBSan build: unit and stress tests, fuzzers"
 BUILD_DIR=build-asan bash scripts/build.sh -DCMAKE_CXX_COMPILER=clang++ \
   -DOVBD_SANITIZE=address,undefined -DOVBD_FUZZ=ON -DOVBD_BUILD_BENCH=OFF
 OVBD_CRASH_ITERATIONS=40 ctest --test-dir build-asan --output-on-failure --timeout 900 -j2 -L 'unit|stress'
+ctest --test-dir build-asan --output-on-failure --timeout 900 -j2 -L e2e_sanitize
 FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash tests/fuzz/run_fuzzers.sh build-asan
 
 echo "== ThreadSanitizer build: unit and stress tests"

@@ -108,12 +108,18 @@ Status ViaControl(const std::string& mnt, const std::string& line) {
 }
 
 // Runs `line` on the store: through .control when mounted, else directly.
+// A mounted store is always reached through the mount, where the daemon
+// checks the caller per command (the store's own files may not even be
+// readable by the caller).
 Status RunCommand(const std::string& dir, const std::string& line) {
+  const std::string mnt = FindMount(dir);
+  if (!mnt.empty()) return ViaControl(mnt, line);
   auto store = Store::Open(env(), dir);
   if (!store.ok()) {
     if (store.status().code() == Status::Code::kBusy) {
-      std::string mnt = FindMount(dir);
-      if (!mnt.empty()) return ViaControl(mnt, line);
+      // Mounted after we looked.
+      const std::string now = FindMount(dir);
+      if (!now.empty()) return ViaControl(now, line);
     }
     return store.status();
   }

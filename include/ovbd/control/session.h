@@ -68,7 +68,7 @@ class ControlServer {
   Mutex run_mu_;
   mutable Mutex last_mu_;
   std::string last_result_ GUARDED_BY(last_mu_);
-  LogLimiter log_limit_{20, 100};
+  LogLimiter log_limit_{50, 200};  // 50 lines a second, bursts of 200
 };
 
 class ControlSession {
