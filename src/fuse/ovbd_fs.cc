@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string_view>
 #include <vector>
 
@@ -78,13 +79,18 @@ Caller OvbdFs::CallerOf(fuse_req_t req) {
   return c;
 }
 
+Status OvbdFs::UpdateAttrs(const std::string& name, const std::function<void(FileAttrs*)>& change) {
+  MutexLock lk(&attrs_mu_);
+  OVBD_ASSIGN_OR_RETURN(VolumeInfo info, store_->Lookup(name));
+  FileAttrs a = info.attrs;
+  change(&a);
+  return store_->SetAttrs(name, a);
+}
+
 void OvbdFs::RecordMtime(const std::string& name) {
-  auto info = store_->Lookup(name);
-  if (!info.ok()) return;
-  FileAttrs a = info->attrs;
-  a.mtime_ns = a.ctime_ns = Now();
-  Status s = store_->SetAttrs(name, a);
-  if (!s.ok()) spdlog::warn("recording the mtime of {}: {}", name, s.ToString());
+  const uint64_t now = Now();
+  Status s = UpdateAttrs(name, [now](FileAttrs* a) { a->mtime_ns = a->ctime_ns = now; });
+  if (!s.ok() && !s.IsNotFound()) spdlog::warn("recording the mtime of {}: {}", name, s.ToString());
 }
 
 fuse_ino_t OvbdFs::InoFor(const std::string& name) {
@@ -253,19 +259,19 @@ void OvbdFs::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_s
       }
     }
   }
-  FileAttrs a = info->attrs;
   const uint64_t now = Now();
-  if (to_set & FUSE_SET_ATTR_MODE) a.mode = attr->st_mode & 07777;
-  if (to_set & FUSE_SET_ATTR_UID) a.uid = attr->st_uid;
-  if (to_set & FUSE_SET_ATTR_GID) a.gid = attr->st_gid;
-  if (to_set & FUSE_SET_ATTR_ATIME) a.atime_ns = FromTime(attr->st_atim);
-  if (to_set & FUSE_SET_ATTR_MTIME) a.mtime_ns = FromTime(attr->st_mtim);
-  if (to_set & FUSE_SET_ATTR_ATIME_NOW) a.atime_ns = now;
-  if (to_set & FUSE_SET_ATTR_MTIME_NOW) a.mtime_ns = now;
-  a.ctime_ns = now;
   if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_ATIME |
                 FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)) {
-    Status s = fs->store_->SetAttrs(name, a);
+    Status s = fs->UpdateAttrs(name, [&](FileAttrs* a) {
+      if (to_set & FUSE_SET_ATTR_MODE) a->mode = attr->st_mode & 07777;
+      if (to_set & FUSE_SET_ATTR_UID) a->uid = attr->st_uid;
+      if (to_set & FUSE_SET_ATTR_GID) a->gid = attr->st_gid;
+      if (to_set & FUSE_SET_ATTR_ATIME) a->atime_ns = FromTime(attr->st_atim);
+      if (to_set & FUSE_SET_ATTR_MTIME) a->mtime_ns = FromTime(attr->st_mtim);
+      if (to_set & FUSE_SET_ATTR_ATIME_NOW) a->atime_ns = now;
+      if (to_set & FUSE_SET_ATTR_MTIME_NOW) a->mtime_ns = now;
+      a->ctime_ns = now;
+    });
     if (!s.ok()) return fs->ReplyError(req, s, "setattr", name);
   }
   struct stat st;

@@ -14,6 +14,7 @@
 #include <fuse_lowlevel.h>
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -58,6 +59,10 @@ class OvbdFs {
   // deleted one (we ask for keep_cache and no auto_inval_data). Runs after
   // each .control write that deleted something, with commands held off.
   void RetireGoneNames() EXCLUDES(ino_mu_);
+  // Read-modify-write of a volume's attributes (chmod, chown, utimes and
+  // the mtime of writes), one at a time so that none is lost.
+  Status UpdateAttrs(const std::string& name, const std::function<void(FileAttrs*)>& change)
+      EXCLUDES(attrs_mu_);
   // The volume was written: its mtime (and ctime) become now.
   void RecordMtime(const std::string& name);
   static Caller CallerOf(fuse_req_t req);
@@ -91,6 +96,7 @@ class OvbdFs {
   fuse_session* session_ = nullptr;
   uint64_t mount_time_ns_ = 0;
 
+  Mutex attrs_mu_;
   Mutex ino_mu_;
   std::map<std::string, fuse_ino_t> ino_by_name_ GUARDED_BY(ino_mu_);
   std::map<fuse_ino_t, std::string> name_by_ino_ GUARDED_BY(ino_mu_);
