@@ -2,8 +2,7 @@
 
 #include <ctime>
 
-#include <nlohmann/json.hpp>
-
+#include "ovbd/control/reply.h"
 #include "ovbd/control/size.h"
 
 namespace ovbd {
@@ -30,6 +29,30 @@ Status CheckFullName(const std::string& n) {
   }
   OVBD_RETURN_IF_ERROR(ValidateName(n.substr(0, at), "volume"));
   return ValidateName(n.substr(at + 1), "snapshot");
+}
+
+std::string Uid(uint32_t uid) { return "uid " + std::to_string(uid); }
+
+// The checks of one command against the volume it acts on. A name that does
+// not exist passes: the store then reports it exactly as it would for anyone.
+Status CheckRead(Store* store, const Caller* caller, const std::string& verb,
+                 const std::string& name) {
+  if (!caller || caller->root()) return Status::OK();
+  auto info = store->Lookup(name);
+  if (!info.ok()) return Status::OK();
+  if (MayAccess(*caller, info->attrs, kMayRead)) return Status::OK();
+  return AccessDenied(verb + " " + name, "needs read permission on " + name + " for " +
+                                             Uid(caller->uid));
+}
+
+Status CheckOwner(Store* store, const Caller* caller, const std::string& verb,
+                  const std::string& name) {
+  if (!caller || caller->root()) return Status::OK();
+  auto info = store->Lookup(name);
+  if (!info.ok()) return Status::OK();
+  if (OwnsOrRoot(*caller, info->attrs)) return Status::OK();
+  return NotPermitted(verb + " " + name, "only its owner, " + Uid(info->attrs.uid) +
+                                             ", or root may " + verb + " it");
 }
 }  // namespace
 
@@ -76,31 +99,70 @@ std::string Controller::SnapshotName() const {
   return buf;
 }
 
+Result<CommandOutcome> Controller::Run(std::string_view line, const Caller* caller) {
+  OVBD_ASSIGN_OR_RETURN(Command c, ParseCommand(line));
+  return RunCommand(c, caller, nullptr);
+}
+
 Result<std::string> Controller::Execute(std::string_view line, bool* json_mode,
                                         const FileAttrs* owner) {
   OVBD_ASSIGN_OR_RETURN(Command c, ParseCommand(line));
+  OVBD_ASSIGN_OR_RETURN(CommandOutcome o, RunCommand(c, nullptr, owner));
+  if (json_mode && o.json) *json_mode = *o.json;
+  return std::move(o.output);
+}
+
+Result<CommandOutcome> Controller::RunCommand(const Command& c, const Caller* caller,
+                                              const FileAttrs* owner) {
   const auto& a = c.args;
+  CommandOutcome out;
   if (c.verb == "snapshot") {
     if (a.empty() || a[0] == "--all") {
       OVBD_RETURN_IF_ERROR(Arity(c, 0, 2, "[--all] [SNAP]"));
       const std::string snap = a.size() == 2 ? a[1] : SnapshotName();
       OVBD_RETURN_IF_ERROR(ValidateName(snap, "snapshot"));
+      // One snapshot of everything reads everything: the caller must be
+      // able to read every volume (commands are serialized, so no volume
+      // appears between this check and the snapshot).
+      if (caller && !caller->root()) {
+        for (const VolumeInfo& v : store_->List()) {
+          if (v.is_snapshot || MayAccess(*caller, v.attrs, kMayRead)) continue;
+          return AccessDenied("snapshot --all", "needs read permission on every volume; " +
+                                                    Uid(caller->uid) + " cannot read " + v.name);
+        }
+      }
       OVBD_RETURN_IF_ERROR(store_->SnapshotAll(snap));
-      return "snapshot of every volume taken as @" + snap;
+      out.output = "snapshot of every volume taken as @" + snap;
+      return out;
     }
     OVBD_RETURN_IF_ERROR(Arity(c, 1, 2, "VOL [SNAP]"));
     OVBD_RETURN_IF_ERROR(ValidateName(a[0], "volume"));
     const std::string snap = a.size() == 2 ? a[1] : SnapshotName();
     OVBD_RETURN_IF_ERROR(ValidateName(snap, "snapshot"));
+    OVBD_RETURN_IF_ERROR(CheckRead(store_, caller, "snapshot", a[0]));
     OVBD_RETURN_IF_ERROR(store_->Snapshot(a[0], snap));
-    return "snapshot " + a[0] + "@" + snap + " created";
+    out.output = "snapshot " + a[0] + "@" + snap + " created";
+    return out;
   }
   if (c.verb == "clone") {
     OVBD_RETURN_IF_ERROR(Arity(c, 2, 2, "VOL@SNAP NEWVOL"));
     OVBD_RETURN_IF_ERROR(CheckFullName(a[0]));
     OVBD_RETURN_IF_ERROR(ValidateName(a[1], "volume"));
+    OVBD_RETURN_IF_ERROR(CheckRead(store_, caller, "clone", a[0]));
     OVBD_RETURN_IF_ERROR(store_->Clone(a[0], a[1]));
-    return "clone " + a[1] + " of " + a[0] + " created";
+    if (caller) {
+      // The clone is the caller's, as a copied file would be. The store
+      // makes it with the source volume's attributes; hand it over at once
+      // (commands are serialized, so nobody acts on it in between).
+      OVBD_ASSIGN_OR_RETURN(VolumeInfo info, store_->Lookup(a[1]));
+      FileAttrs attrs = info.attrs;
+      attrs.uid = caller->uid;
+      attrs.gid = caller->gid;
+      Status s = store_->SetAttrs(a[1], attrs);
+      if (!s.ok()) return s.Annotate("clone " + a[1] + " created, but not given to " + Uid(caller->uid));
+    }
+    out.output = "clone " + a[1] + " of " + a[0] + " created";
+    return out;
   }
   if (c.verb == "create" || c.verb == "resize") {
     OVBD_RETURN_IF_ERROR(Arity(c, 2, 2, "VOL SIZE"));
@@ -110,25 +172,42 @@ Result<std::string> Controller::Execute(std::string_view line, bool* json_mode,
     if (c.verb == "create") {
       FileAttrs attrs;
       if (owner) attrs = *owner;
+      if (caller) {
+        // New volumes belong to whoever asked for them.
+        attrs = FileAttrs{};
+        attrs.uid = caller->uid;
+        attrs.gid = caller->gid;
+        attrs.mode = 0644;
+      }
       OVBD_RETURN_IF_ERROR(store_->CreateVolume(a[0], size, {}, attrs));
-      return "volume " + a[0] + " created (" + FormatSize(size) + ")";
+      out.output = "volume " + a[0] + " created (" + FormatSize(size) + ")";
+      return out;
     }
+    OVBD_RETURN_IF_ERROR(CheckOwner(store_, caller, "resize", a[0]));
     OVBD_RETURN_IF_ERROR(store_->Resize(a[0], size));
-    return "volume " + a[0] + " resized to " + FormatSize(size);
+    out.output = "volume " + a[0] + " resized to " + FormatSize(size);
+    return out;
   }
   if (c.verb == "delete") {
     OVBD_RETURN_IF_ERROR(Arity(c, 1, 1, "VOL or VOL@SNAP"));
     OVBD_RETURN_IF_ERROR(CheckFullName(a[0]));
+    OVBD_RETURN_IF_ERROR(CheckOwner(store_, caller, "delete", a[0]));
     OVBD_RETURN_IF_ERROR(store_->Delete(a[0]));
-    return a[0] + " deleted";
+    out.output = a[0] + " deleted";
+    out.removed_names = true;
+    return out;
   }
   if (c.verb == "status") {
     OVBD_RETURN_IF_ERROR(Arity(c, 0, 1, "[VOL]"));
-    if (a.empty()) return Report(json_mode && *json_mode);
+    if (a.empty()) {
+      out.output = StatusReport();
+      return out;
+    }
     OVBD_RETURN_IF_ERROR(CheckFullName(a[0]));
     OVBD_ASSIGN_OR_RETURN(auto info, store_->Lookup(a[0]));
     (void)info;
-    return store_->StatusText(a[0]);
+    out.output = store_->StatusText(a[0]);
+    return out;
   }
   if (c.verb == "flush") {
     OVBD_RETURN_IF_ERROR(Arity(c, 0, 1, "[VOL]"));
@@ -138,47 +217,34 @@ Result<std::string> Controller::Execute(std::string_view line, bool* json_mode,
       Status s = v->Flush();
       store_->Release(a[0]);
       OVBD_RETURN_IF_ERROR(s);
-      return a[0] + " flushed";
+      out.output = a[0] + " flushed";
+      return out;
     }
     OVBD_RETURN_IF_ERROR(store_->FlushAll());
-    return std::string("all volumes flushed");
+    out.output = "all volumes flushed";
+    return out;
   }
   if (c.verb == "gc") {
     OVBD_RETURN_IF_ERROR(Arity(c, 0, 0, "no arguments"));
     std::vector<std::string> removed;
     OVBD_RETURN_IF_ERROR(store_->CollectGarbage(&removed));
-    return "removed " + std::to_string(removed.size()) + " unreferenced file(s)";
+    out.output = "removed " + std::to_string(removed.size()) + " unreferenced file(s)";
+    return out;
   }
   if (c.verb == "json" || c.verb == "text") {
     OVBD_RETURN_IF_ERROR(Arity(c, 0, 0, "no arguments"));
-    if (json_mode) *json_mode = c.verb == "json";
-    return "output format: " + c.verb;
+    out.json = c.verb == "json";
+    out.output = "output format: " + c.verb;
+    return out;
   }
   return Status::InvalidArgument("unknown command '" + c.verb + "'; " + kUsage);
 }
 
-std::string Controller::Report(bool json, const std::string& last_result) const {
+std::string Controller::StatusReport() const {
   auto vols = store_->List();
-  if (!json) {
-    std::string out = "volumes: " + std::to_string(vols.size()) + "\n";
-    out += store_->StatusText();
-    return out;
-  }
-  nlohmann::json arr = nlohmann::json::array();
-  for (const auto& v : vols) {
-    nlohmann::json o{{"name", v.name},
-                     {"snapshot", v.is_snapshot},
-                     {"size", v.size},
-                     {"layers", v.lowers},
-                     {"upper", v.upper},
-                     {"open_handles", v.open_handles},
-                     {"mode", v.attrs.mode}};
-    if (!v.failed.empty()) o["failed"] = v.failed;
-    arr.push_back(std::move(o));
-  }
-  nlohmann::json doc{{"volumes", arr}};
-  if (!last_result.empty()) doc["result"] = last_result;
-  return doc.dump(2) + "\n";
+  std::string out = std::string(kStatusHeader) + std::to_string(vols.size()) + "\n";
+  out += store_->StatusText();
+  return out;
 }
 
 }  // namespace ovbd

@@ -15,11 +15,14 @@
 
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 
+#include "ovbd/version.h"
 #include "ovbd_fs.h"
 
 namespace {
@@ -124,6 +127,18 @@ class Flusher {
   std::thread thread_;
 };
 
+// Owns what libfuse's option parsing and realpath() allocate, so every exit
+// of main (errors and --help included) frees it.
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+using CString = std::unique_ptr<char, FreeDeleter>;
+
+struct ArgsGuard {
+  fuse_args* args;
+  ~ArgsGuard() { fuse_opt_free_args(args); }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -133,10 +148,13 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 128 << 20);
 
   fuse_args args = FUSE_ARGS_INIT(argc, argv);
+  ArgsGuard args_guard{&args};
   Options o;
-  if (fuse_opt_parse(&args, &o, kOptSpec, ProcessArg) != 0) return 1;
+  const int parsed = fuse_opt_parse(&args, &o, kOptSpec, ProcessArg);
+  CString store_arg(o.store), log_level_arg(o.log_level);
+  if (parsed != 0) return 1;
   if (o.show_version) {
-    std::printf("ovbdfs 0.1.0 (libfuse %s)\n", fuse_pkgversion());
+    std::printf("ovbdfs %s (libfuse %s)\n", OVBD_VERSION, fuse_pkgversion());
     return 0;
   }
   if (o.show_help) {
@@ -146,6 +164,7 @@ int main(int argc, char** argv) {
   }
   fuse_cmdline_opts cl{};
   if (fuse_parse_cmdline(&args, &cl) != 0) return 1;
+  CString mountpoint(cl.mountpoint);
   if (!o.store || !cl.mountpoint) {
     Usage(argv[0]);
     return 1;
@@ -161,7 +180,8 @@ int main(int argc, char** argv) {
     if (o.log_level) spdlog::set_level(spdlog::level::from_str(o.log_level));
   }
 
-  char* store_path = realpath(o.store, nullptr);
+  CString store_path_owner(realpath(o.store, nullptr));
+  const char* store_path = store_path_owner.get();
   if (!store_path) {
     std::fprintf(stderr, "ovbdfs: %s: %s\n", o.store, std::strerror(errno));
     return 1;
@@ -241,9 +261,5 @@ int main(int argc, char** argv) {
   }
   store.value().reset();
   spdlog::info("unmounted {}", cl.mountpoint);
-  free(cl.mountpoint);
-  free(store_path);
-  free(o.store);
-  fuse_opt_free_args(&args);
   return ret ? 1 : 0;
 }

@@ -6,8 +6,11 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <string_view>
 #include <vector>
 
 #include "errno_map.h"
@@ -44,24 +47,54 @@ std::vector<char>& Scratch() {
 struct OvbdFs::Handle {
   enum class Kind { kVolume, kControl } kind;
   std::string name;
-  std::shared_ptr<Volume> volume;
-  // .control state: result of the last command written through this handle.
-  std::mutex mu;
-  std::string result;
-  std::string partial;  // bytes of a command line not yet terminated
-  bool json = false;
-  // What reads return: generated at the first read after open or after a
-  // command, then consumed until EOF (so `cat` terminates).
-  std::string out;
-  size_t out_pos = 0;
-  bool out_ready = false;
+  std::shared_ptr<Volume> volume;             // kVolume
+  std::unique_ptr<ControlSession> session;    // kControl
+  // mtime: recorded at the first write through the handle, then again at
+  // close if written since (one manifest write each, not one per write).
+  std::atomic<bool> wrote{false};
+  std::atomic<bool> mtime_pending{false};
 };
 
 OvbdFs::OvbdFs(Store* store, MountOptions opts)
-    : store_(store), controller_(store), opts_(opts), mount_time_ns_(Now()) {}
+    : store_(store),
+      opts_(opts),
+      mount_time_ns_(Now()),
+      control_(store, [this] { RetireGoneNames(); }) {}
+
+Caller OvbdFs::CallerOf(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  Caller c;
+  c.uid = ctx->uid;
+  c.gid = ctx->gid;
+  // Supplementary groups come from /proc of the calling thread; when that
+  // fails (it has exited) the caller has only its primary group, which can
+  // only take permissions away.
+  std::vector<gid_t> groups(32);
+  int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
+  if (n > static_cast<int>(groups.size())) {
+    groups.resize(static_cast<size_t>(n));
+    n = fuse_req_getgroups(req, n, groups.data());
+  }
+  if (n > 0) c.groups.assign(groups.begin(), groups.begin() + std::min<int>(n, static_cast<int>(groups.size())));
+  return c;
+}
+
+Status OvbdFs::UpdateAttrs(const std::string& name, const std::function<void(FileAttrs*)>& change) {
+  MutexLock lk(&attrs_mu_);
+  OVBD_ASSIGN_OR_RETURN(VolumeInfo info, store_->Lookup(name));
+  FileAttrs a = info.attrs;
+  change(&a);
+  return store_->SetAttrs(name, a);
+}
+
+void OvbdFs::RecordMtime(const std::string& name) {
+  const uint64_t now = Now();
+  Status s = UpdateAttrs(name, [now](FileAttrs* a) { a->mtime_ns = a->ctime_ns = now; });
+  if (!s.ok() && !s.IsNotFound()) spdlog::warn("recording the mtime of {}: {}", name, s.ToString());
+}
 
 fuse_ino_t OvbdFs::InoFor(const std::string& name) {
-  std::lock_guard lk(ino_mu_);
+  MutexLock lk(&ino_mu_);
   auto it = ino_by_name_.find(name);
   if (it != ino_by_name_.end()) return it->second;
   fuse_ino_t ino = next_ino_++;
@@ -71,7 +104,7 @@ fuse_ino_t OvbdFs::InoFor(const std::string& name) {
 }
 
 bool OvbdFs::NameFor(fuse_ino_t ino, std::string* name) {
-  std::lock_guard lk(ino_mu_);
+  MutexLock lk(&ino_mu_);
   auto it = name_by_ino_.find(ino);
   if (it == name_by_ino_.end()) return false;
   *name = it->second;
@@ -79,14 +112,17 @@ bool OvbdFs::NameFor(fuse_ino_t ino, std::string* name) {
 }
 
 void OvbdFs::RetireGoneNames() {
-  std::lock_guard lk(ino_mu_);
+  // One listing (sorted by name, as the map is), merged against the map.
+  const std::vector<VolumeInfo> live = store_->List();
+  MutexLock lk(&ino_mu_);
+  auto l = live.begin();
   for (auto it = ino_by_name_.begin(); it != ino_by_name_.end();) {
-    auto v = store_->Lookup(it->first);
-    if (!v.ok() && v.status().code() == Status::Code::kNotFound) {
+    while (l != live.end() && l->name < it->first) ++l;
+    if (l != live.end() && l->name == it->first) {
+      ++it;
+    } else {
       name_by_ino_.erase(it->second);
       it = ino_by_name_.erase(it);
-    } else {
-      ++it;
     }
   }
 }
@@ -223,19 +259,19 @@ void OvbdFs::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_s
       }
     }
   }
-  FileAttrs a = info->attrs;
   const uint64_t now = Now();
-  if (to_set & FUSE_SET_ATTR_MODE) a.mode = attr->st_mode & 07777;
-  if (to_set & FUSE_SET_ATTR_UID) a.uid = attr->st_uid;
-  if (to_set & FUSE_SET_ATTR_GID) a.gid = attr->st_gid;
-  if (to_set & FUSE_SET_ATTR_ATIME) a.atime_ns = FromTime(attr->st_atim);
-  if (to_set & FUSE_SET_ATTR_MTIME) a.mtime_ns = FromTime(attr->st_mtim);
-  if (to_set & FUSE_SET_ATTR_ATIME_NOW) a.atime_ns = now;
-  if (to_set & FUSE_SET_ATTR_MTIME_NOW) a.mtime_ns = now;
-  a.ctime_ns = now;
   if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_ATIME |
                 FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)) {
-    Status s = fs->store_->SetAttrs(name, a);
+    Status s = fs->UpdateAttrs(name, [&](FileAttrs* a) {
+      if (to_set & FUSE_SET_ATTR_MODE) a->mode = attr->st_mode & 07777;
+      if (to_set & FUSE_SET_ATTR_UID) a->uid = attr->st_uid;
+      if (to_set & FUSE_SET_ATTR_GID) a->gid = attr->st_gid;
+      if (to_set & FUSE_SET_ATTR_ATIME) a->atime_ns = FromTime(attr->st_atim);
+      if (to_set & FUSE_SET_ATTR_MTIME) a->mtime_ns = FromTime(attr->st_mtim);
+      if (to_set & FUSE_SET_ATTR_ATIME_NOW) a->atime_ns = now;
+      if (to_set & FUSE_SET_ATTR_MTIME_NOW) a->mtime_ns = now;
+      a->ctime_ns = now;
+    });
     if (!s.ok()) return fs->ReplyError(req, s, "setattr", name);
   }
   struct stat st;
@@ -282,7 +318,7 @@ void OvbdFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   OvbdFs* fs = Self(req);
   const bool wants_write = (fi->flags & O_ACCMODE) != O_RDONLY;
   if (ino == kControlIno) {
-    auto* h = new Handle{Handle::Kind::kControl, kControlName, nullptr};
+    auto* h = new Handle{Handle::Kind::kControl, kControlName, nullptr, fs->control_.NewSession()};
     fi->fh = reinterpret_cast<uint64_t>(h);
     fi->direct_io = 1;  // results are generated per read
     fi->nonseekable = 1;
@@ -294,9 +330,13 @@ void OvbdFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto info = fs->store_->Lookup(name);
   if (!info.ok()) return fs->ReplyError(req, info.status(), "open", name);
   if (wants_write && info->is_snapshot) return (void)fuse_reply_err(req, EROFS);
+  // A disk cannot be emptied: O_TRUNC (shell `>`) would silently keep the
+  // old bytes past what is written, so it is refused, like a truncate to a
+  // smaller size (docs/CONTROL.md and README: grow-only).
+  if (fi->flags & O_TRUNC) return (void)fuse_reply_err(req, EINVAL);
   auto v = fs->store_->Acquire(name);
   if (!v.ok()) return fs->ReplyError(req, v.status(), "open", name);
-  auto* h = new Handle{Handle::Kind::kVolume, name, v.value()};
+  auto* h = new Handle{Handle::Kind::kVolume, name, v.value(), nullptr};
   fi->fh = reinterpret_cast<uint64_t>(h);
   fi->keep_cache = 1;  // only we change the bytes, and we do it through this mount
   fuse_reply_open(req, fi);
@@ -306,24 +346,10 @@ void OvbdFs::Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_
   OvbdFs* fs = Self(req);
   auto* h = reinterpret_cast<Handle*>(fi->fh);
   if (h->kind == Handle::Kind::kControl) {
-    std::lock_guard lk(h->mu);
-    if (!h->out_ready) {
-      // A fresh handle (`cat .control` after `echo ... > .control`) shows
-      // the mount's most recent command result.
-      std::string result = h->result;
-      if (result.empty()) {
-        std::lock_guard ll(fs->last_mu_);
-        if (!fs->last_result_.empty()) result = "last command: " + fs->last_result_;
-      }
-      h->out = h->json ? fs->controller_.Report(true, result) : result + fs->controller_.Report(false);
-      h->out_pos = 0;
-      h->out_ready = true;
-    }
-    // nonseekable: every read continues where the last one stopped.
-    (void)off;
-    const size_t n = std::min(size, h->out.size() - h->out_pos);
-    fuse_reply_buf(req, h->out.data() + h->out_pos, n);
-    h->out_pos += n;
+    // nonseekable: every read continues where the last one stopped. The
+    // bytes are ours (a copy) before the reply, which is the last thing.
+    const std::string part = h->session->Read(size);
+    fuse_reply_buf(req, part.data(), part.size());
     return;
   }
   auto plan = h->volume->PlanRead(static_cast<uint64_t>(off), size);
@@ -381,54 +407,19 @@ void OvbdFs::Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off
   OvbdFs* fs = Self(req);
   auto* h = reinterpret_cast<Handle*>(fi->fh);
   if (h->kind == Handle::Kind::kControl) {
-    // Each complete line is one command; the write returns when the last
-    // command in it is done, with its error if it failed.
-    std::lock_guard lk(h->mu);
-    std::string data = h->partial + std::string(buf, size);
-    h->partial.clear();
-    if (data.size() > kMaxCommandLine + 1 && data.find('\n') == std::string::npos) {
-      h->result = "error: command longer than " + std::to_string(kMaxCommandLine) + " bytes\n";
-      return (void)fuse_reply_err(req, EINVAL);
-    }
-    // New volumes belong to whoever asked for them.
-    const fuse_ctx* ctx = fuse_req_ctx(req);
-    FileAttrs creator;
-    creator.uid = ctx->uid;
-    creator.gid = ctx->gid;
-    creator.mode = 0644;
-    size_t start = 0;
-    Status last;
-    std::string out;
-    while (start < data.size()) {
-      size_t nl = data.find('\n', start);
-      std::string line = data.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
-      start = nl == std::string::npos ? data.size() : nl + 1;
-      Result<std::string> r = [&] {
-        std::lock_guard cl(fs->control_mu_);
-        Result<std::string> res = fs->controller_.Execute(line, &h->json, &creator);
-        fs->RetireGoneNames();
-        return res;
-      }();
-      if (r.ok()) {
-        out += "ok: " + r.value() + (r.value().empty() || r.value().back() != '\n' ? "\n" : "");
-        spdlog::info("control: {} -> ok", line);
-      } else {
-        out += "error: " + r.status().ToString() + "\n";
-        spdlog::warn("control: {} -> {}", line, r.status().ToString());
-        last = r.status();
-      }
-    }
-    h->result = out;
-    h->out_ready = false;
-    {
-      std::lock_guard ll(fs->last_mu_);
-      fs->last_result_ = out;
-    }
-    if (!last.ok()) return (void)fuse_reply_err(req, ToErrno(last));
+    // Lines run as their newlines arrive; the write returns when they are
+    // done, with the error of the last one that failed.
+    Status s = h->session->Write(std::string_view(buf, size), CallerOf(req));
+    if (!s.ok()) return (void)fuse_reply_err(req, ToErrno(s));
     return (void)fuse_reply_write(req, size);
   }
   auto n = h->volume->Write(static_cast<uint64_t>(off), buf, size);
   if (!n.ok()) return fs->ReplyError(req, n.status(), "write", h->name);
+  if (!h->wrote.exchange(true)) {
+    fs->RecordMtime(h->name);
+  } else {
+    h->mtime_pending.store(true);
+  }
   fuse_reply_write(req, n.value());
 }
 
@@ -437,7 +428,13 @@ void OvbdFs::Flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   // its user goes away). FLUSH is synchronous with close(), RELEASE is not.
   OvbdFs* fs = Self(req);
   auto* h = reinterpret_cast<Handle*>(fi->fh);
-  if (h->kind == Handle::Kind::kVolume && h->volume->dirty()) {
+  if (h->kind == Handle::Kind::kControl) {
+    // An unterminated last line runs now, and close(2) returns its error.
+    Status s = h->session->Flush(CallerOf(req));
+    return (void)fuse_reply_err(req, s.ok() ? 0 : ToErrno(s));
+  }
+  if (h->mtime_pending.exchange(false)) fs->RecordMtime(h->name);
+  if (h->volume->dirty()) {
     Status s = h->volume->Flush();
     if (!s.ok()) return fs->ReplyError(req, s, "flush", h->name);
   }
@@ -458,12 +455,17 @@ void OvbdFs::Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   auto* h = reinterpret_cast<Handle*>(fi->fh);
   if (h->kind == Handle::Kind::kVolume) {
     // Writes through a handle end before its last FLUSH, which committed
-    // them; commit again only if an mmap-less writer raced the close.
-    fs->store_->Release(h->name);
+    // them; commit again only if an mmap-less writer raced the close. The
+    // handle count drops last: a `delete` waiting for this volume to close
+    // must not run while it is still being flushed.
+    if (h->mtime_pending.exchange(false)) fs->RecordMtime(h->name);
     if (h->volume->dirty()) {
       Status s = h->volume->Flush();
       if (!s.ok()) spdlog::error("flush on release of {}: {}", h->name, s.ToString());
     }
+    fs->store_->Release(h->name);
+  } else {
+    h->session->Release();
   }
   delete h;
   fuse_reply_err(req, 0);

@@ -1,19 +1,27 @@
 // OvbdFs: the FUSE lowlevel adapter. It maps the mount's flat namespace
 // (volumes, snapshots, .control) to inodes and translates each request into
 // one call on the store, a volume or the controller, and the result back
-// into a reply. No storage logic lives here.
+// into a reply. No storage logic lives here, and no command language: the
+// `.control` file is a ControlSession per open file (src/control/).
+//
+// Lifetime rule: a handle (fi->fh) lives until RELEASE, and the kernel sends
+// RELEASE only after every request on the handle has been answered. So a
+// request handler must not touch its handle, or any lock in it, after it has
+// sent its reply: from that moment another thread may be freeing it.
 #pragma once
 
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 
-#include "ovbd/control/controller.h"
+#include "ovbd/control/access.h"
+#include "ovbd/control/session.h"
+#include "ovbd/io/mutex.h"
 #include "ovbd/store/store.h"
 
 namespace ovbd::fuse {
@@ -43,13 +51,21 @@ class OvbdFs {
   // Inode numbers are handed out per name on first sight and stay stable
   // while the name exists (never reused: a name deleted and made again gets
   // a new one, see RetireGoneNames).
-  fuse_ino_t InoFor(const std::string& name);
-  bool NameFor(fuse_ino_t ino, std::string* name);
+  fuse_ino_t InoFor(const std::string& name) EXCLUDES(ino_mu_);
+  bool NameFor(fuse_ino_t ino, std::string* name) EXCLUDES(ino_mu_);
   // Forgets the inode numbers of names the store no longer has (deleted
   // volumes and snapshots), so that a volume made later under the same name
   // gets a new inode: the kernel must not serve it the page cache of the
-  // deleted one (we ask for keep_cache and no auto_inval_data).
-  void RetireGoneNames();
+  // deleted one (we ask for keep_cache and no auto_inval_data). Runs after
+  // each .control write that deleted something, with commands held off.
+  void RetireGoneNames() EXCLUDES(ino_mu_);
+  // Read-modify-write of a volume's attributes (chmod, chown, utimes and
+  // the mtime of writes), one at a time so that none is lost.
+  Status UpdateAttrs(const std::string& name, const std::function<void(FileAttrs*)>& change)
+      EXCLUDES(attrs_mu_);
+  // The volume was written: its mtime (and ctime) become now.
+  void RecordMtime(const std::string& name);
+  static Caller CallerOf(fuse_req_t req);
   Status FillAttr(fuse_ino_t ino, struct stat* st);
   void FillVolumeAttr(const VolumeInfo& v, fuse_ino_t ino, struct stat* st);
 
@@ -76,21 +92,18 @@ class OvbdFs {
   void ReplyError(fuse_req_t req, const Status& s, const char* op, const std::string& what);
 
   Store* store_;
-  Controller controller_;
   MountOptions opts_;
   fuse_session* session_ = nullptr;
-
   uint64_t mount_time_ns_ = 0;
-  std::mutex last_mu_;
-  std::string last_result_;  // the most recent command's result, any handle
-  // Serializes control commands with RetireGoneNames, so no command can
-  // recreate a name between a delete and the retiring of its inode.
-  std::mutex control_mu_;
 
-  std::mutex ino_mu_;
-  std::map<std::string, fuse_ino_t> ino_by_name_;
-  std::map<fuse_ino_t, std::string> name_by_ino_;
-  fuse_ino_t next_ino_ = 16;
+  Mutex attrs_mu_;
+  Mutex ino_mu_;
+  std::map<std::string, fuse_ino_t> ino_by_name_ GUARDED_BY(ino_mu_);
+  std::map<fuse_ino_t, std::string> name_by_ino_ GUARDED_BY(ino_mu_);
+  fuse_ino_t next_ino_ GUARDED_BY(ino_mu_) = 16;
+
+  // Last: its hook calls RetireGoneNames, which uses the members above.
+  ControlServer control_;
 };
 
 }  // namespace ovbd::fuse

@@ -21,6 +21,7 @@
 #include "ovbd/layer/merged_index.h"
 #include "ovbd/layer/zfile.h"
 #include "ovbd/store/store.h"
+#include "ovbd/version.h"
 #include "ovbd/volume/volume.h"
 #include "store_client.h"
 
@@ -251,7 +252,7 @@ int main(int argc, char** argv) {
   using namespace ovbd::tool;
   CLI::App app{"ovbd: make, inspect and check OverlayBD layers; manage ovbdfs stores"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "ovbd 0.1.0");
+  app.set_version_flag("--version", std::string("ovbd ") + OVBD_VERSION);
   int rc = 0;
   auto run = [&rc](const Status& s) { rc = s.ok() ? 0 : Fail(s); };
 

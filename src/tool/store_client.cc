@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ovbd/control/controller.h"
+#include "ovbd/control/reply.h"
 #include "ovbd/control/size.h"
 #include "ovbd/store/check.h"
 #include "ovbd/store/store.h"
@@ -64,61 +65,61 @@ std::string FindMount(const std::string& store) {
   return "";
 }
 
-// Sends one command through MNT/.control; prints its result.
+// Sends one command through MNT/.control and prints its output. The reply
+// is read in its JSON form (include/ovbd/control/reply.h): a `json` line
+// written first switches this handle to it.
 Status ViaControl(const std::string& mnt, const std::string& line) {
   const std::string path = mnt + "/.control";
   int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return Status::IOError("open " + path + ": " + std::strerror(errno), errno);
-  if (line == "status") {
-    // The status report is what a fresh handle reads, minus the mount's
-    // last-command line.
-    std::string out;
-    char buf[65536];
-    ssize_t r;
-    while ((r = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(r));
+  // Two writes: the mount's "last command" (what a fresh handle shows) is
+  // then the command itself, not the format switch.
+  static constexpr char kJson[] = "json\n";
+  if (::write(fd, kJson, sizeof kJson - 1) != static_cast<ssize_t>(sizeof kJson - 1)) {
+    const int err = errno;
     ::close(fd);
-    if (out.rfind("last command:", 0) == 0) out = out.substr(out.find("\nvolumes:") + 1);
-    std::cout << out;
-    return Status::OK();
+    return Status::IOError("write " + path + ": " + std::strerror(err), err);
   }
-  std::string cmd = line + "\n";
-  ssize_t w = ::write(fd, cmd.data(), cmd.size());
-  int werr = errno;
+  const std::string cmd = line + "\n";
+  const ssize_t w = ::write(fd, cmd.data(), cmd.size());
+  const int werr = errno;
   std::string out;
   char buf[65536];
   ssize_t r;
   while ((r = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(r));
+  const int rerr = r < 0 ? errno : 0;
   ::close(fd);
-  // The first line is the command's own result.
-  std::string first = out.substr(0, out.find('\n'));
-  if (w < 0) {
-    std::string msg = first.rfind("error: ", 0) == 0 ? first.substr(7) : std::strerror(werr);
-    return Status::IOError(msg, werr);
+  auto report = ParseJsonReport(out);
+  if (!report.ok() || report->replies.size() != 1) {
+    if (w < 0) return Status::IOError(path + ": " + std::strerror(werr), werr);
+    if (rerr) return Status::IOError("read " + path + ": " + std::strerror(rerr), rerr);
+    return report.ok() ? Status::Corruption(path + ": expected 1 reply, got " +
+                                            std::to_string(report->replies.size()))
+                       : report.status().Annotate(path);
   }
-  if (first.rfind("ok: ", 0) == 0) {
-    if (line.rfind("status", 0) == 0) {
-      // `status` prints its whole (multi-line) result. Every read of
-      // .control ends with the mount's status block (docs/CONTROL.md), which
-      // starts at the last "volumes: N" line: leave that out, or the report
-      // would be printed twice.
-      std::string body = out.substr(4);
-      const size_t block = body.rfind("\nvolumes: ");
-      if (block != std::string::npos) body.resize(block + 1);
-      std::cout << body;
-    } else {
-      std::cout << first.substr(4) << "\n";
-    }
+  const Reply& reply = report->replies.back();
+  if (!reply.status.ok()) return reply.status;
+  if (w != static_cast<ssize_t>(cmd.size())) {
+    return Status::IOError(path + ": write failed: " + std::strerror(w < 0 ? werr : EIO),
+                           w < 0 ? werr : EIO);
   }
+  std::cout << reply.output << (reply.output.empty() || reply.output.back() != '\n' ? "\n" : "");
   return Status::OK();
 }
 
 // Runs `line` on the store: through .control when mounted, else directly.
+// A mounted store is always reached through the mount, where the daemon
+// checks the caller per command (the store's own files may not even be
+// readable by the caller).
 Status RunCommand(const std::string& dir, const std::string& line) {
+  const std::string mnt = FindMount(dir);
+  if (!mnt.empty()) return ViaControl(mnt, line);
   auto store = Store::Open(env(), dir);
   if (!store.ok()) {
     if (store.status().code() == Status::Code::kBusy) {
-      std::string mnt = FindMount(dir);
-      if (!mnt.empty()) return ViaControl(mnt, line);
+      // Mounted after we looked.
+      const std::string now = FindMount(dir);
+      if (!now.empty()) return ViaControl(now, line);
     }
     return store.status();
   }
@@ -152,7 +153,7 @@ FileAttrs DefaultAttrs() {
 
 }  // namespace
 
-void RegisterStoreCommands(CLI::App& app, const std::function<void(const Status&)>& run) {
+void RegisterStoreCommands(CLI::App& app, std::function<void(const Status&)> run) {
   static std::string dir, name, size_text, raw, compress, block = "4K", snap, target;
   static std::vector<std::string> from;
   static bool all = false, json = false;
@@ -161,7 +162,7 @@ void RegisterStoreCommands(CLI::App& app, const std::function<void(const Status&
   store->require_subcommand(1);
   auto* si = store->add_subcommand("init", "Make DIR an empty ovbd store");
   si->add_option("DIR", dir, "Store directory (created if missing)")->required();
-  si->callback([&run] { run(Store::Init(env(), dir)); });
+  si->callback([run] { run(Store::Init(env(), dir)); });
 
   auto* vol = app.add_subcommand("volume", "Create, import and list volumes");
   vol->require_subcommand(1);
@@ -170,7 +171,7 @@ void RegisterStoreCommands(CLI::App& app, const std::function<void(const Status&
   vc->add_option("NAME", name, "Volume name")->required();
   vc->add_option("--size", size_text, "Virtual size (K/M/G/T = powers of 1024); default: the top layer's");
   vc->add_option("--from", from, "Lower layer files, bottom first");
-  vc->callback([&run] {
+  vc->callback([run] {
     uint64_t size = 0;
     if (!size_text.empty()) {
       auto s = ParseSize(size_text);
@@ -203,7 +204,7 @@ void RegisterStoreCommands(CLI::App& app, const std::function<void(const Status&
   vi->add_option("RAW", raw, "Raw disk image")->required()->check(CLI::ExistingFile);
   vi->add_option("--compress", compress, "Store the layer compressed: lz4 or zstd");
   vi->add_option("--block-size", block, "Compression block size, 4K..64K (default 4K)");
-  vi->callback([&run] {
+  vi->callback([run] {
     ImportOptions io;
     if (!compress.empty()) {
       zfile::Options z;
@@ -235,7 +236,7 @@ void RegisterStoreCommands(CLI::App& app, const std::function<void(const Status&
   auto* vl = vol->add_subcommand("list", "List volumes and snapshots");
   vl->add_option("DIR", dir, "Store directory")->required();
   vl->add_flag("--json", json, "Machine-readable output");
-  vl->callback([&run] {
+  vl->callback([run] {
     StoreOptions so;
     so.read_only = true;  // listing works on a mounted store too
     auto st = Store::Open(env(), dir, so);
@@ -262,7 +263,7 @@ void RegisterStoreCommands(CLI::App& app, const std::function<void(const Status&
   sn->add_option("VOL", name, "Volume (omit with --all)");
   sn->add_option("SNAP", snap, "Snapshot name (default: the time)");
   sn->add_flag("--all", all, "Every volume, one consistent instant");
-  sn->callback([&run] {
+  sn->callback([run] {
     if (all) {
       // With --all the single positional is the snapshot name.
       std::string s = !name.empty() ? name : snap;
@@ -275,20 +276,20 @@ void RegisterStoreCommands(CLI::App& app, const std::function<void(const Status&
   cl->add_option("DIR", dir, "Store directory")->required();
   cl->add_option("SNAPSHOT", name, "VOL@SNAP")->required();
   cl->add_option("NEWVOL", target, "New volume name")->required();
-  cl->callback([&run] { run(RunCommand(dir, "clone " + name + " " + target)); });
+  cl->callback([run] { run(RunCommand(dir, "clone " + name + " " + target)); });
   auto* de = app.add_subcommand("delete", "Delete a volume or snapshot and reclaim its space");
   de->add_option("DIR", dir, "Store directory")->required();
   de->add_option("NAME", name, "VOL or VOL@SNAP")->required();
-  de->callback([&run] { run(RunCommand(dir, "delete " + name)); });
+  de->callback([run] { run(RunCommand(dir, "delete " + name)); });
   auto* rs = app.add_subcommand("resize", "Grow a volume");
   rs->add_option("DIR", dir, "Store directory")->required();
   rs->add_option("VOL", name, "Volume")->required();
   rs->add_option("SIZE", size_text, "New size (K/M/G/T)")->required();
-  rs->callback([&run] { run(RunCommand(dir, "resize " + name + " " + size_text)); });
+  rs->callback([run] { run(RunCommand(dir, "resize " + name + " " + size_text)); });
   auto* stc = app.add_subcommand("status", "Show volumes, sizes, space used and layers");
   stc->add_option("DIR", dir, "Store directory")->required();
   stc->add_option("VOL", name, "One volume or snapshot");
-  stc->callback([&run] { run(RunCommand(dir, name.empty() ? "status" : "status " + name)); });
+  stc->callback([run] { run(RunCommand(dir, name.empty() ? "status" : "status " + name)); });
   static bool repair = false, quick = false;
   auto* ck = app.add_subcommand("check", "Verify a store: manifests, layers, journals, references");
   ck->add_option("DIR", dir, "Store directory")->required();
@@ -296,7 +297,7 @@ void RegisterStoreCommands(CLI::App& app, const std::function<void(const Status&
                "Fix what is safe to fix: remove unreferenced and temporary files, cut torn "
                "journal tails (needs the store unmounted)");
   ck->add_flag("--quick", quick, "Skip reading every byte of every layer");
-  ck->callback([&run] {
+  ck->callback([run] {
     CheckOptions co;
     co.repair = repair;
     co.verify_data = !quick;
@@ -312,7 +313,7 @@ void RegisterStoreCommands(CLI::App& app, const std::function<void(const Status&
 
   auto* gc = app.add_subcommand("gc", "Remove layer files no volume or snapshot uses");
   gc->add_option("DIR", dir, "Store directory")->required();
-  gc->callback([&run] { run(RunCommand(dir, "gc")); });
+  gc->callback([run] { run(RunCommand(dir, "gc")); });
 }
 
 }  // namespace ovbd::tool

@@ -11,6 +11,8 @@
 
 namespace ovbd::tool {
 
-void RegisterStoreCommands(CLI::App& app, const std::function<void(const Status&)>& run);
+// `run` receives each subcommand's outcome; it is kept (copied) by the
+// callbacks, which run after this function has returned.
+void RegisterStoreCommands(CLI::App& app, std::function<void(const Status&)> run);
 
 }  // namespace ovbd::tool

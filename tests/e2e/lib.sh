@@ -19,6 +19,13 @@
 #   E2E_KEEP=1       keep the work directory (logs, stores) after the test
 #   E2E_CORRUPT=1    fault injection: the test corrupts data before its check,
 #                    which must then FAIL (proves the check can fail)
+#
+# Sanitizer builds: every process a test starts writes its ASan, LSan and
+# UBSan reports to files under $E2E_WORK/sanitizer (log_path), whatever it
+# does with its stderr, and a test with any report FAILS (checked when a
+# daemon stops and at cleanup; daemon logs are searched too). A tool that a
+# test expects to fail therefore cannot hide a memory error behind its
+# non-zero exit.
 set -euo pipefail
 set -E  # ERR trap in functions too
 
@@ -34,6 +41,7 @@ DAEMON_LOG=
 LOOP=
 declare -a E2E_FUSE_MOUNTS=() E2E_KMOUNTS=() E2E_LOOPS=() E2E_LOOP_FILES=() E2E_PIDS=() E2E_USERS=() E2E_RESTORE=()
 declare -A E2E_DAEMON_OF=() E2E_LOG_OF=()
+E2E_SAN_DIR=
 
 # A sane PATH for commands run as other users or from a clean environment
 # (root's PATH here may point into /root, which nobody else can read).
@@ -98,11 +106,51 @@ e2e_init() {
   [[ -d $OVBD_TEST_DATA ]] || fail "OVBD_TEST_DATA=$OVBD_TEST_DATA is not a directory"
   [[ -n $PY ]] || skip "python3 is not installed"
   E2E_WORK=$(mktemp -d "/tmp/ovbd-e2e.$E2E_NAME.XXXXXX")
+  _sanitizer_setup
   trap '_e2e_on_err $? $LINENO "$BASH_COMMAND"' ERR
   trap e2e_cleanup EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
   log "work dir $E2E_WORK; ovbd=$OVBD ovbdfs=$OVBDFS"
+}
+
+# ---- sanitizer reports -------------------------------------------------------------
+
+_sanitizer_setup() {
+  E2E_SAN_DIR=$E2E_WORK/sanitizer
+  mkdir -p "$E2E_SAN_DIR"
+  chmod 1777 "$E2E_SAN_DIR" # processes of the test's other users report here too
+  export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$E2E_SAN_DIR/asan"
+  export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}print_stacktrace=1:log_path=$E2E_SAN_DIR/ubsan"
+  export TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}log_path=$E2E_SAN_DIR/tsan"
+}
+
+# sanitizer_findings: prints every sanitizer report of this test's processes
+# (report files, and reports in daemon logs); returns 0 if there is one.
+sanitizer_findings() {
+  local f found=1
+  if [[ -n $E2E_SAN_DIR && -d $E2E_SAN_DIR ]]; then
+    for f in "$E2E_SAN_DIR"/*; do
+      [[ -s $f ]] || continue
+      found=0
+      printf '==== sanitizer report %s\n' "$(basename "$f")"
+      head -c 20000 "$f"
+    done
+  fi
+  for f in "${E2E_LOG_OF[@]}"; do
+    [[ -f $f ]] || continue
+    if grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error: |WARNING: ThreadSanitizer' "$f"; then
+      found=0
+      printf '==== sanitizer report in daemon log %s\n' "$(basename "$f")"
+      grep -E -A40 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error: |WARNING: ThreadSanitizer' "$f" | head -200
+    fi
+  done
+  return $found
+}
+
+# check_sanitizers: fails the test now if any process reported a finding.
+check_sanitizers() {
+  if sanitizer_findings >&2; then fail "a sanitizer reported a finding (above)"; fi
 }
 
 # on_cleanup CMD...: run CMD (a simple command, stored as words) at cleanup,
@@ -179,6 +227,11 @@ e2e_cleanup() {
   for ((i = ${#E2E_RESTORE[@]} - 1; i >= 0; i--)); do
     eval "${E2E_RESTORE[i]}" || { log "cleanup: '${E2E_RESTORE[i]}' failed"; E2E_CLEANUP_FAILED=1; }
   done
+  # After every process is gone, so leak reports at exit are in.
+  if sanitizer_findings >&2; then
+    printf '[%s] FAIL: a sanitizer reported a finding (above)\n' "$E2E_NAME" >&2
+    ((rc == 0 || rc == 77)) && rc=1
+  fi
   if [[ -n $E2E_WORK && -d $E2E_WORK ]]; then
     if grep -qF " $E2E_WORK" /proc/self/mountinfo; then
       log "cleanup: something is still mounted under $E2E_WORK; leaving it"
@@ -249,6 +302,9 @@ not_mounted() { ! is_mounted "$1"; }
 
 # start_daemon STORE MNT [ovbdfs options...]: runs ovbdfs -f in the background
 # (log in $DAEMON_LOG, pid in $DAEMON_PID) and waits until MNT is mounted.
+# With the array E2E_DAEMON_WRAP set, ovbdfs runs under that command (one
+# that execs it, such as setpriv, so the pid stays the daemon's).
+E2E_DAEMON_WRAP=()
 start_daemon() {
   local store=$1 mnt=$2
   shift 2
@@ -256,7 +312,7 @@ start_daemon() {
   local logf
   logf="$E2E_WORK/ovbdfs.$(basename "$mnt").$(date +%s%N).log"
   E2E_FUSE_MOUNTS+=("$mnt") # before starting: a signal may come at any point
-  "$OVBDFS" "$store" "$mnt" -f "$@" >"$logf" 2>&1 &
+  "${E2E_DAEMON_WRAP[@]}" "$OVBDFS" "$store" "$mnt" -f "$@" >"$logf" 2>&1 &
   local pid=$!
   E2E_PIDS+=("$pid")
   E2E_DAEMON_OF[$mnt]=$pid
@@ -301,8 +357,10 @@ stop_daemon() {
   unset "E2E_DAEMON_OF[$mnt]"
   if ((rc != 0)); then
     sed 's/^/    ovbdfs: /' "${E2E_LOG_OF[$mnt]}" >&2
+    sanitizer_findings >&2 || true
     fail "ovbdfs exited with status $rc after unmounting $mnt"
   fi
+  check_sanitizers
   log "ovbdfs on $mnt stopped cleanly"
 }
 
@@ -370,12 +428,14 @@ add_user() {
   log "created user $u (uid $(id -u "$u"))"
 }
 
-# as_user USER CMD...: runs CMD as USER with a clean, system PATH.
+# as_user USER CMD...: runs CMD as USER with a clean, system PATH (and the
+# sanitizer settings, so its reports are collected too).
 as_user() {
   local u=$1
   shift
   runuser -u "$u" -- env -i PATH="$SYS_PATH" HOME="$(getent passwd "$u" | cut -d: -f6)" \
-    USER="$u" LANG=C "$@"
+    USER="$u" LANG=C ASAN_OPTIONS="${ASAN_OPTIONS:-}" UBSAN_OPTIONS="${UBSAN_OPTIONS:-}" \
+    TSAN_OPTIONS="${TSAN_OPTIONS:-}" "$@"
 }
 
 kill_user_processes() {
