@@ -75,7 +75,9 @@ Status StatusFromCode(std::string_view code, std::string message, int os_errno) 
 }
 
 std::string RenderJsonReport(const std::vector<Reply>& replies, const std::string& result_text,
-                             const std::vector<VolumeInfo>& volumes) {
+                             const std::vector<VolumeInfo>& volumes,
+                             const std::vector<FailedManifest>& failed,
+                             const std::vector<JobInfo>& jobs) {
   nlohmann::json reps = nlohmann::json::array();
   for (const Reply& r : replies) {
     nlohmann::json o{{"command", r.command}, {"ok", r.status.ok()}};
@@ -103,8 +105,18 @@ std::string RenderJsonReport(const std::vector<Reply>& replies, const std::strin
     if (!v.failed.empty()) o["failed"] = v.failed;
     vols.push_back(std::move(o));
   }
-  nlohmann::json doc{{"result", result_text}, {"replies", std::move(reps)},
-                     {"volumes", std::move(vols)}};
+  nlohmann::json bad = nlohmann::json::array();
+  for (const auto& f : failed) bad.push_back({{"name", f.name}, {"failed", f.why}});
+  nlohmann::json js = nlohmann::json::array();
+  for (const auto& j : jobs) {
+    nlohmann::json o{{"id", j.id},       {"kind", j.kind},   {"target", j.target},
+                     {"state", JobStateName(j.state)}, {"done", j.done}, {"total", j.total}};
+    if (!j.error.empty()) o["error"] = j.error;
+    js.push_back(std::move(o));
+  }
+  nlohmann::json doc{{"result", result_text},       {"replies", std::move(reps)},
+                     {"volumes", std::move(vols)},  {"unusable_volumes", std::move(bad)},
+                     {"jobs", std::move(js)}};
   // Command lines are escaped, but outputs and messages may quote names
   // from manifests: never let a bad byte make the whole document fail.
   return doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";

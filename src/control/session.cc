@@ -164,7 +164,8 @@ void ControlSession::SetResult(std::vector<Reply> replies) {
 
 std::string ControlSession::Render() {
   if (json_) {
-    return RenderJsonReport(replies_, result_text_, server_->store_->List());
+    return RenderJsonReport(replies_, result_text_, server_->store_->List(),
+                            server_->store_->FailedManifests(), server_->store_->Jobs());
   }
   std::string head;
   if (have_result_) {

@@ -13,14 +13,12 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 
 #include "ovbd/version.h"
 #include "ovbd_fs.h"
@@ -31,6 +29,8 @@ struct Options {
   char* store = nullptr;
   int flush_interval = 5;
   int threads = 8;
+  int job_threads = 2;
+  int allow_foreign_store = 0;
   char* log_level = nullptr;
   int read_only = 0;
   int allow_other = 0;
@@ -45,6 +45,8 @@ enum { kKeyRo = 1, kKeyAllowOther, kKeyHelp, kKeyVersion };
 const fuse_opt kOptSpec[] = {
     {"flush_interval=%d", offsetof(Options, flush_interval), 0},
     {"threads=%d", offsetof(Options, threads), 0},
+    {"job_threads=%d", offsetof(Options, job_threads), 0},
+    {"allow_foreign_store", offsetof(Options, allow_foreign_store), 1},
     {"log_level=%s", offsetof(Options, log_level), 0},
     FUSE_OPT_KEY("ro", kKeyRo),
     FUSE_OPT_KEY("allow_other", kKeyAllowOther),
@@ -83,6 +85,8 @@ void Usage(const char* prog) {
       "ovbdfs options:\n"
       "    -o flush_interval=SECONDS  commit dirty volumes every SECONDS (default 5, 0 = off)\n"
       "    -o threads=N               at most N worker threads (default 8)\n"
+      "    -o job_threads=N           threads for background jobs: merges, flushes (default 2)\n"
+      "    -o allow_foreign_store     accept a store owned by another user who is not root\n"
       "    -o log_level=LEVEL         trace, debug, info, warn or error (default info)\n"
       "    -o ro                      read-only: writes fail with EROFS\n"
       "    -o allow_other             let other users access the files (their mode bits apply)\n"
@@ -92,40 +96,6 @@ void Usage(const char* prog) {
       "\n",
       prog);
 }
-
-// Commits dirty volumes periodically, like a disk flushing its write cache:
-// bounds what a crash can lose without an fsync.
-class Flusher {
- public:
-  Flusher(ovbd::Store* store, int seconds) : store_(store), seconds_(seconds) {
-    if (seconds_ > 0) thread_ = std::thread([this] { Run(); });
-  }
-  ~Flusher() {
-    {
-      std::lock_guard lk(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  void Run() {
-    std::unique_lock lk(mu_);
-    while (!cv_.wait_for(lk, std::chrono::seconds(seconds_), [this] { return stop_; })) {
-      lk.unlock();
-      ovbd::Status s = store_->FlushAll();
-      if (!s.ok()) spdlog::error("periodic flush: {}", s.ToString());
-      lk.lock();
-    }
-  }
-  ovbd::Store* store_;
-  int seconds_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::thread thread_;
-};
 
 // Owns what libfuse's option parsing and realpath() allocate, so every exit
 // of main (errors and --help included) frees it.
@@ -188,6 +158,12 @@ int main(int argc, char** argv) {
   }
   ovbd::StoreOptions so;
   so.read_only = o.read_only;
+  so.allow_foreign_owner = o.allow_foreign_store;
+  so.flush_interval_ms = static_cast<unsigned>(std::max(0, o.flush_interval)) * 1000u;
+  so.job_threads = static_cast<size_t>(std::max(1, o.job_threads));
+  // Threads do not survive the fork of fuse_daemonize: started after it.
+  so.start_jobs = false;
+  so.on_flush_error = [](const ovbd::Status& s) { spdlog::error("periodic flush: {}", s.ToString()); };
   auto store = ovbd::Store::Open(ovbd::Env::Default(), store_path, so);
   if (!store.ok()) {
     std::fprintf(stderr, "ovbdfs: cannot open store: %s\n", store.status().ToString().c_str());
@@ -233,8 +209,8 @@ int main(int argc, char** argv) {
     if (fuse_session_mount(se, cl.mountpoint) == 0) {
       fuse_daemonize(cl.foreground);
       spdlog::info("mounted {} on {}", store_path, cl.mountpoint);
+      store.value()->StartJobs();
       {
-        Flusher flusher(store.value().get(), o.flush_interval);
         if (cl.singlethread) {
           ret = fuse_session_loop(se);
         } else {

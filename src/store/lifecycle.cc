@@ -146,7 +146,7 @@ Status Store::Delete(const std::string& name) {
   // Layers that only ever appear together now can be merged, freeing the
   // data the upper one hides. A job, so status shows it and unmount stops
   // it; waited for, so the space is back when the command returns.
-  auto job = jobs_->Start("merge", name, [this](Job& j) -> Status {
+  auto job = Runner()->Start("merge", name, [this](Job& j) -> Status {
     OVBD_ASSIGN_OR_RETURN(int merged, MergeHidden(&j));
     (void)merged;
     return Status::OK();

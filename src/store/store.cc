@@ -22,7 +22,10 @@ Store::Store(Env* env, std::string dir, StoreOptions opts)
 Store::~Store() {
   // Jobs first: a merge in flight ends at its next step and leaves only
   // files recovery removes.
-  if (jobs_) jobs_->Stop();
+  {
+    MutexLock lk(&jobs_mu_);
+    if (jobs_) jobs_->Stop();
+  }
   if (!opts_.read_only) (void)FlushAll();
 }
 
@@ -82,15 +85,23 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& dir,
     // Recovery: leftovers of interrupted commands are unreferenced files.
     OVBD_RETURN_IF_ERROR(store->CollectGarbageNow(nullptr));
   }
-  store->jobs_ = std::make_unique<JobRunner>(opts.job_threads);
-  if (!opts.read_only && opts.flush_interval_ms > 0) {
-    Store* s = store.get();
-    store->jobs_->Every(std::chrono::milliseconds(opts.flush_interval_ms), [s] {
-      Status st = s->FlushAll();
-      (void)st;  // reported by the volume (failed) and by the next fsync
+  if (opts.start_jobs) store->StartJobs();
+  return store;
+}
+
+void Store::StartJobs() { (void)Runner(); }
+
+JobRunner* Store::Runner() {
+  MutexLock lk(&jobs_mu_);
+  if (jobs_) return jobs_.get();
+  jobs_ = std::make_unique<JobRunner>(opts_.job_threads);
+  if (!opts_.read_only && opts_.flush_interval_ms > 0) {
+    jobs_->Every(std::chrono::milliseconds(opts_.flush_interval_ms), [this] {
+      Status st = FlushAll();
+      if (!st.ok() && opts_.on_flush_error) opts_.on_flush_error(st);
     });
   }
-  return store;
+  return jobs_.get();
 }
 
 Status Store::CheckLayout(Env* env, const std::string& dir, const StoreOptions& opts) {
@@ -193,6 +204,7 @@ std::vector<FailedManifest> Store::FailedManifests() const {
 }
 
 std::vector<JobInfo> Store::Jobs() const {
+  MutexLock lk(&jobs_mu_);
   if (!jobs_) return {};
   return jobs_->List();
 }

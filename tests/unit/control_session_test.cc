@@ -262,7 +262,9 @@ TEST_F(ControlSessionTest, CommandsAreCheckedAgainstTheVolumesOwnerAndMode) {
   auto expect_errno = [&](const std::string& line, const Caller& c, int err) {
     Status st = s->Write(line + "\n", c);
     EXPECT_EQ(st.os_errno(), err) << line << ": " << st.ToString();
-    if (err) EXPECT_NE(FirstLine(ReadAll(s.get())).find("error: "), std::string::npos);
+    if (err) {
+      EXPECT_NE(FirstLine(ReadAll(s.get())).find("error: "), std::string::npos);
+    }
   };
   const auto before = store_->List().size();
   expect_errno("delete priv", member, EPERM);

@@ -52,7 +52,9 @@ Status StatusFromCode(std::string_view code, std::string message, int os_errno);
 
 // The JSON document of a read in json mode.
 std::string RenderJsonReport(const std::vector<Reply>& replies, const std::string& result_text,
-                             const std::vector<VolumeInfo>& volumes);
+                             const std::vector<VolumeInfo>& volumes,
+                             const std::vector<FailedManifest>& failed = {},
+                             const std::vector<JobInfo>& jobs = {});
 
 struct ParsedReport {
   std::string result;

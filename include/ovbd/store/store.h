@@ -46,6 +46,11 @@ struct StoreOptions {
   unsigned flush_interval_ms = 0;
   // Worker threads for background jobs (merges, the flusher).
   size_t job_threads = 2;
+  // Start the job threads in Open. A daemon that forks after opening the
+  // store (threads do not survive fork) says false and calls StartJobs().
+  bool start_jobs = true;
+  // Told about a periodic flush that failed (the daemon logs it).
+  std::function<void(const Status&)> on_flush_error;
   // Accept a store whose directories belong to another user who is not
   // root. Off by default: that user could otherwise steer what this
   // process (often root) creates and removes (docs/RELIABILITY.md).
@@ -82,6 +87,8 @@ class Store {
                                              const StoreOptions& opts = {});
   // Stops background jobs (cancelling them) and commits every dirty volume.
   ~Store();
+  // Starts the job threads and the periodic flusher; idempotent.
+  void StartJobs() EXCLUDES(mu_);
 
   const std::string& dir() const { return dir_; }
   bool read_only() const { return opts_.read_only; }
@@ -258,7 +265,9 @@ class Store {
   // Paths beneath dir_ never follow a symlink; released last.
   std::unique_ptr<Confinement> confinement_;
   std::unique_ptr<FileLock> lock_;
-  std::unique_ptr<JobRunner> jobs_;
+  mutable Mutex jobs_mu_;  // guards the creation of jobs_ only
+  std::unique_ptr<JobRunner> jobs_;  // set once; read without a lock after
+  JobRunner* Runner() EXCLUDES(jobs_mu_);
 
   // Exclusive for `snapshot --all` and for finishing a pending manifest
   // group (both touch every manifest); shared for every other command.
