@@ -1,32 +1,65 @@
 #!/usr/bin/env bash
-# fio_compare.sh: the same fio jobs on three targets, side by side.
+# fio_compare.sh: the same fio jobs on several targets, side by side.
 #
-#   raw     the raw 1 GiB image itself (a private copy, so writes hurt nothing)
-#   qsd     qemu-storage-daemon's FUSE export of a qcow2 overlay over that image
-#   ovbdfs  an ovbdfs volume cloned from a snapshot of the image imported as a layer
+#   raw-direct  a plain 1 GiB file, O_DIRECT (direct=1): the virtual disk itself
+#   raw-cached  the same file through the page cache (direct=0), warm: what
+#               the page cache gives without FUSE
+#   limit       bench/fuse_limit serving one plain file with ovbdfs's FUSE
+#               session settings (splice replies, pwrite): what FUSE itself
+#               costs on this machine
+#   qsd         qemu-storage-daemon's FUSE export of a qcow2 overlay over the image
+#   ovbdfs      an ovbdfs volume cloned from a snapshot of the image imported as a layer
 #
-# Every run gets a fresh target: a new qcow2 overlay (and a new
-# qemu-storage-daemon) for qsd, a new clone (empty upper) for ovbdfs. Each job
-# runs REPEAT times per engine, engines interleaved (their order rotates per
-# repetition) so that load changes on a shared machine hit all of them; the
-# table shows medians. Progress and every sample go to stderr; stdout gets the
-# machine description and ONE markdown table.
+# The three FUSE engines are driven with direct=1 (O_DIRECT on the FUSE file,
+# so every I/O is a request to the daemon) while the daemons read their own
+# backing files through the page cache; raw-cached is therefore the fair
+# "no FUSE" figure for them and raw-direct only says what the disk does.
+# Before every run the backing files are read once (the image, the qcow2
+# overlay, the store's layer and upper files), never the FUSE file, so every
+# engine starts warm. ovbdfs/limit is what the layers and copy-on-write cost
+# over FUSE itself; ovbdfs/qsd is the comparison with the alternative.
+#
+# Write jobs run in two variants:
+#   fresh      a new target per run, so every write is a first write: a new
+#              clone (empty upper) for ovbdfs, a new qcow2 overlay for qsd,
+#              a new sparse file for raw-* and limit (the same allocation
+#              work as a thin upper)
+#   overwrite  a new target (as for fresh) written once by the same job (not
+#              time-based: every block at least once), then the measured run
+#              over it: rewrites in place of allocated blocks. (The target is
+#              allocated by its own first pass, not copied and read: ext4 caches
+#              a file read with large reads in large folios, and a 4 KiB write
+#              into one walks all of its blocks, which made a read-cached
+#              allocated file 2-3x slower to overwrite than one written in 4 KiB
+#              pieces; a clone's upper is in the latter state.)
+# Read jobs read the image: the raw file, the limit server over it, the
+# overlay over it, a fresh clone over the imported layer.
+#
+# Each (job, variant) runs REPEAT times per engine, engines interleaved (their
+# order rotates per repetition) so that load changes on a shared machine hit
+# all of them; the table shows medians, its ratios are medians of the ratios
+# within each repetition, and a second table shows the spread. Progress
+# and every sample go to stderr; stdout gets the machine description and the
+# tables.
 #
 # Environment (defaults in brackets):
-#   BUILD_DIR   [<repo>/build-bench]   where ovbdfs and ovbd were built
-#   OVBDFS, OVBD                       binaries (default: from BUILD_DIR)
+#   BUILD_DIR   [<repo>/build-bench]   where ovbdfs, ovbd and bench/fuse_limit were built
+#   OVBDFS, OVBD, FUSE_LIMIT           binaries (default: from BUILD_DIR)
 #   OVBDFS_OPTS []                     extra -o options for ovbdfs (e.g. threads=4)
+#   LIMIT_OPTS  []                     extra -o options for fuse_limit (e.g. splice_move)
 #   OVBDFS2, OVBDFS2_OPTS              a second ovbdfs build/options to compare
 #                                      side by side: add "ovbdfs2" to ENGINES (own store;
 #                                      the table gains ovbdfs2 columns)
 #   RUNTIME     [10]                   seconds per run (plus RAMP)
 #   RAMP        [1]                    fio ramp_time seconds (not measured)
-#   REPEAT      [3]                    runs per job and engine
+#   REPEAT      [3]                    runs per job, variant and engine
 #   SIZE_MB     [1024]                 image size
-#   ENGINES     [raw qsd ovbdfs]       any of raw qsd ovbdfs ovbdfs2
+#   ENGINES     [raw-direct raw-cached limit qsd ovbdfs]   (and ovbdfs2)
 #   JOBS        [rr4k_qd1 rr4k_qd16 rw4k_qd16 sr1m_qd16 sw1m_qd16]
-#   DROP_CACHES [0]                    1: drop the page cache before every run (root only)
-#   WORK_PARENT [/var/tmp]             where the temp directory goes (needs ~5x SIZE_MB)
+#   WRITE_MODES [fresh overwrite]      variants of the write jobs
+#   DROP_CACHES [0]                    1: drop the page cache before every run
+#                                      instead of warming (root only)
+#   WORK_PARENT [/var/tmp]             where the temp directory goes (needs ~6x SIZE_MB)
 #   KEEP_JSON   []                     directory to copy every fio JSON result into
 #
 # Needs: fio, jq, qemu-img, qemu-storage-daemon, fusermount3, mountpoint, and
@@ -35,17 +68,21 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build-bench}
+case $BUILD_DIR in /*) ;; *) BUILD_DIR=$ROOT/$BUILD_DIR ;; esac
 OVBDFS=${OVBDFS:-$BUILD_DIR/src/fuse/ovbdfs}
 OVBD=${OVBD:-$BUILD_DIR/src/tool/ovbd}
+FUSE_LIMIT=${FUSE_LIMIT:-$BUILD_DIR/bench/fuse_limit}
 OVBDFS_OPTS=${OVBDFS_OPTS:-}
+LIMIT_OPTS=${LIMIT_OPTS:-}
 OVBDFS2=${OVBDFS2:-$OVBDFS}
 OVBDFS2_OPTS=${OVBDFS2_OPTS:-}
 RUNTIME=${RUNTIME:-10}
 RAMP=${RAMP:-1}
 REPEAT=${REPEAT:-3}
 SIZE_MB=${SIZE_MB:-1024}
-ENGINES=${ENGINES:-"raw qsd ovbdfs"}
+ENGINES=${ENGINES:-"raw-direct raw-cached limit qsd ovbdfs"}
 JOBS=${JOBS:-"rr4k_qd1 rr4k_qd16 rw4k_qd16 sr1m_qd16 sw1m_qd16"}
+WRITE_MODES=${WRITE_MODES:-"fresh overwrite"}
 DROP_CACHES=${DROP_CACHES:-0}
 WORK_PARENT=${WORK_PARENT:-/var/tmp}
 KEEP_JSON=${KEEP_JSON:-}
@@ -56,7 +93,15 @@ die() { log "fio_compare: $*"; exit 1; }
 for tool in fio jq qemu-img qemu-storage-daemon fusermount3 mountpoint; do
   command -v "$tool" >/dev/null || die "$tool not found"
 done
-[[ -x $OVBDFS && -x $OVBD ]] || die "build ovbdfs first (missing $OVBDFS or $OVBD)"
+for e in $ENGINES; do
+  case $e in
+    raw-direct | raw-cached | qsd) ;;
+    limit) [[ -x $FUSE_LIMIT ]] || die "build bench/fuse_limit first (missing $FUSE_LIMIT)" ;;
+    ovbdfs | ovbdfs2) [[ -x $OVBDFS && -x $OVBD ]] || die "build ovbdfs first (missing $OVBDFS or $OVBD)" ;;
+    *) die "unknown engine $e" ;;
+  esac
+done
+[[ -x $OVBD ]] || die "build ovbd first (missing $OVBD)"
 
 # --- job table ---------------------------------------------------------------
 # job_spec JOB -> "label|metric|fio args"; metric is read/write . iops/bw
@@ -71,11 +116,21 @@ job_spec() {
   esac
 }
 for j in $JOBS; do job_spec "$j" >/dev/null; done
+for m in $WRITE_MODES; do [[ $m == fresh || $m == overwrite ]] || die "unknown write mode $m"; done
+# modes_of JOB: the variants a job runs in ("-" for reads)
+modes_of() {
+  case $(job_spec "$1" | cut -d'|' -f2) in
+    write.*) echo "$WRITE_MODES" ;;
+    *) echo "-" ;;
+  esac
+}
 
 # --- workspace and cleanup ---------------------------------------------------
 WORK=$(mktemp -d "$WORK_PARENT/ovbd-fio.XXXXXX")
 QSD_FILE=$WORK/qsd.img
 QSD_PID=""
+LIMIT_MNT=$WORK/mnt-limit
+LIMIT_PID=""
 # Per ovbdfs engine (ovbdfs, ovbdfs2): its own store, mount point and daemon.
 declare -A DAEMON_PID=()
 store_of() { echo "$WORK/store-$1"; }
@@ -91,7 +146,7 @@ wait_for() {
   done
 }
 alive() { kill -0 "$1" 2>/dev/null; }
-not_mounted() { ! mountpoint -q "$1"; }
+not_alive() { ! alive "$1"; }
 
 stop_qsd() {
   if [[ -n $QSD_PID ]]; then
@@ -100,6 +155,17 @@ stop_qsd() {
     QSD_PID=""
   fi
   if mountpoint -q "$QSD_FILE" 2>/dev/null; then fusermount3 -u "$QSD_FILE" 2>/dev/null || umount -l "$QSD_FILE" || true; fi
+}
+
+stop_limit() {
+  if mountpoint -q "$LIMIT_MNT" 2>/dev/null; then
+    fusermount3 -u "$LIMIT_MNT" 2>/dev/null || umount -l "$LIMIT_MNT" 2>/dev/null || true
+  fi
+  if [[ -n $LIMIT_PID ]]; then
+    wait_for 10 not_alive "$LIMIT_PID" || kill "$LIMIT_PID" 2>/dev/null || true
+    wait "$LIMIT_PID" 2>/dev/null || true
+    LIMIT_PID=""
+  fi
 }
 
 stop_ovbdfs() {
@@ -116,7 +182,6 @@ stop_ovbdfs() {
     DAEMON_PID[$engine]=""
   fi
 }
-not_alive() { ! alive "$1"; }
 
 start_ovbdfs() {
   local engine=$1 bin=$2 opts=$3 store mnt
@@ -139,6 +204,7 @@ cleanup() {
   local rc=$?
   set +e
   stop_qsd
+  stop_limit
   for e in "${!DAEMON_PID[@]}"; do stop_ovbdfs "$e"; done
   rm -rf "$WORK"
   exit $rc
@@ -150,34 +216,60 @@ trap 'exit 130' INT TERM
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 CPU=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | awk 'NR == 1')
 PIPE_MAX=$(cat /proc/sys/fs/pipe-max-size)
-CACHE_NOTE="page cache not dropped (layer, overlay and backing files stay cached; the raw engine uses O_DIRECT on the disk)"
+CACHE_NOTE="backing files warmed (read once) before every run, FUSE files not; FUSE engines and raw-direct direct=1, raw-cached direct=0"
 if [[ $DROP_CACHES == 1 ]]; then
   if [[ $(id -u) == 0 ]]; then
-    CACHE_NOTE="running as root: page cache dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every run"
+    CACHE_NOTE="running as root: page cache dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every run, nothing warmed"
   else
-    CACHE_NOTE="DROP_CACHES=1 ignored: not root, page cache not dropped"
+    CACHE_NOTE="DROP_CACHES=1 ignored: not root; backing files warmed before every run"
     DROP_CACHES=0
   fi
 fi
 
-# --- the image, the store, the raw copy --------------------------------------
+# --- the image, the store, the raw copies -------------------------------------
 log "preparing ${SIZE_MB} MiB of random data in $WORK"
 BASE=$WORK/base.raw
-RAW=$WORK/raw.img
+RAW=$WORK/raw.img        # what raw-* and limit read
+FRESH=$WORK/fresh.img    # a new sparse file per write run of raw-* and limit
 dd if=/dev/urandom of="$BASE" bs=1M count="$SIZE_MB" status=none
 cp "$BASE" "$RAW"
 touch "$QSD_FILE"
+mkdir -p "$LIMIT_MNT"
 [[ " $ENGINES " == *" ovbdfs "* ]] && start_ovbdfs ovbdfs "$OVBDFS" "$OVBDFS_OPTS"
 [[ " $ENGINES " == *" ovbdfs2 "* ]] && start_ovbdfs ovbdfs2 "$OVBDFS2" "$OVBDFS2_OPTS"
 sync
 
 # --- one run -------------------------------------------------------------------
-# prepare ENGINE RUN_ID: sets TARGET, the file to run fio on (not in a
-# subshell: it starts qemu-storage-daemon and records its pid)
+# prepare ENGINE RUN_ID MODE: sets TARGET (the file fio runs on), DIRECT and
+# WARM (the backing files to read before the run). Not in a subshell: it
+# starts daemons and records their pids.
 prepare() {
-  local engine=$1 id=$2
+  local engine=$1 id=$2 mode=$3 file=$RAW
+  DIRECT=1
+  WARM=("$RAW")
+  if [[ $mode != - ]]; then
+    # Writes: a new sparse file (overwrite runs allocate it with their
+    # first pass, as they do a new clone's upper).
+    rm -f "$FRESH"
+    truncate -s "${SIZE_MB}M" "$FRESH"
+    file=$FRESH
+    # Nothing to warm in it yet, and reading its holes would fill its page
+    # cache with large folios of zeros, which make 4 KiB writes into them
+    # several times slower (see overwrite above).
+    WARM=()
+  fi
   case $engine in
-    raw) TARGET=$RAW ;;
+    raw-direct) TARGET=$file ;;
+    raw-cached) TARGET=$file; DIRECT=0 ;;
+    limit)
+      local args=("$file" "$LIMIT_MNT" -f)
+      [[ -n $LIMIT_OPTS ]] && args+=(-o "$LIMIT_OPTS")
+      "$FUSE_LIMIT" "${args[@]}" >"$WORK/limit.log" 2>&1 &
+      LIMIT_PID=$!
+      mounted_limit() { alive "$LIMIT_PID" || die "fuse_limit exited: $(cat "$WORK/limit.log")"; mountpoint -q "$LIMIT_MNT"; }
+      wait_for 20 mounted_limit || die "fuse_limit did not mount"
+      TARGET=$LIMIT_MNT/disk
+      ;;
     qsd)
       rm -f "$WORK/overlay.qcow2"
       qemu-img create -q -f qcow2 -b "$BASE" -F raw "$WORK/overlay.qcow2"
@@ -190,11 +282,14 @@ prepare() {
       mounted_qsd() { alive "$QSD_PID" || die "qemu-storage-daemon exited: $(cat "$WORK/qsd.log")"; mountpoint -q "$QSD_FILE"; }
       wait_for 20 mounted_qsd || die "qemu-storage-daemon did not export"
       TARGET=$QSD_FILE
+      WARM=("$BASE" "$WORK/overlay.qcow2")
       ;;
     ovbdfs | ovbdfs2)
       "$OVBD" clone "$(store_of "$engine")" base@golden "$id" >/dev/null
       wait_for 10 test -f "$(mnt_of "$engine")/$id" || die "clone $id did not appear"
       TARGET=$(mnt_of "$engine")/$id
+      # Every layer and upper file of the store (only this run's clone is open).
+      WARM=("$(store_of "$engine")"/layers/*)
       ;;
   esac
 }
@@ -202,6 +297,7 @@ prepare() {
 finish() {
   local engine=$1 id=$2
   case $engine in
+    limit) stop_limit ;;
     qsd) stop_qsd; rm -f "$WORK/overlay.qcow2" ;;
     ovbdfs | ovbdfs2)
       # The kernel sends RELEASE after close() returns and the daemon flushes
@@ -209,23 +305,45 @@ finish() {
       wait_for 60 delete_volume "$engine" "$id" ||
         die "could not delete $id: $("$OVBD" delete "$(store_of "$engine")" "$id" 2>&1)" ;;
   esac
+  rm -f "$FRESH"
 }
 delete_volume() { "$OVBD" delete "$(store_of "$1")" "$2" >/dev/null 2>&1; }
 
-declare -A SAMPLES  # "job engine" -> space-separated values
+warm() {
+  if [[ $DROP_CACHES == 1 ]]; then
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+  elif ((${#WARM[@]})); then
+    cat "${WARM[@]}" >/dev/null
+  fi
+}
+
+declare -A SAMPLES  # "job mode engine" -> space-separated values
+declare -A AT       # "job mode engine rep" -> the value of that repetition
 
 run_one() {
-  local job=$1 engine=$2 rep=$3
+  local job=$1 mode=$2 engine=$3 rep=$4
   local spec label metric fioargs out value id
   spec=$(job_spec "$job")
   IFS='|' read -r label metric fioargs <<<"$spec"
   id="run-$job-$rep"
   sync
-  if [[ $DROP_CACHES == 1 ]]; then echo 3 >/proc/sys/vm/drop_caches; fi
-  prepare "$engine" "$id"
-  out=$WORK/$job.$engine.$rep.json
+  prepare "$engine" "$id" "$mode"
+  out=$WORK/$job.$mode.$engine.$rep.json
+  if [[ $mode == overwrite ]]; then
+    # First pass, not measured: the same job, size-based (each block at
+    # least once), one job.
+    warm
+    # shellcheck disable=SC2086  # fioargs is a list of options
+    fio --name="$job-fill" --filename="$TARGET" --size="${SIZE_MB}M" --direct="$DIRECT" --invalidate=0 \
+        $fioargs --numjobs=1 --output-format=json >"$out.fill" ||
+      { finish "$engine" "$id"; die "fio (fill) failed on $engine ($job)"; }
+    sync
+    [[ $engine == raw-* || $engine == limit ]] && WARM=("$FRESH")
+  fi
+  warm
   # shellcheck disable=SC2086  # fioargs is a list of options
-  fio --name="$job" --filename="$TARGET" --size="${SIZE_MB}M" --direct=1 --time_based \
+  fio --name="$job" --filename="$TARGET" --size="${SIZE_MB}M" --direct="$DIRECT" --invalidate=0 --time_based \
       --runtime="$RUNTIME" --ramp_time="$RAMP" --group_reporting --output-format=json \
       $fioargs >"$out" || { finish "$engine" "$id"; die "fio failed on $engine ($job)"; }
   finish "$engine" "$id"
@@ -235,52 +353,91 @@ run_one() {
   esac
   [[ -n $KEEP_JSON ]] && mkdir -p "$KEEP_JSON" && cp "$out" "$KEEP_JSON/"
   value=$(printf '%.0f' "$value")
-  SAMPLES["$job $engine"]+="$value "
-  log "$(printf '%-10s %-7s rep %d: %s' "$job" "$engine" "$rep" "$value")"
+  SAMPLES["$job $mode $engine"]+="$value "
+  AT["$job $mode $engine $rep"]=$value
+  log "$(printf '%-10s %-9s %-10s rep %d: %s' "$job" "$mode" "$engine" "$rep" "$value")"
 }
 
 read -r -a ENGINE_LIST <<<"$ENGINES"
 for ((rep = 1; rep <= REPEAT; rep++)); do
   for job in $JOBS; do
-    n=${#ENGINE_LIST[@]}
-    for ((k = 0; k < n; k++)); do
-      run_one "$job" "${ENGINE_LIST[$(((k + rep - 1) % n))]}" "$rep"
+    for mode in $(modes_of "$job"); do
+      n=${#ENGINE_LIST[@]}
+      for ((k = 0; k < n; k++)); do
+        run_one "$job" "$mode" "${ENGINE_LIST[$(((k + rep - 1) % n))]}" "$rep"
+      done
     done
   done
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report ----------------------------------------------------------------------
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {if (NR == 0) print ""; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2}'; }
+median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{v[NR]=$1} END {if (NR == 0) print ""; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2}'; }
+# spread: max/min - 1, in percent
+spread() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {if (NR < 2 || lo == 0) print "–"; else printf "%.0f%%", (hi / lo - 1) * 100}'; }
 fmt() { [[ -z $1 ]] && { echo "–"; return; }; printf "%.0f" "$1"; }
-ratio() { [[ -z $1 || -z $2 || $2 == 0 ]] && { echo "–"; return; }; awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+# ratio JOB MODE A B: the median over the repetitions of A/B, each taken
+# within one repetition (the two engines ran minutes apart at most, so load
+# changes between repetitions cancel)
+ratio() {
+  local r vals="" a b
+  for ((r = 1; r <= REPEAT; r++)); do
+    a=${AT["$1 $2 $3 $r"]:-}
+    b=${AT["$1 $2 $4 $r"]:-}
+    [[ -n $a && -n $b && $b != 0 ]] && vals+="$(awk -v a="$a" -v b="$b" 'BEGIN {print a / b}') "
+  done
+  [[ -z $vals ]] && { echo "–"; return; }
+  printf "%.2f" "$(median <<<"$vals")"
+}
+row_label() {
+  local label=$1 mode=$2
+  [[ $mode == - ]] && { echo "$label"; return; }
+  echo "$label, $mode"
+}
 
 echo "fio_compare: $(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), CPU: $CPU x $(nproc)"
 echo "fs.pipe-max-size: $PIPE_MAX; fio $(fio --version | sed 's/^fio-//'); $(qemu-storage-daemon --version | awk 'NR == 1'); libfuse $(pkg-config --modversion fuse3 2>/dev/null || echo '?')"
-echo "image ${SIZE_MB} MiB random data; direct=1, ${RUNTIME}s + ${RAMP}s ramp per run, median of $REPEAT runs; load average $LOAD_START at start, $LOAD_END at end"
-echo "$CACHE_NOTE${OVBDFS_OPTS:+; ovbdfs -o $OVBDFS_OPTS}"
+echo "image ${SIZE_MB} MiB random data; ${RUNTIME}s + ${RAMP}s ramp per run, median of $REPEAT runs; load average $LOAD_START at start, $LOAD_END at end"
+echo "$CACHE_NOTE${OVBDFS_OPTS:+; ovbdfs -o $OVBDFS_OPTS}${LIMIT_OPTS:+; fuse_limit -o $LIMIT_OPTS}"
 TWO=""
 if [[ " $ENGINES " == *" ovbdfs2 "* ]]; then
   TWO=1
   echo "ovbdfs2: $OVBDFS2${OVBDFS2_OPTS:+ -o $OVBDFS2_OPTS}"
 fi
 echo
+header="| job | raw-direct | raw-cached | limit | qsd | ovbdfs | ovbdfs/limit | ovbdfs/qsd | limit/raw-cached |"
+sep="|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 if [[ -n $TWO ]]; then
-  echo "| job | raw | qsd | ovbdfs | ovbdfs/qsd | ovbdfs/raw | ovbdfs2 | ovbdfs2/qsd | ovbdfs2/ovbdfs |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-else
-  echo "| job | raw | qsd | ovbdfs | ovbdfs/qsd | ovbdfs/raw |"
-  echo "|---|---:|---:|---:|---:|---:|"
+  header+=" ovbdfs2 | ovbdfs2/limit | ovbdfs2/qsd | ovbdfs2/ovbdfs |"
+  sep+="---:|---:|---:|---:|"
 fi
+echo "$header"
+echo "$sep"
 for job in $JOBS; do
   IFS='|' read -r label _ _ <<<"$(job_spec "$job")"
-  r=$(median <<<"${SAMPLES["$job raw"]:-}")
-  q=$(median <<<"${SAMPLES["$job qsd"]:-}")
-  o=$(median <<<"${SAMPLES["$job ovbdfs"]:-}")
-  line="| $label | $(fmt "$r") | $(fmt "$q") | $(fmt "$o") | $(ratio "$o" "$q") | $(ratio "$o" "$r") |"
-  if [[ -n $TWO ]]; then
-    t=$(median <<<"${SAMPLES["$job ovbdfs2"]:-}")
-    line+=" $(fmt "$t") | $(ratio "$t" "$q") | $(ratio "$t" "$o") |"
-  fi
-  echo "$line"
+  for mode in $(modes_of "$job"); do
+    declare -A M=()
+    for e in raw-direct raw-cached limit qsd ovbdfs ovbdfs2; do
+      M[$e]=$(median <<<"${SAMPLES["$job $mode $e"]:-}")
+    done
+    line="| $(row_label "$label" "$mode") | $(fmt "${M[raw-direct]}") | $(fmt "${M[raw-cached]}") | $(fmt "${M[limit]}") | $(fmt "${M[qsd]}") | $(fmt "${M[ovbdfs]}") | $(ratio "$job" "$mode" ovbdfs limit) | $(ratio "$job" "$mode" ovbdfs qsd) | $(ratio "$job" "$mode" limit raw-cached) |"
+    if [[ -n $TWO ]]; then
+      line+=" $(fmt "${M[ovbdfs2]}") | $(ratio "$job" "$mode" ovbdfs2 limit) | $(ratio "$job" "$mode" ovbdfs2 qsd) | $(ratio "$job" "$mode" ovbdfs2 ovbdfs) |"
+    fi
+    echo "$line"
+    unset M
+  done
+done
+echo
+echo "Spread of the $REPEAT samples per cell (max/min - 1):"
+echo
+echo "| job | $(tr ' ' '\n' <<<"$ENGINES" | paste -sd'|' | sed 's/|/ | /g') |"
+echo "|---|$(for _ in $ENGINES; do printf -- '---:|'; done)"
+for job in $JOBS; do
+  IFS='|' read -r label _ _ <<<"$(job_spec "$job")"
+  for mode in $(modes_of "$job"); do
+    line="| $(row_label "$label" "$mode") |"
+    for e in $ENGINES; do line+=" $(spread <<<"${SAMPLES["$job $mode $e"]:-}") |"; done
+    echo "$line"
+  done
 done
