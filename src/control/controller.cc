@@ -1,6 +1,7 @@
 #include "ovbd/control/controller.h"
 
 #include <ctime>
+#include <optional>
 
 #include "ovbd/control/reply.h"
 #include "ovbd/control/size.h"
@@ -149,18 +150,11 @@ Result<CommandOutcome> Controller::RunCommand(const Command& c, const Caller* ca
     OVBD_RETURN_IF_ERROR(CheckFullName(a[0]));
     OVBD_RETURN_IF_ERROR(ValidateName(a[1], "volume"));
     OVBD_RETURN_IF_ERROR(CheckRead(store_, caller, "clone", a[0]));
-    OVBD_RETURN_IF_ERROR(store_->Clone(a[0], a[1]));
-    if (caller) {
-      // The clone is the caller's, as a copied file would be. The store
-      // makes it with the source volume's attributes; hand it over at once
-      // (commands are serialized, so nobody acts on it in between).
-      OVBD_ASSIGN_OR_RETURN(VolumeInfo info, store_->Lookup(a[1]));
-      FileAttrs attrs = info.attrs;
-      attrs.uid = caller->uid;
-      attrs.gid = caller->gid;
-      Status s = store_->SetAttrs(a[1], attrs);
-      if (!s.ok()) return s.Annotate("clone " + a[1] + " created, but not given to " + Uid(caller->uid));
-    }
+    // The clone is the caller's, as a copied file would be: owned from the
+    // manifest's first write, so no crash can leave it with another owner.
+    std::optional<std::pair<uint32_t, uint32_t>> owner;
+    if (caller) owner = std::make_pair(caller->uid, caller->gid);
+    OVBD_RETURN_IF_ERROR(store_->Clone(a[0], a[1], owner));
     out.output = "clone " + a[1] + " of " + a[0] + " created";
     return out;
   }

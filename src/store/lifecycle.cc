@@ -64,7 +64,8 @@ Status Store::SetAttrs(const std::string& name, const FileAttrs& attrs) {
   return WriteManifest(std::move(m));
 }
 
-Status Store::Clone(const std::string& src, const std::string& new_vol) {
+Status Store::Clone(const std::string& src, const std::string& new_vol,
+                    std::optional<std::pair<uint32_t, uint32_t>> owner) {
   OVBD_RETURN_IF_ERROR(CheckWritable());
   if (src.find('@') == std::string::npos) {
     return Status::InvalidArgument("clone source must be a snapshot (VOL@SNAP), got '" + src + "'");
@@ -92,6 +93,10 @@ Status Store::Clone(const std::string& src, const std::string& new_vol) {
   m.lowers = snap.lowers;
   m.upper = id;
   m.attrs = attrs;
+  if (owner) {
+    m.attrs.uid = owner->first;
+    m.attrs.gid = owner->second;
+  }
   const uint64_t now = env_->NowMicros() * 1000;
   m.attrs.mtime_ns = m.attrs.ctime_ns = m.attrs.atime_ns = now;
   // The new name's command lock is not needed: the reservation keeps every

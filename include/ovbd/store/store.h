@@ -116,7 +116,10 @@ class Store {
   // Snapshots, clones, deletion.
   Status Snapshot(const std::string& vol, const std::string& snap) EXCLUDES(mu_);
   Status SnapshotAll(const std::string& snap) EXCLUDES(mu_);
-  Status Clone(const std::string& src_snapshot, const std::string& new_vol) EXCLUDES(mu_);
+  // The clone has the source's attributes; with `owner` (uid, gid), it
+  // belongs to that user from its first manifest on.
+  Status Clone(const std::string& src_snapshot, const std::string& new_vol,
+               std::optional<std::pair<uint32_t, uint32_t>> owner = std::nullopt) EXCLUDES(mu_);
   // Deletes, collects the garbage, then merges layers that can now be
   // merged (as a job, waited for: the space is back when Delete returns).
   Status Delete(const std::string& name) EXCLUDES(mu_);
