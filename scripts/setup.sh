@@ -12,6 +12,8 @@ PACKAGES=(
   fio e2fsprogs fuse2fs util-linux kmod xxd procps psmisc python3 jq
   qemu-utils qemu-system-common qemu-block-extra
   nginx-light docker-registry curl
+  # packaging and man pages (cpack -G DEB, dpkg-shlibdeps, man -l)
+  dpkg-dev groff-base man-db
 )
 
 missing=()
