@@ -78,6 +78,7 @@ Result<std::unique_ptr<Upper>> Upper::Create(Env* env, const std::string& base,
     MutexLock l(&u->commit_mu_);
     u->jnl_ = std::move(j).value();
     u->jnl_end_ = uj::kHeaderSize;
+    u->jnl_end_seen_ = uj::kHeaderSize;
   }
   Status s = env->SyncDir(DirName(base));
   if (!s.ok()) return undo(s);
@@ -155,8 +156,10 @@ Status Upper::Replay(bool read_only) {
     map_ = std::move(map);
   }
   jnl_records_ = scan.records;
+  jnl_records_seen_ = jnl_records_;
   next_seq_ = scan.next_seq;
   jnl_end_ = scan.valid_end;
+  jnl_end_seen_ = jnl_end_;
   torn_tail_bytes_ = scan.file_size - scan.valid_end;
   if (!read_only && scan.file_size != jnl_end_) {
     // Cut the torn tail so new records follow the last valid one directly.
@@ -274,6 +277,8 @@ Status Upper::AppendRecords(const std::vector<PendingOp>& ops) {
   }
   jnl_end_ += buf.size();
   jnl_records_ += ops.size();
+  jnl_end_seen_ = jnl_end_;
+  jnl_records_seen_ = jnl_records_;
   next_seq_ += ops.size();
   return Status::OK();
 }
@@ -316,6 +321,8 @@ Status Upper::Compact(const std::vector<Segment>& segs) {
   jnl_ = std::move(nj);
   jnl_end_ = buf.size();
   jnl_records_ = segs.size();
+  jnl_end_seen_ = jnl_end_;
+  jnl_records_seen_ = jnl_records_;
   next_seq_ = first + segs.size();
   compactions_++;
   return Status::OK();
@@ -451,9 +458,8 @@ UpperStats Upper::Stats() const {
   }
   auto alloc = data_->AllocatedBytes();
   st.allocated_bytes = alloc.ok() ? alloc.value() : 0;
-  MutexLock cl(&commit_mu_);
-  st.journal_bytes = jnl_end_;
-  st.journal_records = jnl_records_;
+  st.journal_bytes = jnl_end_seen_.load(std::memory_order_relaxed);
+  st.journal_records = jnl_records_seen_.load(std::memory_order_relaxed);
   st.commits = commits_;
   st.compactions = compactions_;
   return st;

@@ -188,6 +188,9 @@ class Upper {
   uint64_t committed_ GUARDED_BY(commit_mu_) = 0;    // operations durable in the journal
   uint64_t jnl_end_ GUARDED_BY(commit_mu_) = 0;      // byte offset where the next record goes
   uint64_t jnl_records_ GUARDED_BY(commit_mu_) = 0;
+  // Copies of the two for Stats(), which must not wait for a commit (it
+  // holds commit_mu_ through its fsyncs, and status asks often).
+  std::atomic<uint64_t> jnl_end_seen_{0}, jnl_records_seen_{0};
   uint64_t next_seq_ GUARDED_BY(commit_mu_) = 1;     // sequence number of the next record
   uint64_t compact_min_records_ GUARDED_BY(commit_mu_) = uint64_t{1} << 16;
 
