@@ -21,15 +21,12 @@
 # BEFORE_S [3], AFTER_S [12], WORK_PARENT [/var/tmp].
 # Needs: fio, jq, fincore, qemu-storage-daemon, fusermount3, mountpoint.
 set -euo pipefail
+# OVBDFS from the environment wins over the build directory's.
+OVBDFS_GIVEN=${OVBDFS:-}
+. "$(dirname "$0")/lib.sh"
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD_ARG=${1:-build}
-case $BUILD_ARG in
-  /*) BUILD=$BUILD_ARG ;;
-  *) BUILD=$ROOT/$BUILD_ARG ;;
-esac
-OVBD=$BUILD/src/tool/ovbd
-OVBDFS=${OVBDFS:-$BUILD/src/fuse/ovbdfs}
+use_build_dir "${1:-build}"
+OVBDFS=${OVBDFS_GIVEN:-$OVBDFS}
 OVBDFS2=${OVBDFS2:-}
 FUSE_LIMIT=$BUILD/bench/fuse_limit
 ENGINES=${ENGINES:-"ovbdfs limit limit-move qsd"}
@@ -38,33 +35,15 @@ BEFORE_S=${BEFORE_S:-3}
 AFTER_S=${AFTER_S:-12}
 WORK_PARENT=${WORK_PARENT:-/var/tmp}
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "cat_evict: $*"; exit 1; }
-for t in fio jq fincore qemu-storage-daemon fusermount3 mountpoint; do
-  command -v "$t" >/dev/null || die "$t not found"
-done
+require_tools fio jq fincore qemu-storage-daemon fusermount3 mountpoint
 [[ " $ENGINES " != *" ovbdfs2 "* || -x $OVBDFS2 ]] || die "ENGINES has ovbdfs2: set OVBDFS2 to a binary"
 
 WORK=$(mktemp -d "$WORK_PARENT/ovbd-evict.XXXXXX")
 MNT=$WORK/mnt
 PID=""
-wait_for() {
-  local secs=$1; shift
-  local deadline=$((SECONDS + secs))
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.05
-  done
-}
-alive() { kill -0 "$1" 2>/dev/null; }
-not_alive() { ! alive "$1"; }
 stop() {
-  if mountpoint -q "$MNT" 2>/dev/null; then fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true; fi
-  if [[ -n $PID ]]; then
-    wait_for 30 not_alive "$PID" || kill "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-    PID=""
-  fi
+  stop_fuse "$MNT" "$PID" 30
+  PID=""
 }
 cleanup() {
   local rc=$?
@@ -121,8 +100,7 @@ start() {
       ;;
     *) die "unknown engine $engine" ;;
   esac
-  mounted() { alive "$PID" || die "$engine exited: $(cat "$WORK/daemon.log")"; mountpoint -q "$MNT"; }
-  wait_for 20 mounted || die "$engine did not mount"
+  wait_mounted 20 "$PID" "$MNT" "$WORK/daemon.log" "$engine"
 }
 finish() {
   local engine=$1
@@ -146,7 +124,7 @@ fio_qd1() {
   awk -F, '{printf "%s%d", (NR > 1 ? " " : ""), $2}' "$2"_iops.1.log
 }
 
-echo "cat_evict: $(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); ${SIZE_MB} MiB"
+echo "cat_evict: $(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), $(nproc) CPUs, load average $(load_average); ${SIZE_MB} MiB"
 echo
 echo "| engine | IOPS before (per s) | backing cached before | cat (s) | backing cached after | FUSE file cached after | IOPS after cat (per s) |"
 echo "|---|---|---:|---:|---:|---:|---|"

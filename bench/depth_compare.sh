@@ -36,17 +36,10 @@
 # Needs: fio, jq, python3, qemu-img, qemu-io, qemu-storage-daemon, fusermount3,
 # mountpoint, cmp, and a usable /dev/fuse.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD_ARG=${1:-build}
-# A relative BUILD_DIR is taken from the repository root, so the script works
-# from any current directory.
-case $BUILD_ARG in
-  /*) BUILD=$BUILD_ARG ;;
-  *) BUILD=$ROOT/$BUILD_ARG ;;
-esac
-OVBD=$BUILD/src/tool/ovbd
-OVBDFS=$BUILD/src/fuse/ovbdfs
+# A relative BUILD_DIR is taken from the repository root.
+use_build_dir "${1:-build}"
 RUNS=${RUNS:-5}
 RUNTIME=${RUNTIME:-10}
 RAMP=${RAMP:-1}
@@ -57,12 +50,9 @@ SEED=${SEED:-1}
 OVBDFS_OPTS=${OVBDFS_OPTS:-}
 WORK_PARENT=${WORK_PARENT:-/var/tmp}
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "depth_compare: $*"; exit 1; }
+POLL_S=0.02
 
-for tool in fio jq python3 qemu-img qemu-io qemu-storage-daemon fusermount3 mountpoint cmp; do
-  command -v "$tool" >/dev/null || die "$tool not found"
-done
+require_tools fio jq python3 qemu-img qemu-io qemu-storage-daemon fusermount3 mountpoint cmp
 [[ -x $OVBD && -x $OVBDFS ]] || die "no ovbd/ovbdfs in $BUILD (build it first)"
 ((DEPTH >= 2 && DEPTH <= 255)) || die "DEPTH must be 2..255"
 # The command line as given, with every knob spelled out, so the output says
@@ -80,30 +70,9 @@ OVBDFS_PID=""
 declare -A QSD_PID=()
 qsd_file() { echo "$WORK/qsd-$1.img"; }
 
-# Polls a condition (a command) every 20 ms until it holds; fails after $1 s.
-wait_for() {
-  local secs=$1
-  shift
-  local deadline=$((SECONDS + secs))
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.02
-  done
-}
-alive() { kill -0 "$1" 2>/dev/null; }
-not_alive() { ! alive "$1"; }
-
 stop_ovbdfs() {
-  if mountpoint -q "$MNT" 2>/dev/null; then
-    fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
-  fi
-  if [[ -n $OVBDFS_PID ]]; then
-    # Unmounting makes the daemon commit and exit by itself; only a daemon
-    # that hangs gets a signal.
-    wait_for 30 not_alive "$OVBDFS_PID" || kill "$OVBDFS_PID" 2>/dev/null || true
-    wait "$OVBDFS_PID" 2>/dev/null || true
-    OVBDFS_PID=""
-  fi
+  stop_fuse "$MNT" "$OVBDFS_PID" 30
+  OVBDFS_PID=""
 }
 
 start_ovbdfs() {
@@ -112,26 +81,13 @@ start_ovbdfs() {
   [[ -n $OVBDFS_OPTS ]] && args+=(-o "$OVBDFS_OPTS")
   "$OVBDFS" "${args[@]}" >>"$WORK/ovbdfs.log" 2>&1 &
   OVBDFS_PID=$!
-  ovbdfs_mounted() {
-    alive "$OVBDFS_PID" || die "ovbdfs exited: $(cat "$WORK/ovbdfs.log")"
-    mountpoint -q "$MNT"
-  }
-  wait_for 60 ovbdfs_mounted || die "ovbdfs did not mount"
+  wait_mounted 60 "$OVBDFS_PID" "$MNT" "$WORK/ovbdfs.log" ovbdfs
 }
 
 stop_qsd() {
-  local name=$1 file pid
-  file=$(qsd_file "$name")
-  pid=${QSD_PID[$name]:-}
-  if [[ -n $pid ]]; then
-    # SIGTERM makes qemu-storage-daemon remove its export (the FUSE mount).
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    QSD_PID[$name]=""
-  fi
-  if mountpoint -q "$file" 2>/dev/null; then
-    fusermount3 -u "$file" 2>/dev/null || umount -l "$file" 2>/dev/null || true
-  fi
+  local name=$1
+  stop_qsd_export "$(qsd_file "$name")" "${QSD_PID[$name]:-}"
+  QSD_PID[$name]=""
 }
 
 # start_qsd NAME IMAGE: read-only FUSE export of the qcow2 IMAGE; its backing
@@ -147,11 +103,7 @@ start_qsd() {
     >"$WORK/qsd-$name.log" 2>&1 &
   pid=$!
   QSD_PID[$name]=$pid
-  qsd_mounted() {
-    alive "$pid" || die "qemu-storage-daemon ($name) exited: $(cat "$WORK/qsd-$name.log")"
-    mountpoint -q "$file"
-  }
-  wait_for 60 qsd_mounted || die "qemu-storage-daemon ($name) did not export"
+  wait_mounted 60 "$pid" "$file" "$WORK/qsd-$name.log" "qemu-storage-daemon ($name)" export
 }
 
 cleanup() {
@@ -166,7 +118,7 @@ trap cleanup EXIT
 # Turn signals into a normal exit so the EXIT trap unmounts everything.
 trap 'exit 130' INT TERM
 
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_START=$(load_average)
 
 # --- the write plan --------------------------------------------------------------
 # One line per write: "layer block pattern" for layers 1..DEPTH-1 (layer 0 is
@@ -306,8 +258,7 @@ run_one() {
     --rw=randread --bs=4k --direct=1 --time_based --runtime="$RUNTIME" \
     --ramp_time="$RAMP" --group_reporting --output-format=json $opts >"$out" ||
     die "fio failed on $config ($job)"
-  iops=$(jq '.jobs[0].read.iops' "$out")
-  iops=$(printf '%.0f' "$iops")
+  iops=$(fio_value "$out" read.iops)
   SAMPLES["$job $config"]+="$iops "
   log "$(printf '%-5s %-12s round %d: %s IOPS' "$job" "$config" "$round" "$iops")"
 }
@@ -320,20 +271,16 @@ for ((round = 1; round <= RUNS; round++)); do
     done
   done
 done
-LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_END=$(load_average)
 
 # --- report ------------------------------------------------------------------------------
-median() {
-  tr ' ' '\n' | awk 'NF' | sort -g |
-    awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 # Digits grouped by three, independent of the locale.
 thousands() {
   awk -v x="$1" 'BEGIN { s = sprintf("%.0f", x); while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]($|,)/, ",&", s); print s }'
 }
 
-CPU=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | awk 'NR == 1')
+CPU=$(cpu_model)
 QSD_VERSION=$(qemu-storage-daemon --version | awk 'NR == 1 { print $3 }')
 echo "command: $COMMAND"
 echo "depth_compare: $(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), CPU: $CPU x $(nproc)"

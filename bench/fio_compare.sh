@@ -65,10 +65,9 @@
 # Needs: fio, jq, qemu-img, qemu-storage-daemon, fusermount3, mountpoint, and
 # a usable /dev/fuse (root, or mode 0666).
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD_DIR=${BUILD_DIR:-$ROOT/build-bench}
-case $BUILD_DIR in /*) ;; *) BUILD_DIR=$ROOT/$BUILD_DIR ;; esac
+BUILD_DIR=$(from_root "${BUILD_DIR:-$ROOT/build-bench}")
 OVBDFS=${OVBDFS:-$BUILD_DIR/src/fuse/ovbdfs}
 OVBD=${OVBD:-$BUILD_DIR/src/tool/ovbd}
 FUSE_LIMIT=${FUSE_LIMIT:-$BUILD_DIR/bench/fuse_limit}
@@ -87,12 +86,7 @@ DROP_CACHES=${DROP_CACHES:-0}
 WORK_PARENT=${WORK_PARENT:-/var/tmp}
 KEEP_JSON=${KEEP_JSON:-}
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "fio_compare: $*"; exit 1; }
-
-for tool in fio jq qemu-img qemu-storage-daemon fusermount3 mountpoint; do
-  command -v "$tool" >/dev/null || die "$tool not found"
-done
+require_tools fio jq qemu-img qemu-storage-daemon fusermount3 mountpoint
 for e in $ENGINES; do
   case $e in
     raw-direct | raw-cached | qsd) ;;
@@ -136,51 +130,20 @@ declare -A DAEMON_PID=()
 store_of() { echo "$WORK/store-$1"; }
 mnt_of() { echo "$WORK/mnt-$1"; }
 
-# Polls a condition (a command) every 50 ms until it holds; fails after $1 s.
-wait_for() {
-  local secs=$1; shift
-  local deadline=$((SECONDS + secs))
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.05
-  done
-}
-alive() { kill -0 "$1" 2>/dev/null; }
-not_alive() { ! alive "$1"; }
-
 stop_qsd() {
-  if [[ -n $QSD_PID ]]; then
-    kill "$QSD_PID" 2>/dev/null || true
-    wait "$QSD_PID" 2>/dev/null || true
-    QSD_PID=""
-  fi
-  if mountpoint -q "$QSD_FILE" 2>/dev/null; then fusermount3 -u "$QSD_FILE" 2>/dev/null || umount -l "$QSD_FILE" || true; fi
+  stop_qsd_export "$QSD_FILE" "$QSD_PID"
+  QSD_PID=""
 }
 
 stop_limit() {
-  if mountpoint -q "$LIMIT_MNT" 2>/dev/null; then
-    fusermount3 -u "$LIMIT_MNT" 2>/dev/null || umount -l "$LIMIT_MNT" 2>/dev/null || true
-  fi
-  if [[ -n $LIMIT_PID ]]; then
-    wait_for 10 not_alive "$LIMIT_PID" || kill "$LIMIT_PID" 2>/dev/null || true
-    wait "$LIMIT_PID" 2>/dev/null || true
-    LIMIT_PID=""
-  fi
+  stop_fuse "$LIMIT_MNT" "$LIMIT_PID" 10
+  LIMIT_PID=""
 }
 
 stop_ovbdfs() {
-  local engine=$1 mnt pid
-  mnt=$(mnt_of "$engine")
-  pid=${DAEMON_PID[$engine]:-}
-  if mountpoint -q "$mnt" 2>/dev/null; then
-    fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
-  fi
-  if [[ -n $pid ]]; then
-    # The daemon exits by itself once unmounted (after its final flush).
-    wait_for 30 not_alive "$pid" || kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    DAEMON_PID[$engine]=""
-  fi
+  local engine=$1
+  stop_fuse "$(mnt_of "$engine")" "${DAEMON_PID[$engine]:-}" 30
+  DAEMON_PID[$engine]=""
 }
 
 start_ovbdfs() {
@@ -195,9 +158,7 @@ start_ovbdfs() {
   [[ -n $opts ]] && args+=(-o "$opts")
   "$bin" "${args[@]}" >"$WORK/$engine.log" 2>&1 &
   DAEMON_PID[$engine]=$!
-  local pid=$!
-  mounted() { alive "$pid" || die "$engine exited: $(cat "$WORK/$engine.log")"; mountpoint -q "$mnt"; }
-  wait_for 20 mounted || die "$engine did not mount"
+  wait_mounted 20 "$!" "$mnt" "$WORK/$engine.log" "$engine"
 }
 
 cleanup() {
@@ -213,8 +174,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- machine description -----------------------------------------------------
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-CPU=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | awk 'NR == 1')
+LOAD_START=$(load_average)
+CPU=$(cpu_model)
 PIPE_MAX=$(cat /proc/sys/fs/pipe-max-size)
 CACHE_NOTE="backing files warmed (read once) before every run, FUSE files not; FUSE engines and raw-direct direct=1, raw-cached direct=0"
 if [[ $DROP_CACHES == 1 ]]; then
@@ -266,8 +227,7 @@ prepare() {
       [[ -n $LIMIT_OPTS ]] && args+=(-o "$LIMIT_OPTS")
       "$FUSE_LIMIT" "${args[@]}" >"$WORK/limit.log" 2>&1 &
       LIMIT_PID=$!
-      mounted_limit() { alive "$LIMIT_PID" || die "fuse_limit exited: $(cat "$WORK/limit.log")"; mountpoint -q "$LIMIT_MNT"; }
-      wait_for 20 mounted_limit || die "fuse_limit did not mount"
+      wait_mounted 20 "$LIMIT_PID" "$LIMIT_MNT" "$WORK/limit.log" fuse_limit
       TARGET=$LIMIT_MNT/disk
       ;;
     qsd)
@@ -279,8 +239,7 @@ prepare() {
         --export type=fuse,id=e,node-name=q,mountpoint="$QSD_FILE",writable=on \
         >"$WORK/qsd.log" 2>&1 &
       QSD_PID=$!
-      mounted_qsd() { alive "$QSD_PID" || die "qemu-storage-daemon exited: $(cat "$WORK/qsd.log")"; mountpoint -q "$QSD_FILE"; }
-      wait_for 20 mounted_qsd || die "qemu-storage-daemon did not export"
+      wait_mounted 20 "$QSD_PID" "$QSD_FILE" "$WORK/qsd.log" qemu-storage-daemon export
       TARGET=$QSD_FILE
       WARM=("$BASE" "$WORK/overlay.qcow2")
       ;;
@@ -347,12 +306,8 @@ run_one() {
       --runtime="$RUNTIME" --ramp_time="$RAMP" --group_reporting --output-format=json \
       $fioargs >"$out" || { finish "$engine" "$id"; die "fio failed on $engine ($job)"; }
   finish "$engine" "$id"
-  case $metric in
-    *.iops) value=$(jq ".jobs[0].${metric}" "$out") ;;
-    *.bw) value=$(jq ".jobs[0].${metric%.bw}.bw_bytes / 1000000" "$out") ;;
-  esac
   [[ -n $KEEP_JSON ]] && mkdir -p "$KEEP_JSON" && cp "$out" "$KEEP_JSON/"
-  value=$(printf '%.0f' "$value")
+  value=$(fio_value "$out" "$metric")
   SAMPLES["$job $mode $engine"]+="$value "
   AT["$job $mode $engine $rep"]=$value
   log "$(printf '%-10s %-9s %-10s rep %d: %s' "$job" "$mode" "$engine" "$rep" "$value")"
@@ -369,10 +324,9 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
     done
   done
 done
-LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_END=$(load_average)
 
 # --- report ----------------------------------------------------------------------
-median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{v[NR]=$1} END {if (NR == 0) print ""; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2}'; }
 # spread: max/min - 1, in percent
 spread() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {if (NR < 2 || lo == 0) print "–"; else printf "%.0f%%", (hi / lo - 1) * 100}'; }
 fmt() { [[ -z $1 ]] && { echo "–"; return; }; printf "%.0f" "$1"; }

@@ -42,15 +42,9 @@
 #
 # Needs: fio, python3, fusermount3, mountpoint, and a usable /dev/fuse.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD_ARG=${1:-build}
-case $BUILD_ARG in
-  /*) BUILD=$BUILD_ARG ;;
-  *) BUILD=$ROOT/$BUILD_ARG ;;
-esac
-OVBD=$BUILD/src/tool/ovbd
-OVBDFS=$BUILD/src/fuse/ovbdfs
+use_build_dir "${1:-build}"
 PROBE=$BUILD/bench/metadata_probe
 DATA_MB=${DATA_MB:-2048}
 MAPPINGS=${MAPPINGS:-1000000}
@@ -59,9 +53,7 @@ PAUSE_US=${PAUSE_US:-2000}
 OVBDFS_OPTS=${OVBDFS_OPTS:-}
 WORK_PARENT=${WORK_PARENT:-/var/tmp}
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "metadata_stall: $*"; exit 1; }
-for t in fio python3 fusermount3 mountpoint; do command -v "$t" >/dev/null || die "$t not found"; done
+require_tools fio python3 fusermount3 mountpoint
 for b in "$OVBD" "$OVBDFS" "$PROBE"; do [[ -x $b ]] || die "missing $b (build ovbd, ovbdfs and metadata_probe)"; done
 
 WORK=$(mktemp -d "$WORK_PARENT/ovbd-stall.XXXXXX")
@@ -71,26 +63,11 @@ RAW=$WORK/image.raw
 DAEMON=""
 PROBE_PID=""
 
-wait_for() {
-  local secs=$1; shift
-  local deadline=$((SECONDS + secs))
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.05
-  done
-}
-alive() { kill -0 "$1" 2>/dev/null; }
-not_alive() { ! alive "$1"; }
-
 cleanup() {
   local rc=$?
   set +e
   [[ -n $PROBE_PID ]] && kill "$PROBE_PID" 2>/dev/null && wait "$PROBE_PID" 2>/dev/null
-  if mountpoint -q "$MNT" 2>/dev/null; then fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"; fi
-  if [[ -n $DAEMON ]]; then
-    wait_for 60 not_alive "$DAEMON" || kill "$DAEMON" 2>/dev/null
-    wait "$DAEMON" 2>/dev/null
-  fi
+  stop_fuse "$MNT" "$DAEMON" 60
   rm -rf "$WORK"
   exit $rc
 }
@@ -103,7 +80,7 @@ now() { echo "$EPOCHREALTIME"; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b - a}'; }
 
 # --- the store ----------------------------------------------------------------
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_START=$(load_average)
 log "preparing the store and ${DATA_MB} MiB of random data in $WORK"
 dd if=/dev/urandom of="$RAW" bs=1M count="$DATA_MB" status=none
 "$OVBD" store init "$ST" >/dev/null
@@ -113,8 +90,7 @@ args=("$ST" "$MNT" -f)
 [[ -n $OVBDFS_OPTS ]] && args+=(-o "$OVBDFS_OPTS")
 "$OVBDFS" "${args[@]}" >"$WORK/ovbdfs.log" 2>&1 &
 DAEMON=$!
-mounted() { alive "$DAEMON" || die "ovbdfs exited: $(cat "$WORK/ovbdfs.log")"; mountpoint -q "$MNT"; }
-wait_for 20 mounted || die "ovbdfs did not mount"
+wait_mounted 20 "$DAEMON" "$MNT" "$WORK/ovbdfs.log" ovbdfs
 # `other` holds data, so its reads come from its upper.
 dd if="$RAW" of="$MNT/other" bs=1M count=64 oflag=direct conv=notrunc,fsync status=none
 
@@ -190,7 +166,7 @@ fio --name=frag --filename="$MNT/frag" --size="$((MAPPINGS))K" --rw=write:512 --
 ctl flush frag
 sync
 measure snapshot-map "$MAPPINGS mappings" ctl snapshot frag s1
-LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_END=$(load_average)
 
 # --- report -------------------------------------------------------------------------
 echo "metadata_stall: $(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), $(nproc) CPUs; load average $LOAD_START at start, $LOAD_END at end"
