@@ -181,24 +181,43 @@ hydrated() {
 same() {
   cmp "$1" "$2" >&2 || fail "$3: $1 differs from $2"
 }
-# known_writes VOLFILE EXPECTED N SEED: N fsynced 4 KiB writes of random data
-# at random 4 KiB offsets of the volume, mirrored into EXPECTED.
+# known_writes VOLFILE EXPECTED N SEED LIST: N fsynced 4 KiB writes of random
+# data at random 4 KiB offsets of the volume, mirrored into EXPECTED; their
+# offsets are added to the file LIST.
 known_writes() {
   "$PY" - "$@" <<'EOF'
 import os, random, sys
-vol, exp, n, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+vol, exp, n, seed, lst = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 r = random.Random(seed)
 fv = os.open(vol, os.O_RDWR)
 fe = os.open(exp, os.O_RDWR)
 blocks = os.fstat(fe).st_size // 4096
+offs = []
 for _ in range(n):
     off = r.randrange(blocks) * 4096
     data = r.randbytes(4096)
     os.pwrite(fv, data, off)
     os.pwrite(fe, data, off)
+    offs.append(off)
 os.fsync(fv)
 os.close(fv)
 os.close(fe)
+with open(lst, "a") as f:
+    f.writelines("%d\n" % o for o in offs)
+EOF
+}
+# known_blocks_ok VOLFILE EXPECTED LIST: every 4 KiB block at an offset of
+# LIST reads the same in both files (prints the first that does not).
+known_blocks_ok() {
+  "$PY" - "$@" <<'EOF'
+import os, sys
+fv = os.open(sys.argv[1], os.O_RDONLY)
+fe = os.open(sys.argv[2], os.O_RDONLY)
+for line in open(sys.argv[3]):
+    off = int(line)
+    if os.pread(fv, 4096, off) != os.pread(fe, 4096, off):
+        print("block at %d differs" % off)
+        sys.exit(1)
 EOF
 }
 # data_offset FILE START: the first offset at or after START where sparse FILE holds data.
@@ -276,6 +295,7 @@ M=$W/m2
 "$OVBD" volume import "$S" vm "$W/big.raw" --compress lz4 >/dev/null
 mapfile -t base2 < <(lower_files "$S" vm)
 cp --sparse=always "$W/big.raw" "$W/exp2.img"
+: >"$W/known2"
 start_daemon "$S" "$M"
 ctl_ok "$M" "hydrate vm rate 16M"
 total2=$(hyd_field "$S" vm total)
@@ -286,13 +306,15 @@ for ((i = 1; i <= 3; i++)); do
   ((target < total2 * 8 / 10)) || target=$((total2 * 8 / 10))
   wait_until 60 "copied >= $target" copied_at_least "$S" vm "$target" ||
     fail "case 2: hydration does not progress: $(hyd_line "$S" vm)"
-  known_writes "$M/vm" "$W/exp2.img" 4 "$((100 + i))"
+  known_writes "$M/vm" "$W/exp2.img" 4 "$((100 + i))" "$W/known2"
   log "case 2: kill $i at $(hyd_line "$S" vm | sed 's/^ *//')"
   kill_daemon "$M"
   start_daemon "$S" "$M"
   st=$(hyd_state "$S" vm)
   [[ $st == running ]] || fail "case 2: after restart $i the hydration is '$st', not running: $(hyd_line "$S" vm)"
   log "case 2: restarted: $(hyd_line "$S" vm | sed 's/^ *//')"
+  out=$(known_blocks_ok "$M/vm" "$W/exp2.img" "$W/known2") ||
+    fail "case 2: an fsynced write is lost after kill $i: $out"
   wait_until 30 "hydration moves after restart $i" copied_above "$S" vm "$(hyd_field "$S" vm copied)" ||
     fail "case 2: hydration does not move after restart $i: $(hyd_line "$S" vm)"
 done
