@@ -11,8 +11,9 @@ namespace ovbd {
 namespace {
 const char* kUsage =
     "commands: snapshot VOL [SNAP] | snapshot --all [SNAP] | clone VOL@SNAP NEWVOL | "
-    "create VOL SIZE | resize VOL SIZE | delete NAME | status [VOL] | flush [VOL] | gc | json | "
-    "text";
+    "create VOL SIZE | resize VOL SIZE | delete NAME | "
+    "hydrate VOL [pause|resume|cancel] [rate N] | hydrate --all [rate N] | status [VOL] | "
+    "flush [VOL] | gc | json | text";
 
 Status Arity(const Command& c, size_t min, size_t max, const char* usage) {
   if (c.args.size() < min || c.args.size() > max) {
@@ -43,6 +44,16 @@ Status CheckRead(Store* store, const Caller* caller, const std::string& verb,
   if (!info.ok()) return Status::OK();
   if (MayAccess(*caller, info->attrs, kMayRead)) return Status::OK();
   return AccessDenied(verb + " " + name, "needs read permission on " + name + " for " +
+                                             Uid(caller->uid));
+}
+
+Status CheckWrite(Store* store, const Caller* caller, const std::string& verb,
+                  const std::string& name) {
+  if (!caller || caller->root()) return Status::OK();
+  auto info = store->Lookup(name);
+  if (!info.ok()) return Status::OK();
+  if (MayAccess(*caller, info->attrs, kMayWrite)) return Status::OK();
+  return AccessDenied(verb + " " + name, "needs write permission on " + name + " for " +
                                              Uid(caller->uid));
 }
 
@@ -189,6 +200,63 @@ Result<CommandOutcome> Controller::RunCommand(const Command& c, const Caller* ca
     OVBD_RETURN_IF_ERROR(store_->Delete(a[0]));
     out.output = a[0] + " deleted";
     out.removed_names = true;
+    return out;
+  }
+  if (c.verb == "hydrate") {
+    // hydrate VOL [start|pause|resume|cancel] [rate N] | hydrate --all [rate N]
+    static constexpr char kHydrateUsage[] =
+        "VOL [pause|resume|cancel] [rate N[K|M|G]], or --all [rate N]";
+    OVBD_RETURN_IF_ERROR(Arity(c, 1, 4, kHydrateUsage));
+    std::optional<HydrateAction> action;
+    std::optional<uint64_t> rate;
+    for (size_t i = 1; i < a.size(); ++i) {
+      if (a[i] == "rate") {
+        if (i + 1 >= a.size()) {
+          return Status::InvalidArgument("hydrate: 'rate' needs a value (bytes per second, "
+                                         "K/M/G suffixes; 0 means unlimited)");
+        }
+        if (rate) return Status::InvalidArgument("hydrate: 'rate' given twice");
+        OVBD_ASSIGN_OR_RETURN(uint64_t r, ParseSize(a[i + 1]));
+        rate = r;
+        ++i;
+      } else if (!action && (a[i] == "start" || a[i] == "pause" || a[i] == "resume" ||
+                             a[i] == "cancel")) {
+        action = a[i] == "pause"    ? HydrateAction::kPause
+                 : a[i] == "resume" ? HydrateAction::kResume
+                 : a[i] == "cancel" ? HydrateAction::kCancel
+                                    : HydrateAction::kStart;
+      } else {
+        return Status::InvalidArgument("hydrate: unexpected '" + a[i] + "'; expected " +
+                                       kHydrateUsage);
+      }
+    }
+    if (rate && (action == HydrateAction::kPause || action == HydrateAction::kCancel)) {
+      return Status::InvalidArgument("hydrate: 'rate' goes with start or resume, not with " +
+                                     a[1]);
+    }
+    if (a[0] == "--all") {
+      if (action && action != HydrateAction::kStart) {
+        return Status::InvalidArgument("hydrate --all only starts; pause, resume or cancel "
+                                       "one volume at a time");
+      }
+      if (caller && !caller->root()) {
+        for (const VolumeInfo& v : store_->List()) {
+          if (v.is_snapshot || v.lowers.empty() || MayAccess(*caller, v.attrs, kMayWrite)) continue;
+          return AccessDenied("hydrate --all", "needs write permission on every volume with "
+                                               "layers; " + Uid(caller->uid) + " cannot write " +
+                                               v.name);
+        }
+      }
+      OVBD_ASSIGN_OR_RETURN(auto started, store_->HydrateAll(rate));
+      out.output = "hydrating " + std::to_string(started.size()) + " volume(s)";
+      for (const auto& v : started) out.output += " " + v;
+      return out;
+    }
+    OVBD_RETURN_IF_ERROR(ValidateName(a[0], "volume"));
+    OVBD_RETURN_IF_ERROR(CheckWrite(store_, caller, "hydrate", a[0]));
+    if (!action) action = rate ? HydrateAction::kRate : HydrateAction::kStart;
+    OVBD_ASSIGN_OR_RETURN(HydrateState st, store_->Hydrate(a[0], *action, rate));
+    out.output = "hydrate " + a[0] + " " + HydrateStateName(st);
     return out;
   }
   if (c.verb == "status") {

@@ -103,6 +103,17 @@ std::string RenderJsonReport(const std::vector<Reply>& replies, const std::strin
                      {"uid", v.attrs.uid},
                      {"gid", v.attrs.gid}};
     if (!v.failed.empty()) o["failed"] = v.failed;
+    if (!v.is_snapshot) {
+      const HydrateInfo& h = v.hydrate;
+      o["hydrate"] = {{"state", HydrateStateName(h.state)},
+                      {"copied", h.copied},
+                      {"total", h.total},
+                      {"rate", h.rate},
+                      {"limit", h.limit},
+                      {"eta_s", h.eta_s},
+                      {"retries", h.retries},
+                      {"error", h.error}};
+    }
     vols.push_back(std::move(o));
   }
   nlohmann::json bad = nlohmann::json::array();

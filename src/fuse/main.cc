@@ -163,6 +163,7 @@ int main(int argc, char** argv) {
   so.job_threads = static_cast<size_t>(std::max(1, o.job_threads));
   // Threads do not survive the fork of fuse_daemonize: started after it.
   so.start_jobs = false;
+  so.resume_hydration = true;  // a hydration the manifests say is running goes on
   so.on_flush_error = [](const ovbd::Status& s) { spdlog::error("periodic flush: {}", s.ToString()); };
   auto store = ovbd::Store::Open(ovbd::Env::Default(), store_path, so);
   if (!store.ok()) {

@@ -4,6 +4,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <cerrno>
 
 namespace ovbd {
@@ -92,8 +93,74 @@ JobRunner::JobRunner(size_t threads) : io_(std::make_unique<boost::asio::io_cont
 
 JobRunner::~JobRunner() { Stop(); }
 
-std::shared_ptr<Job> JobRunner::Start(std::string kind, std::string target,
-                                      std::function<Status(Job&)> fn) {
+// Records how a job's function ended.
+void JobRunner::Finish(Job& job, Status s) {
+  if (s.ok()) {
+    job.SetState(JobState::kDone);
+  } else if (job.cancelled() && s.os_errno() == ECANCELED) {
+    job.SetState(JobState::kCancelled, std::move(s));
+  } else {
+    job.SetState(JobState::kFailed, std::move(s));
+  }
+}
+
+// A stepped job: its steps and its timer live on one strand, so they never
+// run at once and Stop() can cancel the timer safely from any thread.
+struct JobRunner::Stepper {
+  Stepper(boost::asio::io_context& io, std::shared_ptr<Job> j, Step s)
+      : strand(boost::asio::make_strand(io)), timer(strand), job(std::move(j)), step(std::move(s)) {}
+  boost::asio::strand<boost::asio::io_context::executor_type> strand;
+  boost::asio::steady_timer timer;
+  std::shared_ptr<Job> job;
+  Step step;
+  bool started = false;  // touched only on the strand
+};
+
+void JobRunner::RunStep(const std::shared_ptr<Stepper>& s) {
+  Job& job = *s->job;
+  if (job.cancelled()) return job.SetState(JobState::kCancelled, job.CancelledStatus());
+  if (!s->started) {
+    s->started = true;
+    job.SetState(JobState::kRunning, Status::OK(), NowUs());
+  }
+  auto next = s->step(job);
+  if (!next.ok()) return Finish(job, next.status());
+  if (!next.value()) return Finish(job, Status::OK());
+  const auto delay = *next.value();
+  if (delay.count() <= 0) {
+    boost::asio::post(s->strand, [s] { RunStep(s); });
+    return;
+  }
+  s->timer.expires_after(delay);
+  s->timer.async_wait([s](const boost::system::error_code& ec) {
+    if (ec) {
+      // Cancelled by Stop(): the job ends without another step.
+      s->job->Cancel();
+      return s->job->SetState(JobState::kCancelled, s->job->CancelledStatus());
+    }
+    RunStep(s);
+  });
+}
+
+std::shared_ptr<Job> JobRunner::StartSteps(std::string kind, std::string target, Step step) {
+  std::shared_ptr<Job> job = NewJob(std::move(kind), std::move(target));
+  if (job->finished()) return job;  // the runner is stopped
+  auto s = std::make_shared<Stepper>(*io_, job, std::move(step));
+  {
+    MutexLock lk(&mu_);
+    if (stopped_) {
+      job->Cancel();
+      job->SetState(JobState::kCancelled, job->CancelledStatus());
+      return job;
+    }
+    std::erase_if(steppers_, [](const std::weak_ptr<Stepper>& w) { return w.expired(); });
+    steppers_.push_back(s);
+  }
+  boost::asio::post(s->strand, [s] { RunStep(s); });
+  return job;
+}
+
+std::shared_ptr<Job> JobRunner::NewJob(std::string kind, std::string target) {
   std::shared_ptr<Job> job;
   {
     MutexLock lk(&mu_);
@@ -116,20 +183,20 @@ std::shared_ptr<Job> JobRunner::Start(std::string kind, std::string target,
       }
     }
   }
+  return job;
+}
+
+std::shared_ptr<Job> JobRunner::Start(std::string kind, std::string target,
+                                      std::function<Status(Job&)> fn) {
+  std::shared_ptr<Job> job = NewJob(std::move(kind), std::move(target));
+  if (job->finished()) return job;  // the runner is stopped
   boost::asio::post(*io_, [job, fn = std::move(fn)] {
     if (job->cancelled()) {
       job->SetState(JobState::kCancelled, job->CancelledStatus());
       return;
     }
     job->SetState(JobState::kRunning, Status::OK(), NowUs());
-    Status s = fn(*job);
-    if (s.ok()) {
-      job->SetState(JobState::kDone);
-    } else if (job->cancelled() && s.os_errno() == ECANCELED) {
-      job->SetState(JobState::kCancelled, std::move(s));
-    } else {
-      job->SetState(JobState::kFailed, std::move(s));
-    }
+    Finish(*job, fn(*job));
   });
   return job;
 }
@@ -169,14 +236,23 @@ std::vector<JobInfo> JobRunner::List() const {
 void JobRunner::Stop() {
   std::vector<std::shared_ptr<Job>> jobs;
   std::vector<std::shared_ptr<Timer>> timers;
+  std::vector<std::shared_ptr<Stepper>> steppers;
   {
     MutexLock lk(&mu_);
     if (stopped_) return;
     stopped_ = true;
     for (const auto& [id, j] : jobs_) jobs.push_back(j);
     timers.swap(timers_);
+    for (const auto& w : steppers_) {
+      if (auto s = w.lock()) steppers.push_back(std::move(s));
+    }
+    steppers_.clear();
   }
   for (const auto& j : jobs) j->Cancel();
+  // A stepped job waiting for its next step is woken to see the cancel.
+  for (const auto& s : steppers) {
+    boost::asio::post(s->strand, [s] { s->timer.cancel(); });
+  }
   // Timer cancellation must run on the context (timers are not thread-safe).
   for (const auto& t : timers) {
     boost::asio::post(*io_, [t] { t->timer.cancel(); });

@@ -221,6 +221,7 @@ void Upper::Apply(uint64_t off_sec, uint64_t len_sec, uint8_t type) {
 Status Upper::Write(uint64_t off, const char* buf, size_t len) {
   OVBD_RETURN_IF_ERROR(CheckWritable(off, len));
   if (len == 0) return Status::OK();
+  RangeLocks::Guard range(ranges_, off, len, /*exclusive=*/false);
   // Data first; the map (and later the journal) only then points at it.
   OVBD_RETURN_IF_ERROR(data_->WriteAt(DataOffset(off), buf, len));
   Apply(off / kSectorSize, len / kSectorSize, uj::kData);
@@ -230,6 +231,7 @@ Status Upper::Write(uint64_t off, const char* buf, size_t len) {
 Status Upper::Zero(uint64_t off, uint64_t len) {
   OVBD_RETURN_IF_ERROR(CheckWritable(off, len));
   if (len == 0) return Status::OK();
+  RangeLocks::Guard range(ranges_, off, len, /*exclusive=*/false);
   OVBD_RETURN_IF_ERROR(data_->PunchHole(DataOffset(off), len));
   Apply(off / kSectorSize, len / kSectorSize, uj::kZero);
   return Status::OK();
@@ -238,9 +240,37 @@ Status Upper::Zero(uint64_t off, uint64_t len) {
 Status Upper::Forget(uint64_t off, uint64_t len) {
   OVBD_RETURN_IF_ERROR(CheckWritable(off, len));
   if (len == 0) return Status::OK();
+  RangeLocks::Guard range(ranges_, off, len, /*exclusive=*/false);
   OVBD_RETURN_IF_ERROR(data_->PunchHole(DataOffset(off), len));
   Apply(off / kSectorSize, len / kSectorSize, uj::kForget);
   return Status::OK();
+}
+
+Result<uint64_t> Upper::Fill(uint64_t off, const char* buf, size_t len) {
+  OVBD_RETURN_IF_ERROR(CheckWritable(off, len));
+  if (len == 0) return uint64_t{0};
+  RangeLocks::Guard range(ranges_, off, len, /*exclusive=*/true);
+  // No write of this range can start or be half-done now: what the map
+  // says is absent stays absent until we have written it.
+  struct Piece {
+    uint64_t off, len;
+  };
+  std::vector<Piece> absent;
+  Walk(off, len, [&](uint64_t o, uint64_t n, UpperPiece p) {
+    if (p != UpperPiece::kAbsent) return;
+    if (!absent.empty() && absent.back().off + absent.back().len == o) {
+      absent.back().len += n;
+    } else {
+      absent.push_back({o, n});
+    }
+  });
+  uint64_t written = 0;
+  for (const Piece& p : absent) {
+    OVBD_RETURN_IF_ERROR(data_->WriteAt(DataOffset(p.off), buf + (p.off - off), p.len));
+    Apply(p.off / kSectorSize, p.len / kSectorSize, uj::kData);
+    written += p.len;
+  }
+  return written;
 }
 
 bool Upper::dirty() const {

@@ -139,6 +139,10 @@ Status Store::Delete(const std::string& name) {
         m.lowers.clear();
       }
       open_.erase(name);
+      if (auto hi = hydrations_.find(name); hi != hydrations_.end()) {
+        hi->second->CancelJob();  // its next step finds the volume gone
+        hydrations_.erase(hi);
+      }
     }
     if (m.deleted && m.snapshots.empty()) {
       OVBD_RETURN_IF_ERROR(RemoveManifest(m.name));

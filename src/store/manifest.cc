@@ -117,6 +117,28 @@ Status ValidateName(const std::string& name, const char* what) {
 
 Status ValidateLayerFileName(const std::string& name) { return CheckNameChars(name, "layer file"); }
 
+const char* HydrateStateName(HydrateState s) {
+  switch (s) {
+    case HydrateState::kIdle: return "idle";
+    case HydrateState::kRunning: return "running";
+    case HydrateState::kPaused: return "paused";
+    case HydrateState::kDone: return "done";
+    case HydrateState::kError: return "error";
+  }
+  return "idle";
+}
+
+bool ParseHydrateState(const std::string& name, HydrateState* out) {
+  for (HydrateState s : {HydrateState::kIdle, HydrateState::kRunning, HydrateState::kPaused,
+                         HydrateState::kDone, HydrateState::kError}) {
+    if (name == HydrateStateName(s)) {
+      *out = s;
+      return true;
+    }
+  }
+  return false;
+}
+
 const SnapshotRecord* Manifest::FindSnapshot(const std::string& snap) const {
   for (const auto& s : snapshots)
     if (s.name == snap) return &s;
@@ -136,6 +158,11 @@ std::string EncodeManifest(const Manifest& m) {
          {"size", m.size},           {"lowers", m.lowers},         {"upper", m.upper},
          {"attrs", AttrsToJson(m.attrs)}, {"snapshots", snaps},   {"generation", m.generation},
          {"deleted", m.deleted}};
+  if (m.hydrate.state != HydrateState::kIdle) {
+    json h{{"state", HydrateStateName(m.hydrate.state)}, {"rate", m.hydrate.rate}};
+    if (!m.hydrate.error.empty()) h["error"] = m.hydrate.error;
+    j["hydrate"] = std::move(h);
+  }
   return j.dump(2) + "\n";
 }
 
@@ -170,6 +197,19 @@ Status DecodeManifest(const std::string& text, const std::string& what, Manifest
   OVBD_RETURN_IF_ERROR(Get(j, "deleted", what, &m->deleted, false));
   if (m->deleted && !m->upper.empty()) {
     return Status::Corruption(what + ": a deleted volume cannot have an upper");
+  }
+  if (j.contains("hydrate")) {
+    const json& hj = j["hydrate"];
+    if (!hj.is_object()) return Status::Corruption(what + ": hydrate is not an object");
+    std::string state;
+    OVBD_RETURN_IF_ERROR(Get(hj, "state", what, &state));
+    if (!ParseHydrateState(state, &m->hydrate.state)) {
+      return Status::Corruption(what + ": unknown hydrate state '" + state + "'");
+    }
+    OVBD_RETURN_IF_ERROR(Get(hj, "rate", what, &m->hydrate.rate, false));
+    OVBD_RETURN_IF_ERROR(Get(hj, "error", what, &m->hydrate.error, false));
+    if (m->hydrate.error.size() > 4096) m->hydrate.error.resize(4096);
+    if (m->deleted) m->hydrate = HydrateRecord{};
   }
   if (j.contains("snapshots")) {
     const json& sj = j["snapshots"];

@@ -73,6 +73,9 @@ Result<Store::PendingSwitch> Store::SwitchQuiesced(Manifest m, std::shared_ptr<V
   p.sealed_file = filename::UpperDataFile(p.old_id);
   m.lowers.push_back(p.sealed_file);
   m.upper = fresh.id;
+  // A finished hydration is undone by the new layer; a running one goes on
+  // (its job sees the new stack and copies it too).
+  if (m.hydrate.state == HydrateState::kDone) m.hydrate = HydrateRecord{};
   SnapshotRecord rec;
   rec.name = snap;
   rec.size = m.size;

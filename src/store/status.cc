@@ -30,6 +30,16 @@ std::string Store::StatusLine(const VolumeInfo& v) const {
     auto fi = env_->Stat(LayerPath(filename::UpperDataFile(v.upper)));
     if (fi.ok()) line += " used=" + std::to_string(fi->allocated);
   }
+  const HydrateInfo& h = v.hydrate;
+  if (h.state != HydrateState::kIdle) {
+    std::snprintf(buf, sizeof buf,
+                  "\n  hydrate: %s copied=%" PRIu64 " total=%" PRIu64 " rate=%" PRIu64
+                  " limit=%" PRIu64 " eta=%" PRIu64 " retries=%" PRIu64,
+                  HydrateStateName(h.state), h.copied, h.total, h.rate, h.limit, h.eta_s,
+                  h.retries);
+    line += buf;
+    if (!h.error.empty()) line += " error=\"" + h.error + "\"";
+  }
   return line;
 }
 

@@ -89,7 +89,10 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& dir,
   return store;
 }
 
-void Store::StartJobs() { (void)Runner(); }
+void Store::StartJobs() {
+  (void)Runner();
+  ResumeHydrations();
+}
 
 JobRunner* Store::Runner() {
   MutexLock lk(&jobs_mu_);
@@ -149,6 +152,7 @@ std::vector<VolumeInfo> Store::List() const {
       v.attrs = m.attrs;
       v.lowers = m.lowers;
       v.upper = m.upper;
+      v.hydrate = HydrateInfoOf(name, m);
       auto h = handles_.find(name);
       v.open_handles = h == handles_.end() ? 0 : h->second;
       if (auto o = open_.find(name); o != open_.end()) {
@@ -182,6 +186,7 @@ Result<VolumeInfo> Store::Lookup(const std::string& name) const {
     v.attrs = r.second ? r.second->attrs : r.first->attrs;
     v.lowers = r.second ? r.second->lowers : r.first->lowers;
     v.upper = r.second ? "" : r.first->upper;
+    if (!r.second) v.hydrate = HydrateInfoOf(name, *r.first);
     auto h = handles_.find(name);
     v.open_handles = h == handles_.end() ? 0 : h->second;
     if (auto o = open_.find(name); o != open_.end()) {

@@ -13,6 +13,11 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <chrono>
+#include <cinttypes>
+#include <functional>
+#include <optional>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -65,10 +70,10 @@ std::string FindMount(const std::string& store) {
   return "";
 }
 
-// Sends one command through MNT/.control and prints its output. The reply
-// is read in its JSON form (include/ovbd/control/reply.h): a `json` line
-// written first switches this handle to it.
-Status ViaControl(const std::string& mnt, const std::string& line) {
+// Sends one command through MNT/.control and returns the JSON document of
+// the reply (include/ovbd/control/reply.h): a `json` line written first
+// switches this handle to it. *reply gets the command's own reply.
+Result<std::string> ControlExchange(const std::string& mnt, const std::string& line, Reply* reply) {
   const std::string path = mnt + "/.control";
   int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return Status::IOError("open " + path + ": " + std::strerror(errno), errno);
@@ -97,13 +102,25 @@ Status ViaControl(const std::string& mnt, const std::string& line) {
                                             std::to_string(report->replies.size()))
                        : report.status().Annotate(path);
   }
-  const Reply& reply = report->replies.back();
-  if (!reply.status.ok()) return reply.status;
+  *reply = report->replies.back();
+  if (!reply->status.ok()) return reply->status;
   if (w != static_cast<ssize_t>(cmd.size())) {
     return Status::IOError(path + ": write failed: " + std::strerror(w < 0 ? werr : EIO),
                            w < 0 ? werr : EIO);
   }
-  std::cout << reply.output << (reply.output.empty() || reply.output.back() != '\n' ? "\n" : "");
+  return out;
+}
+
+void PrintOutput(const std::string& out) {
+  std::cout << out << (out.empty() || out.back() != '\n' ? "\n" : "");
+}
+
+// Sends one command through MNT/.control and prints its output.
+Status ViaControl(const std::string& mnt, const std::string& line) {
+  Reply reply;
+  OVBD_ASSIGN_OR_RETURN(std::string doc, ControlExchange(mnt, line, &reply));
+  (void)doc;
+  PrintOutput(reply.output);
   return Status::OK();
 }
 
@@ -126,7 +143,7 @@ Status RunCommand(const std::string& dir, const std::string& line) {
   Controller c(store.value().get());
   bool json = false;
   OVBD_ASSIGN_OR_RETURN(std::string out, c.Execute(line, &json));
-  std::cout << out << (out.empty() || out.back() != '\n' ? "\n" : "");
+  PrintOutput(out);
   return Status::OK();
 }
 
@@ -141,6 +158,81 @@ Status OpenDirect(const std::string& dir, std::unique_ptr<Store>* out) {
   }
   *out = std::move(store).value();
   return Status::OK();
+}
+
+// Hydration progress, from a mounted store's JSON status or a store opened
+// here.
+struct Progress {
+  std::string state;
+  uint64_t copied = 0, total = 0, rate = 0, eta = 0;
+  std::string error;
+};
+
+Result<Progress> MountedProgress(const std::string& mnt, const std::string& vol) {
+  Reply reply;
+  OVBD_ASSIGN_OR_RETURN(std::string doc, ControlExchange(mnt, "status " + vol, &reply));
+  auto j = nlohmann::json::parse(doc, nullptr, false);
+  if (j.is_discarded() || !j.contains("volumes") || !j["volumes"].is_array()) {
+    return Status::Corruption(mnt + "/.control: status reply without volumes");
+  }
+  for (const auto& v : j["volumes"]) {
+    if (!v.is_object() || v.value("name", "") != vol || !v.contains("hydrate")) continue;
+    const auto& h = v["hydrate"];
+    Progress p;
+    p.state = h.value("state", "");
+    p.copied = h.value("copied", uint64_t{0});
+    p.total = h.value("total", uint64_t{0});
+    p.rate = h.value("rate", uint64_t{0});
+    p.eta = h.value("eta_s", uint64_t{0});
+    p.error = h.value("error", "");
+    return p;
+  }
+  return Status::NotFound(vol + ": not in the status of " + mnt);
+}
+
+Progress LocalProgress(const HydrateInfo& h) {
+  Progress p;
+  p.state = HydrateStateName(h.state);
+  p.copied = h.copied;
+  p.total = h.total;
+  p.rate = h.rate;
+  p.eta = h.eta_s;
+  p.error = h.error;
+  return p;
+}
+
+// Waits for the hydration of `vol` to end, drawing a progress bar on a
+// terminal (a line every 10% otherwise). OK only when it is done.
+Status WaitHydrated(const std::string& vol, const std::function<Result<Progress>()>& poll) {
+  const bool tty = isatty(2);
+  int last_decile = -1;
+  for (;;) {
+    OVBD_ASSIGN_OR_RETURN(Progress p, poll());
+    const int pct = p.total ? static_cast<int>(p.copied * 100 / p.total) : (p.state == "done" ? 100 : 0);
+    if (tty) {
+      constexpr int kWidth = 30;
+      std::string bar(static_cast<size_t>(pct * kWidth / 100), '#');
+      bar.resize(kWidth, '.');
+      std::fprintf(stderr, "\rhydrate %s [%s] %3d%% %s/%s %s/s eta %" PRIu64 "s   ", vol.c_str(),
+                   bar.c_str(), pct, FormatSize(p.copied).c_str(), FormatSize(p.total).c_str(),
+                   FormatSize(p.rate).c_str(), p.eta);
+    } else if (pct / 10 != last_decile) {
+      last_decile = pct / 10;
+      std::fprintf(stderr, "hydrate %s: %s %d%% (%" PRIu64 " of %" PRIu64 " bytes)\n",
+                   vol.c_str(), p.state.c_str(), pct, p.copied, p.total);
+    }
+    if (p.state != "running") {
+      if (tty) std::fprintf(stderr, "\n");
+      if (p.state == "done") {
+        std::printf("hydrate %s done: it reads no lower layers\n", vol.c_str());
+        return Status::OK();
+      }
+      if (p.state == "error") return Status::IOError("hydrate " + vol + ": " + p.error, EIO);
+      return Status::Busy("hydrate " + vol + " is " + p.state + ", not running (resume it with "
+                          "`ovbd hydrate STORE " + vol + " resume`)");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
 }
 
 FileAttrs DefaultAttrs() {
@@ -309,6 +401,78 @@ void RegisterStoreCommands(CLI::App& app, std::function<void(const Status&)> run
     std::printf("%zu manifests, %zu layers, %zu uppers checked: %s\n", rep->manifests,
                 rep->layers, rep->uppers, rep->clean() ? "clean" : "problems found");
     run(rep->clean() ? Status::OK() : Status::Corruption("store has problems"));
+  });
+
+  static std::string action, rate_text;
+  static bool wait = false;
+  auto* hy = app.add_subcommand(
+      "hydrate", "Copy what a volume reads from its lower layers into its own upper, "
+                 "so it needs them no more (in the background when mounted)");
+  hy->add_option("DIR", dir, "Store directory")->required();
+  hy->add_option("VOL", name, "Volume (omit with --all)");
+  hy->add_option("ACTION", action, "start (default), pause, resume or cancel");
+  hy->add_option("--rate", rate_text, "Limit in bytes per second (K/M/G; 0: unlimited)");
+  hy->add_flag("--all", all, "Every volume with lower layers");
+  hy->add_flag("--wait", wait, "On a mounted store, wait until done with a progress bar");
+  hy->callback([run] {
+    if (all == !name.empty()) return run(Status::InvalidArgument("give VOL or --all"));
+    if (!action.empty() && action != "start" && action != "pause" && action != "resume" &&
+        action != "cancel") {
+      return run(Status::InvalidArgument("ACTION must be start, pause, resume or cancel, not '" +
+                                         action + "'"));
+    }
+    std::optional<uint64_t> rate;
+    if (!rate_text.empty()) {
+      auto r = ParseSize(rate_text);
+      if (!r.ok()) return run(r.status());
+      rate = r.value();
+    }
+    const bool starts = action.empty() || action == "start" || action == "resume";
+    const std::string mnt = FindMount(dir);
+    if (!mnt.empty()) {
+      std::string line = "hydrate " + (all ? std::string("--all") : name);
+      // Without an action this starts or resumes, also with --rate (on its
+      // own, `hydrate VOL rate N` only changes the limit of a paused one).
+      if (!all || !action.empty()) line += " " + (action.empty() ? std::string("start") : action);
+      if (rate) line += " rate " + std::to_string(*rate);
+      Status s = ViaControl(mnt, line);
+      if (!s.ok() || !wait || !starts || all) return run(s);
+      return run(WaitHydrated(name, [&] { return MountedProgress(mnt, name); }));
+    }
+    // Not mounted: do the work here, unthrottled unless asked (nothing
+    // else uses the disk through this store), and wait for it.
+    std::unique_ptr<Store> st;
+    Status s = OpenDirect(dir, &st);
+    if (!s.ok()) return run(s);
+    if (all) {
+      auto started = st->HydrateAll(rate.value_or(0));
+      if (!started.ok()) return run(started.status());
+      for (const auto& v : started.value()) {
+        Store* store = st.get();
+        const std::string vol = v;
+        Status w = WaitHydrated(vol, [&]() -> Result<Progress> {
+          OVBD_ASSIGN_OR_RETURN(VolumeInfo info, store->Lookup(vol));
+          return LocalProgress(info.hydrate);
+        });
+        if (!w.ok()) return run(w);
+      }
+      return run(Status::OK());
+    }
+    HydrateAction a = action == "pause"    ? HydrateAction::kPause
+                      : action == "resume" ? HydrateAction::kResume
+                      : action == "cancel" ? HydrateAction::kCancel
+                                           : HydrateAction::kStart;
+    auto state = st->Hydrate(name, a, starts ? std::optional<uint64_t>(rate.value_or(0)) : rate);
+    if (!state.ok()) return run(state.status());
+    if (!starts) {
+      std::printf("hydrate %s %s\n", name.c_str(), HydrateStateName(state.value()));
+      return run(Status::OK());
+    }
+    Store* store = st.get();
+    run(WaitHydrated(name, [&]() -> Result<Progress> {
+      OVBD_ASSIGN_OR_RETURN(VolumeInfo info, store->Lookup(name));
+      return LocalProgress(info.hydrate);
+    }));
   });
 
   auto* gc = app.add_subcommand("gc", "Remove layer files no volume or snapshot uses");

@@ -59,7 +59,7 @@ void Volume::InstallStack(std::shared_ptr<const Stack> st) {
 }
 
 Status Volume::PlanAligned(const Stack& st, uint64_t off, uint64_t len,
-                           std::vector<ReadPiece>* out) const {
+                           std::vector<ReadPiece>* out, bool* from_lowers) const {
   Status failed;
   auto add = [out](uint64_t n, const ReadableFile* f, uint64_t foff) {
     if (!out->empty()) {
@@ -76,6 +76,7 @@ Status Volume::PlanAligned(const Stack& st, uint64_t off, uint64_t len,
     st.index.Walk(o / kSectorSize, n / kSectorSize,
                   [&](uint64_t so, uint64_t sn, const Segment* seg) {
                     if (!seg) return add(sn * kSectorSize, nullptr, 0);
+                    if (from_lowers) *from_lowers = true;
                     const auto& layer = st.lowers[seg->layer];
                     // A layer whose file changed behind our back serves
                     // nothing: the ranges it maps fail, the rest still work.
@@ -152,7 +153,16 @@ Result<ReadPlan> Volume::PlanRead(uint64_t off, uint64_t len) const {
   plan.length = len;
   const uint64_t aoff = AlignDown(off);
   const uint64_t aend = AlignUp(off + len);
-  OVBD_RETURN_IF_ERROR(PlanAligned(*plan.stack, aoff, aend - aoff, &plan.pieces));
+  CountForeground();
+  bool from_lowers = false;
+  OVBD_RETURN_IF_ERROR(PlanAligned(*plan.stack, aoff, aend - aoff, &plan.pieces, &from_lowers));
+  if (from_lowers && copy_on_read()) {
+    // Copy-on-read, deferred: the read is served from the lowers as usual
+    // (no write on the read path) and its range goes to the hydration job,
+    // which copies it next, while the data is still in the page cache (or
+    // a remote layer's block cache): nothing is fetched twice.
+    NoteLowerRead(aoff, aend - aoff);
+  }
   // Trim the sector padding off both ends: within a piece the mapping is
   // linear, so byte-granular trimming is exact.
   uint64_t head = off - aoff;
@@ -207,6 +217,7 @@ Status Volume::ReadAligned(const Stack& st, uint64_t off, uint64_t len, char* bu
 
 Result<size_t> Volume::Write(uint64_t off, const char* buf, size_t len) {
   if (read_only_) return Status::ReadOnly(name_ + " is read-only");
+  CountForeground();
   WriteGate::Writer gate(gate_);
   if (failed_flag_.load()) return health();
   const uint64_t size = size_.load();
@@ -252,6 +263,7 @@ Status Volume::Discard(uint64_t off, uint64_t len) {
   const uint64_t size = size_.load();
   if (off >= size || len == 0) return Status::OK();
   len = std::min(len, size - off);
+  CountForeground();
   // Whole sectors are zeroed in the upper; partial edge sectors get explicit
   // zero bytes so their other bytes survive.
   const uint64_t inner_begin = AlignUp(off);
@@ -342,6 +354,105 @@ Status Volume::Grow(uint64_t new_size) {
 Status Volume::WithWritesQuiesced(const std::function<Status()>& fn) {
   WriteGate::Closed gate(gate_);
   return fn();
+}
+
+uint64_t Volume::BytesFromLowers(const Stack& st, uint64_t off, uint64_t len) const {
+  if (st.lowers.empty()) return 0;
+  uint64_t bytes = 0;
+  auto lower = [&](uint64_t o, uint64_t n) {
+    st.index.Walk(o / kSectorSize, n / kSectorSize, [&](uint64_t, uint64_t sn, const Segment* seg) {
+      if (seg) bytes += sn * kSectorSize;
+    });
+  };
+  if (!st.upper) {
+    lower(off, len);
+    return bytes;
+  }
+  st.upper->Walk(off, len, [&](uint64_t o, uint64_t n, UpperPiece p) {
+    if (p == UpperPiece::kAbsent) lower(o, n);
+  });
+  return bytes;
+}
+
+void Volume::NoteLowerRead(uint64_t off, uint64_t len) const {
+  MutexLock lk(&cor_mu_);
+  if (!cor_ranges_.empty()) {
+    auto& last = cor_ranges_.back();
+    if (last.first + last.second == off) {
+      last.second += len;
+      return;
+    }
+  }
+  // Bounded: past it the job's scan still reaches the range in its turn.
+  if (cor_ranges_.size() < kMaxReadRanges) cor_ranges_.emplace_back(off, len);
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Volume::TakeReadRanges() {
+  MutexLock lk(&cor_mu_);
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  out.swap(cor_ranges_);
+  return out;
+}
+
+Result<uint64_t> Volume::HydrateRange(const std::shared_ptr<const Stack>& st, uint64_t off,
+                                      uint64_t len, std::vector<char>* scratch) {
+  if (read_only_ || !st->upper) return Status::ReadOnly(name_ + " is read-only");
+  if (st->lowers.empty() || len == 0) return uint64_t{0};
+  // What to copy: the lowers' data under the upper's absent ranges, as
+  // runs contiguous in the volume (a run may cross layers).
+  struct Piece {
+    uint64_t off, len;      // bytes, in the volume
+    const lsmt::Layer* layer;
+    uint64_t moff;          // bytes, in the layer file
+  };
+  std::vector<Piece> pieces;
+  auto lower = [&](uint64_t o, uint64_t n) {
+    st->index.Walk(o / kSectorSize, n / kSectorSize,
+                   [&](uint64_t so, uint64_t sn, const Segment* seg) {
+                     if (!seg) return;
+                     pieces.push_back({so * kSectorSize, sn * kSectorSize,
+                                       st->lowers[seg->layer].get(),
+                                       (seg->moffset + (so - seg->offset)) * kSectorSize});
+                   });
+  };
+  st->upper->Walk(off, len, [&](uint64_t o, uint64_t n, UpperPiece p) {
+    if (p == UpperPiece::kAbsent) lower(o, n);
+  });
+  if (pieces.empty()) return uint64_t{0};
+  std::vector<char> own;
+  std::vector<char>& buf = scratch ? *scratch : own;
+  const uint64_t span = pieces.back().off + pieces.back().len - pieces.front().off;
+  if (buf.size() < span) buf.resize(span);
+  const uint64_t base = pieces.front().off;
+  for (const Piece& p : pieces) {
+    Status s = p.layer->ReadData(p.moff, p.len, buf.data() + (p.off - base));
+    if (!s.ok()) {
+      return s.Annotate(name_ + ": hydrating [" + std::to_string(p.off) + ", " +
+                        std::to_string(p.off + p.len) + ") from layer " + p.layer->file().Name());
+    }
+  }
+  WriteGate::Writer gate(gate_);
+  if (failed_flag_.load()) return health();
+  // Inside the gate no stack can be installed: if `st` is still current,
+  // the lowers just read are the ones below this upper.
+  if (stack() != st) return Status::Busy(name_ + ": stack changed while hydrating");
+  uint64_t written = 0;
+  size_t i = 0;
+  while (i < pieces.size()) {
+    size_t j = i + 1;
+    while (j < pieces.size() && pieces[j].off == pieces[j - 1].off + pieces[j - 1].len) ++j;
+    const uint64_t roff = pieces[i].off;
+    const uint64_t rlen = pieces[j - 1].off + pieces[j - 1].len - roff;
+    auto w = st->upper->Fill(roff, buf.data() + (roff - base), rlen);
+    if (!w.ok()) {
+      return w.status().Annotate(name_ + ": hydrating [" + std::to_string(roff) + ", " +
+                                 std::to_string(roff + rlen) + ") into the upper");
+    }
+    written += w.value();
+    i = j;
+  }
+  hydrated_bytes_.fetch_add(written, std::memory_order_relaxed);
+  return written;
 }
 
 VolumeStats Volume::Stats() const {

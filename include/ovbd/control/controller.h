@@ -4,6 +4,7 @@
 //   snapshot VOL [SNAP]        snapshot --all [SNAP]     snapshot
 //   clone VOL@SNAP NEWVOL      create VOL SIZE           resize VOL SIZE
 //   delete VOL | VOL@SNAP      status [VOL]              flush [VOL]
+//   hydrate VOL [pause|resume|cancel] [rate N]     hydrate --all [rate N]
 //   gc                         json | text   (output format of this handle)
 //
 // Parsing rejects bad input before anything changes: unknown commands,

@@ -16,7 +16,9 @@
 //    "error": TEXT[, "errno": N]}
 // (CODE names the Status category, see CodeName), and each VOLUME is
 //   {"name", "snapshot", "size", "layers", "upper", "open_handles", "mode",
-//    "uid", "gid"[, "failed"]}.
+//    "uid", "gid"[, "failed"][, "hydrate"]}, where "hydrate" (volumes only)
+//   is {"state", "copied", "total", "rate", "limit", "eta_s", "retries",
+//   "error"} as in Store's HydrateInfo.
 #pragma once
 
 #include <string>

@@ -20,6 +20,8 @@
 #include <thread>
 #include <vector>
 
+#include <optional>
+
 #include "ovbd/io/mutex.h"
 #include "ovbd/io/status.h"
 
@@ -92,6 +94,14 @@ class JobRunner {
   // created already cancelled and its function is not run.
   std::shared_ptr<Job> Start(std::string kind, std::string target,
                              std::function<Status(Job&)> fn) EXCLUDES(mu_);
+  // A job made of short steps run one after another: between steps it
+  // holds no worker, so a long job that often waits (a hydration keeping to
+  // its rate limit, or backing off while foreground I/O runs) never keeps
+  // the flusher or other jobs from a thread. `step` returns how long to
+  // wait before the next step, or nullopt when the job is done; an error
+  // ends it. Cancel() or Stop() end it at the next step or wait.
+  using Step = std::function<Result<std::optional<std::chrono::milliseconds>>(Job&)>;
+  std::shared_ptr<Job> StartSteps(std::string kind, std::string target, Step step) EXCLUDES(mu_);
   // Runs fn on a worker every `period` (the first time one period from
   // now) until Stop(). A run that overlaps the next tick delays it.
   void Every(std::chrono::milliseconds period, std::function<void()> fn) EXCLUDES(mu_);
@@ -105,7 +115,11 @@ class JobRunner {
 
  private:
   struct Timer;
+  struct Stepper;
   void Arm(const std::shared_ptr<Timer>& t);
+  std::shared_ptr<Job> NewJob(std::string kind, std::string target) EXCLUDES(mu_);
+  static void RunStep(const std::shared_ptr<Stepper>& s);
+  static void Finish(Job& job, Status s);
 
   std::unique_ptr<boost::asio::io_context> io_;
   std::shared_ptr<void> work_guard_;  // an asio work guard, type-erased
@@ -115,6 +129,7 @@ class JobRunner {
   uint64_t next_id_ GUARDED_BY(mu_) = 1;
   std::map<uint64_t, std::shared_ptr<Job>> jobs_ GUARDED_BY(mu_);  // live and recently ended
   std::vector<std::shared_ptr<Timer>> timers_ GUARDED_BY(mu_);
+  std::vector<std::weak_ptr<Stepper>> steppers_ GUARDED_BY(mu_);  // for Stop to wake
   static constexpr size_t kKeepEnded = 16;
 };
 

@@ -31,6 +31,7 @@
 #include "ovbd/io/mutex.h"
 #include "ovbd/layer/extent_map.h"
 #include "ovbd/layer/lsmt_format.h"
+#include "ovbd/layer/range_locks.h"
 
 namespace ovbd {
 
@@ -76,6 +77,13 @@ class Upper {
   Status Zero(uint64_t off, uint64_t len);
   // Forgets [off, off+len): it reads from the lower layers again.
   Status Forget(uint64_t off, uint64_t len);
+  // Hydration: writes the sectors of [off, off+len) that the map still
+  // holds nothing for (kAbsent) from buf (buf[0] is the byte at off), and
+  // leaves every other sector alone. The check and the write are one step
+  // against Write, Zero and Forget of overlapping ranges (RangeLocks), so a
+  // foreground write or discard, before or during the fill, is never
+  // overwritten. Returns the bytes written.
+  Result<uint64_t> Fill(uint64_t off, const char* buf, size_t len);
 
   // Calls fn(offset_bytes, length_bytes, UpperPiece) for each piece of the
   // byte range (sector-aligned); for kData the bytes are in data_file() at
@@ -193,6 +201,10 @@ class Upper {
   std::atomic<uint64_t> jnl_end_seen_{0}, jnl_records_seen_{0};
   uint64_t next_seq_ GUARDED_BY(commit_mu_) = 1;     // sequence number of the next record
   uint64_t compact_min_records_ GUARDED_BY(commit_mu_) = uint64_t{1} << 16;
+
+  // Orders fills against writes of the same range (range_locks.h). Taken
+  // before mu_ and never while commit_mu_ is held.
+  RangeLocks ranges_;
 
   // The map; readers share it, writers update it after their data write.
   mutable SharedMutex mu_;

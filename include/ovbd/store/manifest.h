@@ -39,6 +39,19 @@ struct SnapshotRecord {
   FileAttrs attrs;
 };
 
+// Hydration of a volume (copying what it reads from its lowers into its
+// upper until it needs none). The manifest keeps what was asked, so a
+// restart resumes a running hydration and remembers a paused or failed one.
+enum class HydrateState : uint8_t { kIdle, kRunning, kPaused, kDone, kError };
+const char* HydrateStateName(HydrateState s);  // "idle", "running", ...
+bool ParseHydrateState(const std::string& name, HydrateState* out);
+
+struct HydrateRecord {
+  HydrateState state = HydrateState::kIdle;  // kIdle: no record in the file
+  uint64_t rate = 0;                         // bytes per second; 0: unlimited
+  std::string error;                         // why it stopped (kError)
+};
+
 struct Manifest {
   std::string name;
   uint64_t size = 0;
@@ -49,6 +62,7 @@ struct Manifest {
   uint64_t generation = 0;          // bumped on every change
   // A deleted volume whose snapshots live on: no upper, not listed itself.
   bool deleted = false;
+  HydrateRecord hydrate;
 
   const SnapshotRecord* FindSnapshot(const std::string& snap) const;
 };

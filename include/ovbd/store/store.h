@@ -51,11 +51,32 @@ struct StoreOptions {
   bool start_jobs = true;
   // Told about a periodic flush that failed (the daemon logs it).
   std::function<void(const Status&)> on_flush_error;
+  // Resume the hydrations the manifests say are running (the daemon does;
+  // a tool opening the store for one command does not).
+  bool resume_hydration = false;
+  // The rate limit of a hydration started without one, in bytes per
+  // second (0: unlimited). The job also backs off while foreground I/O
+  // runs, so this bounds its impact on an idle-looking but busy disk.
+  uint64_t default_hydrate_rate = uint64_t{64} << 20;
   // Accept a store whose directories belong to another user who is not
   // root. Off by default: that user could otherwise steer what this
   // process (often root) creates and removes (docs/RELIABILITY.md).
   bool allow_foreign_owner = false;
 };
+
+// A volume's hydration as status shows it.
+struct HydrateInfo {
+  HydrateState state = HydrateState::kIdle;
+  uint64_t copied = 0;   // bytes copied into the upper so far (this run)
+  uint64_t total = 0;    // copied + what is left to copy
+  uint64_t rate = 0;     // bytes per second, recently
+  uint64_t limit = 0;    // bytes per second; 0: unlimited
+  uint64_t eta_s = 0;    // seconds left at the current rate (0: unknown)
+  uint64_t retries = 0;  // failed steps retried
+  std::string error;     // why it stopped (kError)
+};
+
+enum class HydrateAction { kStart, kPause, kResume, kCancel, kRate };
 
 struct VolumeInfo {
   std::string name;        // "vm1" or "vm1@snap"
@@ -67,6 +88,7 @@ struct VolumeInfo {
   size_t open_handles = 0;
   uint64_t allocated = 0;  // bytes the upper takes on disk (Lookup only)
   std::string failed;      // why the open volume stopped taking writes; empty if it did not
+  HydrateInfo hydrate;     // volumes only
 };
 
 // A manifest that could not be used; the rest of the store works without it.
@@ -123,6 +145,20 @@ class Store {
   // Deletes, collects the garbage, then merges layers that can now be
   // merged (as a job, waited for: the space is back when Delete returns).
   Status Delete(const std::string& name) EXCLUDES(mu_);
+
+  // Hydration (hydrate.cc): copies what `vol` reads from its lower layers
+  // into its upper in the background; when everything is there the lowers
+  // leave its manifest in one atomic change and layers nothing else uses
+  // are collected. kStart and kResume start or resume (kNoSpace when the
+  // store's filesystem cannot hold what is left to copy); kPause stops the
+  // job and remembers it; kCancel stops and forgets it; kRate sets the
+  // limit (bytes/s, 0: unlimited) and starts an idle or failed one. `rate`
+  // with kStart/kResume sets the limit too. Returns the resulting state.
+  Result<HydrateState> Hydrate(const std::string& vol, HydrateAction action,
+                               std::optional<uint64_t> rate = std::nullopt) EXCLUDES(mu_);
+  // kStart for every volume that has lower layers; the names started.
+  Result<std::vector<std::string>> HydrateAll(std::optional<uint64_t> rate = std::nullopt)
+      EXCLUDES(mu_);
 
   // Open volumes are shared and reference-counted by their users (FUSE
   // handles). Delete refuses a volume with open handles.
@@ -259,6 +295,27 @@ class Store {
   Status InstallLowers(const std::string& name, const std::vector<std::string>& lowers)
       EXCLUDES(mu_);
 
+  // --- hydration (hydrate.cc)
+  class Hydration;
+  class Hydrator;
+  // Starts the job of `h` (one already running keeps going).
+  void StartHydrationJob(const std::shared_ptr<Hydration>& h) EXCLUDES(mu_);
+  // The persisted part of a hydration: `vol`'s manifest with `rec`.
+  // Caller holds vol's command lock.
+  Status RecordHydrate(const std::string& vol, const HydrateRecord& rec) EXCLUDES(mu_);
+  // The job's last step: when `st` (the volume's stack) reads nothing from
+  // its lowers any more, makes the upper durable, drops the lowers from the
+  // manifest and the open volume, and collects the garbage. Returns false
+  // when the stack changed or a gap remains (the job scans again).
+  Result<bool> FinishHydration(const std::shared_ptr<Hydration>& h, uint64_t epoch,
+                               const std::shared_ptr<Volume>& v,
+                               const std::shared_ptr<const Stack>& st) EXCLUDES(mu_);
+  // The job stopped for good on an error: recorded in the manifest.
+  void FailHydration(const std::shared_ptr<Hydration>& h, uint64_t epoch, const Status& why)
+      EXCLUDES(mu_);
+  HydrateInfo HydrateInfoOf(const std::string& vol, const Manifest& m) const REQUIRES(mu_);
+  void ResumeHydrations() EXCLUDES(mu_);
+
   // --- status (status.cc)
   std::string StatusLine(const VolumeInfo& v) const;
 
@@ -298,6 +355,7 @@ class Store {
   std::multiset<std::string> pinned_ GUARDED_BY(mu_);
   std::set<std::string> reserved_ GUARDED_BY(mu_);
   bool group_pending_ GUARDED_BY(mu_) = false;  // a committed manifest group is not yet applied
+  std::map<std::string, std::shared_ptr<Hydration>> hydrations_ GUARDED_BY(mu_);  // by volume
 };
 
 }  // namespace ovbd

@@ -109,10 +109,49 @@ class Volume {
 
   VolumeStats Stats() const;
 
+  // --- hydration: copying what the volume reads from its lowers into its
+  // upper while it stays in use (the store's hydrate job drives it).
+  //
+  // Bytes of [off, off+len) (sector-aligned) that `st` reads from its
+  // lowers' data because its upper holds nothing there: what hydrating the
+  // range would copy. Holes and zeroed ranges of the lowers need no copy:
+  // with no lowers left, a range the upper lacks reads zeros anyway.
+  uint64_t BytesFromLowers(const Stack& st, uint64_t off, uint64_t len) const;
+  // Copies those bytes of [off, off+len) (sector-aligned) from st's lowers
+  // into its upper, in reads of whole pieces (ZFile decompressed and
+  // checked), then Upper::Fill, which writes only what is still absent.
+  // The fill happens inside the write gate and only while `st` is still
+  // the volume's stack (a snapshot or merge installs another: then nothing
+  // is written and the result is kBusy: read again from the new stack).
+  // Returns the bytes written. Errors name the range and the layer.
+  Result<uint64_t> HydrateRange(const std::shared_ptr<const Stack>& st, uint64_t off,
+                                uint64_t len, std::vector<char>* scratch = nullptr);
+  // While on, the ranges reads take from the lowers are noted for the
+  // hydration job to copy next (copy-on-read), and foreground operations
+  // are counted for its back-off.
+  void SetCopyOnRead(bool on) { copy_on_read_.store(on, std::memory_order_relaxed); }
+  bool copy_on_read() const { return copy_on_read_.load(std::memory_order_relaxed); }
+  // Reads, writes and discards started while copy-on-read was on.
+  uint64_t foreground_ops() const { return foreground_ops_.load(std::memory_order_relaxed); }
+  // Bytes copied into the upper by HydrateRange.
+  uint64_t hydrated_bytes() const { return hydrated_bytes_.load(std::memory_order_relaxed); }
+  // The ranges (offset, length; sector-aligned) reads took from the lowers
+  // since the last call, oldest first, adjacent ones joined; at most
+  // kMaxReadRanges are kept.
+  std::vector<std::pair<uint64_t, uint64_t>> TakeReadRanges();
+  static constexpr size_t kMaxReadRanges = 4096;
+
  private:
   Status ReadAligned(const Stack& st, uint64_t off, uint64_t len, char* buf) const;
-  Status PlanAligned(const Stack& st, uint64_t off, uint64_t len,
-                     std::vector<ReadPiece>* out) const;
+  // *from_lowers (if given) is set when a piece reads a lower's data.
+  Status PlanAligned(const Stack& st, uint64_t off, uint64_t len, std::vector<ReadPiece>* out,
+                     bool* from_lowers = nullptr) const;
+  void NoteLowerRead(uint64_t off, uint64_t len) const EXCLUDES(cor_mu_);
+  void CountForeground() const {
+    if (copy_on_read_.load(std::memory_order_relaxed)) {
+      foreground_ops_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
   Mutex& StripeFor(uint64_t byte_off) { return stripes_[(byte_off >> 12) % stripes_.size()]; }
 
   const std::string name_;
@@ -122,7 +161,14 @@ class Volume {
   mutable Mutex stack_mu_;  // guards the pointer, not the stack
   std::shared_ptr<const Stack> stack_ GUARDED_BY(stack_mu_);
 
-  WriteGate gate_;  // writes, discards and flushes pass it; quiescing closes it
+  WriteGate gate_;  // writes, discards, flushes and fills pass it; quiescing closes it
+
+  // Hydration's view of foreground activity (copy-on-read on).
+  std::atomic<bool> copy_on_read_{false};
+  mutable std::atomic<uint64_t> foreground_ops_{0};
+  std::atomic<uint64_t> hydrated_bytes_{0};
+  mutable Mutex cor_mu_;  // leaf
+  mutable std::vector<std::pair<uint64_t, uint64_t>> cor_ranges_ GUARDED_BY(cor_mu_);
 
   // Leaf lock, held only for the fields below. Flush holds it across the
   // upper's commit (so no barrier begins meanwhile); health() therefore

@@ -1,0 +1,492 @@
+// Hydration: a volume stops depending on its lower layers while it stays in
+// use (docs/ARCHITECTURE.md, "Hydration").
+//
+// A job on the store's JobRunner walks the volume in chunks and, for each,
+// copies into the upper what the volume reads from its lowers' data where
+// the upper holds nothing (Volume::HydrateRange). The copy reads the lowers
+// without any lock (they are immutable) and writes through Upper::Fill,
+// which writes only sectors still absent, atomically against foreground
+// writes and discards of the same range: those always win. Ranges that
+// foreground reads take from the lowers are copied first (copy-on-read).
+//
+// When a full pass finds nothing left, FinishHydration commits the upper
+// and only then drops the lowers from the manifest: a crash before the
+// manifest's rename leaves the old stack (same content), after it the
+// upper's journal maps everything. A snapshot or merge that installs a new
+// stack mid-way only makes the job start a new pass over the new stack
+// (after a snapshot, what was hydrated sits in the sealed layer and is
+// copied again into the fresh upper: the live volume must end up reading
+// no lowers).
+//
+// The job is a stepped job: each step does at most ~20 ms of copying, then
+// the job waits for its rate limit or for foreground I/O to pause (with a
+// minimum progress, so it never starves) without holding a worker thread.
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cerrno>
+#include <cmath>
+
+#include "ovbd/store/filename.h"
+#include "store_internal.h"
+
+namespace ovbd {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+constexpr uint64_t kChunk = uint64_t{1} << 20;          // one copy request
+constexpr auto kStepBudget = milliseconds(20);          // copying per step
+constexpr uint64_t kStepBytes = uint64_t{16} << 20;     // at most this per step
+constexpr auto kMaxWait = milliseconds(100);            // longest wait between steps
+constexpr auto kIdleFor = milliseconds(5);              // foreground quiet this long: full speed
+constexpr auto kMinProgressGap = milliseconds(100);     // under load: a chunk this often
+constexpr uint64_t kCommitEvery = uint64_t{256} << 20;  // bytes between commits
+constexpr int kMaxRetries = 5;                          // consecutive failures before `error`
+constexpr auto kFirstBackoff = milliseconds(200);       // doubled per failure
+
+uint64_t ChunkEnd(uint64_t off, uint64_t size) {
+  return std::min(size, (off / kChunk + 1) * kChunk);
+}
+}  // namespace
+
+// The state of one hydration run; its Step is the job's step function.
+class Store::Hydrator {
+ public:
+  Hydrator(Store* s, std::shared_ptr<Hydration> h, uint64_t epoch)
+      : store_(s), h_(std::move(h)), epoch_(epoch) {}
+
+  Result<std::optional<milliseconds>> Step(Job& job);
+
+ private:
+  // One chunk or read range; false when the stack changed (new pass).
+  Result<bool> Copy(uint64_t off, uint64_t len);
+  // A failed step: retried after a backoff, or the end of the job.
+  Result<std::optional<milliseconds>> Failed(const Status& why);
+  void NewPass();
+  void Publish(Job& job, Clock::time_point now);
+  // How long to wait before copying more under the rate limit (0: go).
+  milliseconds RateWait(Clock::time_point now);
+
+  Store* const store_;
+  const std::shared_ptr<Hydration> h_;
+  const uint64_t epoch_;
+  std::shared_ptr<Volume> v_;
+  std::shared_ptr<const Stack> pass_;  // the stack this pass walks
+  uint64_t cursor_ = 0;
+  uint64_t copied_ = 0;  // this run
+  uint64_t since_commit_ = 0;
+  std::vector<char> scratch_;
+  // Rate limit: a token bucket in bytes.
+  double tokens_ = 0;
+  Clock::time_point refilled_{};
+  // Back-off: foreground operations seen, when they last changed, and
+  // when this job last copied.
+  uint64_t fg_ops_ = 0;
+  Clock::time_point fg_changed_{}, progressed_{};
+  // Measured rate.
+  Clock::time_point rate_t0_{};
+  uint64_t rate_b0_ = 0;
+  // Retries.
+  int failures_ = 0;
+  Clock::time_point retry_at_{};
+};
+
+void Store::Hydrator::NewPass() {
+  pass_ = v_->stack();
+  cursor_ = 0;
+  const uint64_t left = v_->BytesFromLowers(*pass_, 0, v_->size());
+  h_->total.store(copied_ + left, std::memory_order_relaxed);
+}
+
+void Store::Hydrator::Publish(Job& job, Clock::time_point now) {
+  h_->copied.store(copied_, std::memory_order_relaxed);
+  if (h_->total.load(std::memory_order_relaxed) < copied_) {
+    h_->total.store(copied_, std::memory_order_relaxed);
+  }
+  job.SetProgress(copied_, h_->total.load(std::memory_order_relaxed));
+  const auto dt = now - rate_t0_;
+  if (dt >= std::chrono::seconds(1)) {
+    const double secs = std::chrono::duration<double>(dt).count();
+    h_->rate.store(static_cast<uint64_t>(static_cast<double>(copied_ - rate_b0_) / secs),
+                   std::memory_order_relaxed);
+    rate_t0_ = now;
+    rate_b0_ = copied_;
+  }
+}
+
+milliseconds Store::Hydrator::RateWait(Clock::time_point now) {
+  const uint64_t limit = h_->limit.load(std::memory_order_relaxed);
+  if (limit == 0) return milliseconds(0);
+  const double dt = std::chrono::duration<double>(now - refilled_).count();
+  refilled_ = now;
+  // A burst of at most 100 ms of the rate, but always room for one chunk.
+  const double cap = std::max<double>(static_cast<double>(kChunk), 0.1 * static_cast<double>(limit));
+  tokens_ = std::min(cap, tokens_ + dt * static_cast<double>(limit));
+  if (tokens_ > 0) return milliseconds(0);
+  const double wait_s = -tokens_ / static_cast<double>(limit);
+  return std::clamp(milliseconds(static_cast<int64_t>(std::ceil(wait_s * 1000))), milliseconds(1),
+                    kMaxWait);
+}
+
+Result<bool> Store::Hydrator::Copy(uint64_t off, uint64_t len) {
+  auto w = v_->HydrateRange(pass_, off, len, &scratch_);
+  if (!w.ok()) {
+    if (w.status().code() == Status::Code::kBusy && v_->stack() != pass_) return false;
+    return w.status();
+  }
+  copied_ += w.value();
+  since_commit_ += w.value();
+  tokens_ -= static_cast<double>(w.value());
+  if (w.value() > 0) progressed_ = Clock::now();
+  return true;
+}
+
+Result<std::optional<milliseconds>> Store::Hydrator::Failed(const Status& why) {
+  h_->retries.fetch_add(1, std::memory_order_relaxed);
+  if (++failures_ > kMaxRetries) {
+    store_->FailHydration(h_, epoch_, why);
+    return why;
+  }
+  h_->set_error(why.ToString() + " (retrying)");
+  retry_at_ = Clock::now() + kFirstBackoff * (1 << (failures_ - 1));
+  return std::optional<milliseconds>(milliseconds(1));
+}
+
+Result<std::optional<milliseconds>> Store::Hydrator::Step(Job& job) {
+  if (h_->epoch() != epoch_) return job.CancelledStatus();  // superseded
+  const auto now = Clock::now();
+  if (now < retry_at_) {
+    return std::optional<milliseconds>(
+        std::min(kMaxWait, std::chrono::duration_cast<milliseconds>(retry_at_ - now) + milliseconds(1)));
+  }
+  if (!v_) {
+    auto v = store_->OpenVolume(h_->vol, false);
+    if (!v.ok()) {
+      if (v.status().IsNotFound()) return job.CancelledStatus();  // deleted
+      return Failed(v.status());
+    }
+    v_ = std::move(v).value();
+    if (v_->read_only()) return Status::ReadOnly(h_->vol + " is read-only");
+    v_->SetCopyOnRead(true);
+    refilled_ = rate_t0_ = progressed_ = fg_changed_ = now;
+    fg_ops_ = v_->foreground_ops();
+    NewPass();
+  }
+  if (v_->stack() != pass_) NewPass();
+
+  // Ranges foreground reads took from the lowers come first: their data is
+  // still in the cache.
+  for (const auto& [off, len] : v_->TakeReadRanges()) {
+    auto ok = Copy(off, len);
+    if (!ok.ok()) return Failed(ok.status());
+    if (!ok.value()) return std::optional<milliseconds>(milliseconds(0));
+  }
+
+  if (cursor_ >= v_->size()) {
+    // A full pass over this stack: make it durable, and finish if nothing
+    // is left (else, a new pass).
+    Status f = v_->Flush();
+    if (!f.ok()) return Failed(f);
+    since_commit_ = 0;
+    auto done = store_->FinishHydration(h_, epoch_, v_, pass_);
+    if (!done.ok()) {
+      if (done.status().os_errno() == ECANCELED || done.status().IsNotFound()) {
+        return job.CancelledStatus();
+      }
+      return Failed(done.status());
+    }
+    if (done.value()) {
+      v_->SetCopyOnRead(false);
+      Publish(job, Clock::now());
+      return std::optional<milliseconds>();
+    }
+    NewPass();
+    return std::optional<milliseconds>(milliseconds(1));
+  }
+
+  if (milliseconds w = RateWait(now); w.count() > 0) return std::optional<milliseconds>(w);
+  // Back off while foreground I/O runs, but copy a chunk at least every
+  // kMinProgressGap so the job never starves.
+  const uint64_t fg = v_->foreground_ops();
+  if (fg != fg_ops_) {
+    fg_ops_ = fg;
+    fg_changed_ = now;
+  }
+  const bool busy = now - fg_changed_ < kIdleFor;
+  if (busy && now - progressed_ < kMinProgressGap) {
+    return std::optional<milliseconds>(milliseconds(5));
+  }
+
+  const auto deadline = now + kStepBudget;
+  const uint64_t start = copied_;
+  while (cursor_ < v_->size()) {
+    const uint64_t end = ChunkEnd(cursor_, v_->size());
+    auto ok = Copy(cursor_, end - cursor_);
+    if (!ok.ok()) return Failed(ok.status());
+    if (!ok.value()) return std::optional<milliseconds>(milliseconds(0));
+    cursor_ = end;
+    failures_ = 0;
+    if (copied_ - start > 0 && busy) break;  // one chunk under load
+    if (copied_ - start >= kStepBytes || Clock::now() >= deadline) break;
+    if (h_->limit.load(std::memory_order_relaxed) && tokens_ <= 0) break;
+  }
+  if (failures_ == 0 && copied_ > start) h_->set_error("");
+  if (since_commit_ >= kCommitEvery) {
+    // Bounded loss on a crash: at most this much is copied again.
+    Status f = v_->Flush();
+    if (!f.ok()) return Failed(f);
+    since_commit_ = 0;
+  }
+  Publish(job, Clock::now());
+  return std::optional<milliseconds>(milliseconds(0));
+}
+
+// ---------------------------------------------------------------------------
+
+Status Store::RecordHydrate(const std::string& vol, const HydrateRecord& rec) {
+  OVBD_ASSIGN_OR_RETURN(Manifest m, ManifestCopy(vol));
+  if (m.hydrate.state == rec.state && m.hydrate.rate == rec.rate && m.hydrate.error == rec.error) {
+    return Status::OK();
+  }
+  m.hydrate = rec;
+  return WriteManifest(std::move(m));
+}
+
+void Store::StartHydrationJob(const std::shared_ptr<Hydration>& h) {
+  const uint64_t epoch = h->BeginRun();
+  h->state = HydrateState::kRunning;
+  h->set_error("");
+  h->copied = 0;
+  h->rate = 0;
+  auto hyd = std::make_shared<Hydrator>(this, h, epoch);
+  auto job = Runner()->StartSteps("hydrate", h->vol, [hyd](Job& j) { return hyd->Step(j); });
+  h->SetJob(epoch, std::move(job));
+}
+
+Result<HydrateState> Store::Hydrate(const std::string& vol, HydrateAction action,
+                                    std::optional<uint64_t> rate) {
+  OVBD_RETURN_IF_ERROR(CheckWritable());
+  OVBD_RETURN_IF_ERROR(ValidateName(vol, "volume"));
+  OVBD_ASSIGN_OR_RETURN(auto scope, CommandScope::Enter(this, {vol}, false));
+  Manifest m;
+  std::shared_ptr<Hydration> h;
+  {
+    MutexLock lk(&mu_);
+    OVBD_ASSIGN_OR_RETURN(auto r, Resolve(vol));
+    if (r.second) return Status::InvalidArgument(vol + " is a snapshot; only volumes hydrate");
+    m = *r.first;
+    auto& slot = hydrations_[vol];
+    if (!slot) {
+      slot = std::make_shared<Hydration>(vol);
+      slot->state = m.hydrate.state;
+      slot->limit = m.hydrate.state == HydrateState::kIdle ? opts_.default_hydrate_rate
+                                                             : m.hydrate.rate;
+      slot->set_error(m.hydrate.error);
+    }
+    h = slot;
+  }
+  HydrateRecord rec = m.hydrate;
+  rec.rate = rate.value_or(h->limit.load());
+  const HydrateState now = h->state.load();
+  bool start = false;
+  switch (action) {
+    case HydrateAction::kStart:
+    case HydrateAction::kResume:
+      start = true;
+      break;
+    case HydrateAction::kRate:
+      if (!rate) return Status::InvalidArgument("hydrate " + vol + " rate: give a rate");
+      start = now == HydrateState::kIdle || now == HydrateState::kError;
+      break;
+    case HydrateAction::kPause:
+      if (now != HydrateState::kRunning) {
+        return Status::InvalidArgument("hydrate " + vol + " pause: it is " +
+                                       HydrateStateName(now) + ", not running");
+      }
+      rec.state = HydrateState::kPaused;
+      break;
+    case HydrateAction::kCancel:
+      if (now == HydrateState::kIdle || now == HydrateState::kDone) {
+        return Status::InvalidArgument("hydrate " + vol + " cancel: nothing to cancel (" +
+                                       HydrateStateName(now) + ")");
+      }
+      rec = HydrateRecord{};
+      break;
+  }
+  if (start && m.lowers.empty()) {
+    // Nothing to copy: it reads no lowers already.
+    rec.state = HydrateState::kDone;
+    rec.error.clear();
+    OVBD_RETURN_IF_ERROR(RecordHydrate(vol, rec));
+    h->CancelJob();
+    h->limit = rec.rate;
+    h->state = HydrateState::kDone;
+    h->set_error("");
+    return HydrateState::kDone;
+  }
+  if (start && !(now == HydrateState::kRunning && h->job_running())) {
+    OVBD_ASSIGN_OR_RETURN(auto v, OpenVolume(vol, false));
+    if (v->read_only()) return Status::ReadOnly(vol + ": the store is open read-only");
+    // Refuse what cannot fit rather than fail half-way.
+    const uint64_t left = v->BytesFromLowers(*v->stack(), 0, v->size());
+    auto space = env_->SpaceOf(dir_);
+    if (space.ok()) {
+      const uint64_t avail = space->blocks_avail * space->block_size;
+      if (left > avail) {
+        return Status::NoSpace("hydrating " + vol + " copies " + std::to_string(left) +
+                               " bytes, but the store's filesystem has " + std::to_string(avail) +
+                               " free; free space and try again");
+      }
+    }
+    rec.state = HydrateState::kRunning;
+    rec.error.clear();
+    OVBD_RETURN_IF_ERROR(RecordHydrate(vol, rec));
+    h->limit = rec.rate;
+    StartHydrationJob(h);
+    return HydrateState::kRunning;
+  }
+  if (action == HydrateAction::kPause || action == HydrateAction::kCancel) {
+    OVBD_RETURN_IF_ERROR(RecordHydrate(vol, rec));
+    h->CancelJob();
+    {
+      MutexLock lk(&mu_);
+      if (auto it = open_.find(vol); it != open_.end()) it->second->SetCopyOnRead(false);
+    }
+    h->state = rec.state;
+    h->rate = 0;
+    if (action == HydrateAction::kCancel) h->set_error("");
+    h->limit = rec.state == HydrateState::kIdle ? opts_.default_hydrate_rate : rec.rate;
+    return rec.state;
+  }
+  // A new rate for a running or paused job.
+  OVBD_RETURN_IF_ERROR(RecordHydrate(vol, rec));
+  h->limit = rec.rate;
+  return h->state.load();
+}
+
+Result<std::vector<std::string>> Store::HydrateAll(std::optional<uint64_t> rate) {
+  std::vector<std::string> vols;
+  {
+    MutexLock lk(&mu_);
+    for (const auto& [n, m] : manifests_) {
+      if (!m.deleted && !m.lowers.empty()) vols.push_back(n);
+    }
+  }
+  std::vector<std::string> started;
+  for (const auto& v : vols) {
+    auto s = Hydrate(v, HydrateAction::kStart, rate);
+    if (!s.ok()) {
+      if (s.status().IsNotFound()) continue;  // deleted meanwhile
+      return s.status().Annotate("hydrate --all: " + v);
+    }
+    started.push_back(v);
+  }
+  return started;
+}
+
+Result<bool> Store::FinishHydration(const std::shared_ptr<Hydration>& h, uint64_t epoch,
+                                    const std::shared_ptr<Volume>& v,
+                                    const std::shared_ptr<const Stack>& st) {
+  OVBD_ASSIGN_OR_RETURN(auto scope, CommandScope::Enter(this, {h->vol}, false));
+  // Paused or cancelled while we waited for the lock: leave it so.
+  if (h->epoch() != epoch) return Status::IOError("hydrate " + h->vol + ": superseded", ECANCELED);
+  Manifest m;
+  {
+    MutexLock lk(&mu_);
+    auto it = manifests_.find(h->vol);
+    if (it == manifests_.end() || it->second.deleted) return Status::NotFound(h->vol + " is gone");
+    auto o = open_.find(h->vol);
+    if (o == open_.end() || o->second != v) return false;  // reopened: start over
+    m = it->second;
+  }
+  if (v->stack() != st || v->BytesFromLowers(*st, 0, v->size()) > 0) return false;
+  // No range reads the lowers any more, and none can again (the upper's
+  // map only gains entries). Make every entry durable before the manifest
+  // stops naming the lowers.
+  OVBD_RETURN_IF_ERROR(v->Flush());
+  OVBD_RETURN_IF_ERROR(env_->CrashPoint("hydrate.before_manifest"));
+  const auto keep = st->upper;
+  Status installed = v->WithWritesQuiesced([&]() -> Status {
+    if (v->stack() != st) return Status::Busy("stack changed");
+    v->InstallStack(Stack::Make({}, keep));
+    return Status::OK();
+  });
+  if (!installed.ok()) return false;
+  m.lowers.clear();
+  m.hydrate.state = HydrateState::kDone;
+  m.hydrate.error.clear();
+  Status wrote = WriteManifest(m);
+  if (!wrote.ok()) {
+    // The old stack reads the same content: put it back, and let the job
+    // retry the manifest.
+    (void)v->WithWritesQuiesced([&]() -> Status {
+      v->InstallStack(st);
+      return Status::OK();
+    });
+    return wrote;
+  }
+  h->state = HydrateState::kDone;
+  h->set_error("");
+  scope.reset();
+  OVBD_RETURN_IF_ERROR(env_->CrashPoint("hydrate.after_manifest"));
+  OVBD_RETURN_IF_ERROR(CollectGarbageNow(nullptr));
+  return true;
+}
+
+void Store::FailHydration(const std::shared_ptr<Hydration>& h, uint64_t epoch, const Status& why) {
+  auto scope = CommandScope::Enter(this, {h->vol}, false);
+  if (h->epoch() != epoch) return;  // paused or cancelled meanwhile
+  h->state = HydrateState::kError;
+  h->set_error(why.ToString());
+  {
+    MutexLock lk(&mu_);
+    if (auto it = open_.find(h->vol); it != open_.end()) it->second->SetCopyOnRead(false);
+  }
+  if (!scope.ok()) return;
+  HydrateRecord rec;
+  rec.state = HydrateState::kError;
+  rec.rate = h->limit.load();
+  rec.error = why.ToString();
+  (void)RecordHydrate(h->vol, rec);  // best effort: status shows it either way
+}
+
+void Store::ResumeHydrations() {
+  if (opts_.read_only || !opts_.resume_hydration) return;
+  std::vector<std::string> vols;
+  {
+    MutexLock lk(&mu_);
+    for (const auto& [n, m] : manifests_) {
+      if (!m.deleted && m.hydrate.state == HydrateState::kRunning) vols.push_back(n);
+    }
+  }
+  for (const auto& v : vols) (void)Hydrate(v, HydrateAction::kResume);
+}
+
+HydrateInfo Store::HydrateInfoOf(const std::string& vol, const Manifest& m) const {
+  HydrateInfo i;
+  auto it = hydrations_.find(vol);
+  if (it == hydrations_.end()) {
+    i.state = m.hydrate.state;
+    if (i.state == HydrateState::kDone && !m.lowers.empty()) i.state = HydrateState::kIdle;
+    i.limit = m.hydrate.state == HydrateState::kIdle ? opts_.default_hydrate_rate : m.hydrate.rate;
+    i.error = m.hydrate.error;
+    return i;
+  }
+  const Hydration& h = *it->second;
+  i.state = h.state.load();
+  // Done, then snapshotted: the sealed upper is a lower again.
+  if (i.state == HydrateState::kDone && !m.lowers.empty()) i.state = HydrateState::kIdle;
+  i.copied = h.copied.load(std::memory_order_relaxed);
+  i.total = h.total.load(std::memory_order_relaxed);
+  i.rate = i.state == HydrateState::kRunning ? h.rate.load(std::memory_order_relaxed) : 0;
+  i.limit = h.limit.load();
+  i.retries = h.retries.load(std::memory_order_relaxed);
+  i.error = h.error();
+  if (i.rate > 0 && i.total > i.copied) i.eta_s = (i.total - i.copied + i.rate - 1) / i.rate;
+  if (i.state == HydrateState::kDone) i.copied = i.total = std::max(i.copied, i.total);
+  return i;
+}
+
+}  // namespace ovbd
