@@ -5,8 +5,12 @@
 # The images are random-ish: per 64 KiB, random bytes, compressible text or a
 # hole, made sparse; imported as lz4 ZFile layers.
 #
-# Case 1: `hydrate vm` while fio writes (randwrite, crc32c verify with a
-#   backlog) to a region of the volume and a range past it is discarded. When
+# Case 1: a rate-limited hydration (its lower read from the disk) while fio
+#   writes (randwrite, crc32c verify with a backlog) to a region near the
+#   volume's start, which the copy passes through meanwhile: every write
+#   must win over the copy of the same range, even one that lands between
+#   the copy's read of the lower and its fill of the upper. A range further
+#   on is discarded during the hydration. When
 #   status says done: after an unmount the manifest lists no lowers and the
 #   base layer's file is gone; after a remount the volume reads as the image
 #   outside fio's region (zeros where it was discarded) and fio --verify_only
@@ -239,7 +243,9 @@ mapfile -t base1 < <(lower_files "$S" vm)
 start_daemon "$S" "$M"
 same "$M/vm" "$W/big.raw" "case 1: the volume before hydrating"
 
-R0=$((96 * MiB)) R1=$((128 * MiB))   # fio's region
+# fio's region starts near the volume's start, where the hydration starts:
+# the copy passes through it while fio writes there.
+R0=$((4 * MiB)) R1=$((68 * MiB))
 P0=$((232 * MiB)) PL=$((3 * MiB))     # discarded during the hydration
 cp --sparse=always "$W/big.raw" "$W/exp1.img"
 fallocate -p -o "$P0" -l "$PL" "$W/exp1.img"
@@ -249,11 +255,11 @@ filename=$M/vm
 offset=$R0
 size=$((R1 - R0))
 rw=randwrite
-bssplit=4k/40:16k/30:64k/20:256k/10
+bssplit=4k/50:16k/30:64k/15:256k/5
 blockalign=4k
 ioengine=libaio
 direct=1
-iodepth=8
+iodepth=16
 verify=crc32c
 verify_backlog=256
 verify_fatal=1
@@ -263,21 +269,32 @@ randrepeat=1
 randseed=77
 EOF
 
-ctl_ok "$M" "hydrate vm rate 24M"
-grep -q 'hydrate vm running' <<<"$CTL_OUT" || fail "reply to 'hydrate vm rate 24M': $CTL_OUT"
+# The lower's reads go to the disk (slower: a wider window between reading a
+# range and filling it, which foreground writes must win).
+echo 1 >/proc/sys/vm/drop_caches
+cd "$W" || fail "cd $W" # fio's verify dumps land here
+ctl_ok "$M" "hydrate vm rate 20M"
+fio --output="$W/c1-write.log" "$W/c1.fio" &
+fpid=$!
+E2E_PIDS+=("$fpid")
+grep -q 'hydrate vm running' <<<"$CTL_OUT" || fail "reply to 'hydrate vm rate 20M': $CTL_OUT"
 assert_eq running "$(hyd_state "$S" vm)" "case 1: state after starting"
-assert_eq $((24 * MiB)) "$(hyd_field "$S" vm limit)" "case 1: limit after 'rate 24M'"
+assert_eq $((20 * MiB)) "$(hyd_field "$S" vm limit)" "case 1: limit after 'rate 20M'"
+log "case 1: fio started at $(hyd_line "$S" vm | sed 's/^ *//')"
 total1=$(hyd_field "$S" vm total)
 fallocate -p -o "$P0" -l "$PL" "$M/vm"
-cd "$W" || fail "cd $W"
-fio --output="$W/c1-write.log" "$W/c1.fio" || { tail -30 "$W/c1-write.log" >&2; fail "case 1: fio write/verify during the hydration failed"; }
+wait_until 120 "fio ends" proc_gone "$fpid" || fail "case 1: fio does not end"
+rc=0
+wait "$fpid" || rc=$?
+forget_pid "$fpid"
+((rc == 0)) || { tail -30 "$W/c1-write.log" >&2; fail "case 1: fio write/verify during the hydration failed (status $rc)"; }
 grep -q 'err= 0' "$W/c1-write.log" || fail "case 1: fio reported errors"
 log "case 1: fio done; hydration then: $(hyd_line "$S" vm | sed 's/^ *//') (total at start $total1)"
 wait_state "$S" vm "done" 120
 assert_eq 0 "$(vol_field "$S" vm layers)" "case 1: layers= of a hydrated volume"
 stop_daemon "$M"
 hydrated "$S" vm "${base1[@]}"
-if corrupting; then flip_byte "$(upper_data "$S" vm)" $((4096 + $(data_offset "$W/big.raw" $((40 * MiB))) + 777)); fi
+if corrupting; then flip_byte "$(upper_data "$S" vm)" $((4096 + $(data_offset "$W/big.raw" $((100 * MiB))) + 777)); fi
 start_daemon "$S" "$M"
 cmp -n "$R0" "$M/vm" "$W/exp1.img" >&2 || fail "case 1: the volume before fio's region differs from the image"
 cmp -i "$R1" "$M/vm" "$W/exp1.img" >&2 || fail "case 1: the volume after fio's region differs from the image"
