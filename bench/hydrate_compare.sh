@@ -333,14 +333,17 @@ if ((FOREGROUND)); then
       wait_for 30 hyd_moving "$store" "$vol" || die "hydration of $vol does not start: $(hyd_line "$store" "$vol")"
       cat "$store"/layers/*.layer >/dev/null
       c0=$(hyd_copied "$store" "$vol")
+      t0=$(now)
       hyd=$(fio_iops "$mnt/$vol" "$WORK/fg-$v-$r-hyd.json")
       c1=$(hyd_copied "$store" "$vol")
+      t1=$(now)
       st=$(hyd_state "$store" "$vol")
       [[ $st == running ]] || die "the hydration of $vol is $st after the fio run (make the image larger)"
       ((c1 > c0)) || die "the hydration of $vol did not move during the fio run (copied $c0 -> $c1)"
       FG["$v $r idle"]=$idle
       FG["$v $r hyd"]=$hyd
       FG["$v $r moved"]=$((c1 - c0))
+      FG["$v $r mibs"]=$(awk -v b=$((c1 - c0)) -v a="$t0" -v z="$t1" 'BEGIN { printf "%.1f", b / 1048576 / (z - a) }')
       log "$(printf 'round %d foreground %-4s idle %7d IOPS, hydrating %7d IOPS, copied %d MiB during the run' \
         "$r" "$v" "$idle" "$hyd" $(((c1 - c0) >> 20)))"
       control "$mnt" "hydrate $vol cancel"
@@ -417,22 +420,22 @@ report() {
     echo
   fi
   if ((FOREGROUND)); then
-    echo "Foreground: fio 4k randread, libaio QD16, direct=1, ${FG_RUNTIME} s (+1 s ramp) over a whole fresh clone, the store's files read once before each run (warm); IOPS with no hydration, then with the clone hydrating at the default rate (\`hydrate VOL\`). Medians of $RUNS rounds; \"copied\" is how much the hydration copied during the fio run (the job was still running after it, every time)."
+    echo "Foreground: fio 4k randread, libaio QD16, direct=1, ${FG_RUNTIME} s (+1 s ramp) over a whole fresh clone, the store's layer files read once before each run (warm); IOPS with no hydration, then with the clone hydrating at the default rate (\`hydrate VOL\`). Medians of $RUNS rounds; \"copied\" is how much the hydration's copied= grew from just before to just after the fio run (it counts the ranges fio read, which a running hydration copies first, as well as the background copy); the job was still running after the run, every time."
     echo
-    echo "| lower | IOPS, no hydration | IOPS, hydrating | drop | copied during the run (MiB, median) | hydration rate during it (MiB/s) |"
+    echo "| lower | IOPS, no hydration | IOPS, hydrating | drop | copied during the run (MiB, median) | copied during the run (MiB/s, median) |"
     echo "|---|---:|---:|---:|---:|---:|"
     for v in $FG_VARIANTS; do
-      local idles="" hyds="" drops="" moved="" a b m
+      local idles="" hyds="" drops="" moved="" rates="" a b m
       for ((r = 1; r <= RUNS; r++)); do
         a=${FG["$v $r idle"]:-}
         b=${FG["$v $r hyd"]:-}
         m=${FG["$v $r moved"]:-}
         [[ -n $a && -n $b ]] || continue
-        idles+="$a " hyds+="$b " moved+="$((m >> 20)) "
+        idles+="$a " hyds+="$b " moved+="$((m >> 20)) " rates+="${FG["$v $r mibs"]} "
         drops+="$(awk -v a="$a" -v b="$b" 'BEGIN { print (1 - b / a) * 100 }') "
       done
       m=$(median <<<"$moved")
-      echo "| $v | $(median <<<"$idles" | awk '{printf "%.0f", $1}') | $(median <<<"$hyds" | awk '{printf "%.0f", $1}') | $(median <<<"$drops" | awk '{printf "%.0f%%", $1}') | $m | $(awk -v m="$m" -v t="$FG_RUNTIME" 'BEGIN { printf "%.1f", m / (t + 1) }') |"
+      echo "| $v | $(median <<<"$idles" | awk '{printf "%.0f", $1}') | $(median <<<"$hyds" | awk '{printf "%.0f", $1}') | $(median <<<"$drops" | awk '{printf "%.0f%%", $1}') | $m | $(med <<<"$rates") |"
     done
     echo
   fi
