@@ -32,7 +32,8 @@
 # FG_RUNTIME seconds over a whole fresh clone, its store's files read once
 # before (warm, as bench/fio_compare.sh does): IOPS with no hydration, then
 # with the clone hydrating at the default rate (`hydrate VOL`, no rate);
-# copied must grow during the run and the job must not finish in it.
+# the upper must grow during the run (what the job copied: fio only reads)
+# and the job must not finish in it.
 #
 # The tables go to stdout and, with WRITE_DOC=1, replace the section
 # "## Hydration" of docs/PERFORMANCE.md (appended if absent), with the
@@ -42,7 +43,7 @@
 # Environment (defaults in brackets):
 #   HYDRATE_GIB [4]    image size in GiB (HYDRATE_MIB overrides, for quick tries)
 #   RUNS        [3]    rounds
-#   CONTENDERS  [ovbdfs-lsmt ovbdfs-lz4 cp block-stream]
+#   CONTENDERS  [ovbdfs-lsmt ovbdfs-lz4 cp block-stream]   ("" for none: foreground only)
 #   FOREGROUND  [1]    0: skip the foreground impact runs
 #   FG_VARIANTS [lsmt lz4]   lowers of the foreground runs
 #   FG_RUNTIME  [8]    seconds per fio run
@@ -62,7 +63,7 @@ use_build_dir "${1:-build}"
 HYDRATE_GIB=${HYDRATE_GIB:-4}
 SIZE_MIB=${HYDRATE_MIB:-$((HYDRATE_GIB * 1024))}
 RUNS=${RUNS:-3}
-CONTENDERS=${CONTENDERS:-"ovbdfs-lsmt ovbdfs-lz4 cp block-stream"}
+CONTENDERS=${CONTENDERS-"ovbdfs-lsmt ovbdfs-lz4 cp block-stream"}
 FOREGROUND=${FOREGROUND:-1}
 FG_VARIANTS=${FG_VARIANTS:-"lsmt lz4"}
 FG_RUNTIME=${FG_RUNTIME:-8}
@@ -309,7 +310,9 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 
 # --- foreground impact ---------------------------------------------------------------
-declare -A FG=()  # "variant round idle|hyd" -> IOPS; "variant round moved" -> bytes copied during fio
+declare -A FG=()  # "variant round idle|hyd" -> IOPS; "variant round moved" -> upper growth during fio
+# upper_used STORE VOL: the space the volume's upper file takes (status used=).
+upper_used() { "$OVBD" status "$1" "$2" | grep -E "^$2 " | grep -oE '(^| )used=[0-9]+' | cut -d= -f2; }
 fio_iops() {
   local file=$1 out=$2
   fio --name=rr4k --filename="$file" --rw=randread --bs=4k --ioengine=libaio --iodepth=16 \
@@ -332,22 +335,31 @@ if ((FOREGROUND)); then
       control "$mnt" "hydrate $vol"
       wait_for 30 hyd_moving "$store" "$vol" || die "hydration of $vol does not start: $(hyd_line "$store" "$vol")"
       cat "$store"/layers/*.layer >/dev/null
+      # What the hydration copied during the run: the growth of the upper
+      # (fio only reads). Status's copied= is published when a step of the
+      # job ends, and one step can last the whole run (see the notes).
+      u0=$(upper_used "$store" "$vol")
       c0=$(hyd_copied "$store" "$vol")
       t0=$(now)
       hyd=$(fio_iops "$mnt/$vol" "$WORK/fg-$v-$r-hyd.json")
+      u1=$(upper_used "$store" "$vol")
       c1=$(hyd_copied "$store" "$vol")
       t1=$(now)
       st=$(hyd_state "$store" "$vol")
       [[ $st == running ]] || die "the hydration of $vol is $st after the fio run (make the image larger)"
-      ((c1 > c0)) || die "the hydration of $vol did not move during the fio run (copied $c0 -> $c1)"
+      ((u1 > u0)) || die "the hydration of $vol did not move during the fio run (upper $u0 -> $u1 bytes)"
       FG["$v $r idle"]=$idle
       FG["$v $r hyd"]=$hyd
-      FG["$v $r moved"]=$((c1 - c0))
-      FG["$v $r mibs"]=$(awk -v b=$((c1 - c0)) -v a="$t0" -v z="$t1" 'BEGIN { printf "%.1f", b / 1048576 / (z - a) }')
-      log "$(printf 'round %d foreground %-4s idle %7d IOPS, hydrating %7d IOPS, copied %d MiB during the run' \
-        "$r" "$v" "$idle" "$hyd" $(((c1 - c0) >> 20)))"
+      FG["$v $r moved"]=$((u1 - u0))
+      FG["$v $r copied"]=$((c1 - c0))
+      FG["$v $r mibs"]=$(awk -v b=$((u1 - u0)) -v a="$t0" -v z="$t1" 'BEGIN { printf "%.1f", b / 1048576 / (z - a) }')
+      log "$(printf 'round %d foreground %-4s idle %7d IOPS, hydrating %7d IOPS; upper +%d MiB, status copied= +%d MiB during the run' \
+        "$r" "$v" "$idle" "$hyd" $(((u1 - u0) >> 20)) $(((c1 - c0) >> 20)))"
       control "$mnt" "hydrate $vol cancel"
-      delete_clone "$store" "$vol"
+      # Not deleted here: the clone's upper now holds thousands of 4 KiB
+      # pieces (copy-on-read of fio's reads), and unlinking such a file on a
+      # filesystem mounted with `discard` can take minutes (one synchronous
+      # discard per extent). The clones go with the work directory.
     done
   done
 fi
@@ -379,63 +391,69 @@ report() {
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(cpu_model)), kernel $(uname -r); load average $LOAD_START at the start, $LOAD_END at the end (other work on the machine)."
   echo "fio $(fio --version | sed 's/^fio-//'); $(qemu-storage-daemon --version | awk 'NR == 1' | sed 's/ (.*//'); coreutils $(cp --version | awk 'NR == 1 { print $NF }')."
   echo
-  echo "The image: ${SIZE_MIB} MiB virtual, ${DATA_MIB} MiB of it data (per MiB: 55% random, 35% text that lz4 halves, 10% holes)."
+  echo "The image: ${SIZE_MIB} MiB virtual, ${DATA_MIB} MiB of it data (per MiB: 55% random, 35% compressible text, 10% holes)."
+  local lay=()
   for v in "${VARIANTS[@]}"; do
-    echo "Lower layer, $v: $((LAYER_BYTES[$v] >> 20)) MiB."
+    lay+=("$v $((LAYER_BYTES[$v] >> 20)) MiB")
   done
-  echo "Each contender copies the whole image into a private, complete copy and makes it durable; the time runs from the command to that (for ovbdfs: \`hydrate VOL rate 0\` until status shows \`hydrate: done\`, which the job reports after its sync and the manifest without lowers). Page cache dropped before every run. MiB/s = virtual size / time; medians of $RUNS rounds, the order of the contenders rotating per round; ratios are medians of the per-round ratios."
-  echo
-  echo "| contender | time (s) | MiB/s | spread |"
-  echo "|---|---:|---:|---:|"
-  local c r secs rates s
-  for c in $CONTENDERS; do
-    secs="" rates=""
-    for ((r = 1; r <= RUNS; r++)); do
-      s=${SECS["$c $r"]:-}
-      [[ -n $s ]] || continue
-      secs+="$s "
-      rates+="$(rate_of "$s") "
-    done
-    local label=$c
-    case $c in
-      ovbdfs-lsmt) label="ovbdfs hydrate, LSMT lower" ;;
-      ovbdfs-lz4) label="ovbdfs hydrate, lz4 ZFile lower" ;;
-      cp) label="cp --sparse=always + sync" ;;
-      block-stream) label="qemu-storage-daemon block-stream (qcow2 over raw)" ;;
-    esac
-    echo "| $label | $(med <<<"$secs") | $(med <<<"$rates") | $(spread <<<"$rates") |"
-  done
-  echo
-  local v
-  if has cp || has block-stream; then
-    for v in lsmt lz4; do
-      has "ovbdfs-$v" || continue
-      local parts=()
-      has cp && parts+=("ovbdfs/cp $(ratio "ovbdfs-$v" cp)")
-      has block-stream && parts+=("ovbdfs/block-stream $(ratio "ovbdfs-$v" block-stream)")
-      local joined=${parts[0]}
-      ((${#parts[@]} > 1)) && joined+=", ${parts[1]}"
-      echo "ovbdfs, $v lower: $joined."
+  ((${#lay[@]})) && echo "Lower layer: $(printf '%s, ' "${lay[@]}" | sed 's/, $//')."
+  if [[ -n ${CONTENDERS// /} ]]; then
+    echo "Each contender copies the whole image into a private, complete copy and makes it durable; the time runs from the command to that (for ovbdfs: \`hydrate VOL rate 0\` until status shows \`hydrate: done\`, which the job reports after its sync and the manifest without lowers). Page cache dropped before every run. MiB/s = virtual size / time; medians of $RUNS rounds, the order of the contenders rotating per round; ratios are medians of the per-round ratios."
+    echo
+    echo "| contender | time (s) | MiB/s | spread |"
+    echo "|---|---:|---:|---:|"
+    local c r secs rates s
+    for c in $CONTENDERS; do
+      secs="" rates=""
+      for ((r = 1; r <= RUNS; r++)); do
+        s=${SECS["$c $r"]:-}
+        [[ -n $s ]] || continue
+        secs+="$s "
+        rates+="$(rate_of "$s") "
+      done
+      local label=$c
+      case $c in
+        ovbdfs-lsmt) label="ovbdfs hydrate, LSMT lower" ;;
+        ovbdfs-lz4) label="ovbdfs hydrate, lz4 ZFile lower" ;;
+        cp) label="cp --sparse=always + sync" ;;
+        block-stream) label="qemu-storage-daemon block-stream (qcow2 over raw)" ;;
+      esac
+      echo "| $label | $(med <<<"$secs") | $(med <<<"$rates") | $(spread <<<"$rates") |"
     done
     echo
+    local v
+    if has cp || has block-stream; then
+      for v in lsmt lz4; do
+        has "ovbdfs-$v" || continue
+        local parts=()
+        has cp && parts+=("ovbdfs/cp $(ratio "ovbdfs-$v" cp)")
+        has block-stream && parts+=("ovbdfs/block-stream $(ratio "ovbdfs-$v" block-stream)")
+        local joined=${parts[0]}
+        ((${#parts[@]} > 1)) && joined+=", ${parts[1]}"
+        echo "ovbdfs, $v lower: $joined."
+      done
+      echo
+    fi
   fi
   if ((FOREGROUND)); then
-    echo "Foreground: fio 4k randread, libaio QD16, direct=1, ${FG_RUNTIME} s (+1 s ramp) over a whole fresh clone, the store's layer files read once before each run (warm); IOPS with no hydration, then with the clone hydrating at the default rate (\`hydrate VOL\`). Medians of $RUNS rounds; \"copied\" is how much the hydration's copied= grew from just before to just after the fio run (it counts the ranges fio read, which a running hydration copies first, as well as the background copy); the job was still running after the run, every time."
+    echo "Foreground: fio 4k randread, libaio QD16, direct=1, ${FG_RUNTIME} s (+1 s ramp) over a whole fresh clone, the store's layer files read once before each run (warm); IOPS with no hydration, then with the clone hydrating at the default rate (\`hydrate VOL\`). Medians of $RUNS rounds. \"Copied\" is how much the volume's upper grew from just before to just after the fio run (fio only reads, so that is the hydration's work: the ranges fio read, which a running hydration copies first, and its own walk); the job was still running after the run, every time. The last column is the growth of status's \`copied=\` over the same interval."
     echo
-    echo "| lower | IOPS, no hydration | IOPS, hydrating | drop | copied during the run (MiB, median) | copied during the run (MiB/s, median) |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| lower | IOPS, no hydration | IOPS, hydrating | drop | copied during the run (MiB) | (MiB/s) | per round (MiB) | status copied= per round (MiB) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for v in $FG_VARIANTS; do
-      local idles="" hyds="" drops="" moved="" rates="" a b m
+      local idles="" hyds="" drops="" moved="" rates="" stat="" a b m
       for ((r = 1; r <= RUNS; r++)); do
         a=${FG["$v $r idle"]:-}
         b=${FG["$v $r hyd"]:-}
         m=${FG["$v $r moved"]:-}
         [[ -n $a && -n $b ]] || continue
         idles+="$a " hyds+="$b " moved+="$((m >> 20)) " rates+="${FG["$v $r mibs"]} "
+        stat+="$((${FG["$v $r copied"]} >> 20)) "
         drops+="$(awk -v a="$a" -v b="$b" 'BEGIN { print (1 - b / a) * 100 }') "
       done
       m=$(median <<<"$moved")
-      echo "| $v | $(median <<<"$idles" | awk '{printf "%.0f", $1}') | $(median <<<"$hyds" | awk '{printf "%.0f", $1}') | $(median <<<"$drops" | awk '{printf "%.0f%%", $1}') | $m | $(med <<<"$rates") |"
+      moved=${moved% } stat=${stat% }
+      echo "| $v | $(median <<<"$idles" | awk '{printf "%.0f", $1}') | $(median <<<"$hyds" | awk '{printf "%.0f", $1}') | $(median <<<"$drops" | awk '{printf "%.0f%%", $1}') | $m | $(med <<<"$rates") | ${moved// /, } | ${stat// /, } |"
     done
     echo
   fi

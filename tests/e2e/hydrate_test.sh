@@ -31,8 +31,9 @@
 #   --wait` exits non-zero, the volume still reads right; once space is free,
 #   `hydrate vm resume` finishes it.
 # Case 5: `ovbd hydrate STORE VOL` of an unmounted store does the work in
-#   the tool; on a mounted one `--wait` returns 0 only when done; a layer
-#   other volumes or snapshots still use stays until they are gone.
+#   the tool; on a mounted one `--wait` returns 0 only when done, also with
+#   `--all`; a layer other volumes or snapshots still use stays until they
+#   are gone.
 # `ovbd check STORE` is clean after every case.
 #
 # E2E_CORRUPT=1 flips a byte of the hydrated upper of case 1 (outside fio's
@@ -442,7 +443,7 @@ E2E_PIDS+=("$wpid")
 wait_state "$S" vm running 20
 wait_until 30 "copied >= 4 MiB" copied_at_least "$S" vm $((4 * MiB)) || fail "case 4: no progress: $(hyd_line "$S" vm)"
 avail=$(avail_bytes "$F")
-fallocate -l $((avail - MiB)) "$F/filler"
+fallocate -l $((avail - 2 * MiB)) "$F/filler"
 log "case 4: filled the filesystem ($(avail_bytes "$F") bytes free) at $(hyd_line "$S" vm | sed 's/^ *//')"
 wait_state "$S" vm error 180
 hyd_line "$S" vm | grep -qiE 'error=".*(space|ENOSPC)' || fail "case 4: the error does not say it is about space: $(hyd_line "$S" vm)"
@@ -476,6 +477,9 @@ M=$W/m5
 "$OVBD" store init "$S" >/dev/null
 "$OVBD" volume import "$S" a "$W/small.raw" --compress lz4 >/dev/null
 mapfile -t base5 < <(lower_files "$S" a)
+mkimage "$W/small2.raw" 64 13
+"$OVBD" volume import "$S" d "$W/small2.raw" --compress lz4 >/dev/null # left to hydrate --all
+mapfile -t base5d < <(lower_files "$S" d)
 "$OVBD" snapshot "$S" a s1 >/dev/null
 "$OVBD" clone "$S" a@s1 c >/dev/null
 # Offline: the tool does the whole job.
@@ -500,9 +504,20 @@ hydrated "$S" a
 [[ -e ${base5[0]} ]] || fail "case 5: the base layer went away while a@s1 still uses it"
 "$OVBD" delete "$S" a@s1 >/dev/null
 "$OVBD" gc "$S" >/dev/null
-[[ ! -e ${base5[0]} ]] || fail "case 5: the base layer stays after its last user a@s1 was deleted"
+for f in "${base5[@]}"; do
+  [[ ! -e $f ]] || fail "case 5: layer $f stays after its last user a@s1 was deleted"
+done
 start_daemon "$S" "$M"
 same "$M/a" "$W/small.raw" "case 5: a after deleting a@s1"
 same "$M/c" "$W/small.raw" "case 5: c after deleting a@s1"
+# --all: every volume that still has lowers (d only).
+rc=0
+"$OVBD" hydrate "$S" --all --wait >"$W/c5-all.log" 2>&1 || rc=$?
+((rc == 0)) || { cat "$W/c5-all.log" >&2; fail "case 5: ovbd hydrate --all --wait exited $rc"; }
+log "case 5: --all --wait: $(tail -1 "$W/c5-all.log")"
+assert_eq "done" "$(hyd_state "$S" d)" "case 5: state of d when ovbd hydrate --all --wait returned"
+assert_eq 0 "$(vol_field "$S" d layers)" "case 5: layers= of d when ovbd hydrate --all --wait returned"
+same "$M/d" "$W/small2.raw" "case 5: the volume hydrated by --all"
 stop_daemon "$M"
+hydrated "$S" d "${base5d[@]}"
 check_store "$S" "case 5"
