@@ -44,7 +44,6 @@ constexpr auto kIdleFor = milliseconds(5);              // foreground quiet this
 constexpr auto kMinProgressGap = milliseconds(100);     // under load: a chunk this often
 constexpr uint64_t kCommitEvery = uint64_t{256} << 20;  // bytes between commits
 constexpr int kMaxRetries = 5;                          // consecutive failures before `error`
-constexpr auto kFirstBackoff = milliseconds(200);       // doubled per failure
 
 uint64_t ChunkEnd(uint64_t off, uint64_t size) {
   return std::min(size, (off / kChunk + 1) * kChunk);
@@ -150,7 +149,7 @@ Result<std::optional<milliseconds>> Store::Hydrator::Failed(const Status& why) {
     return why;
   }
   h_->set_error(why.ToString() + " (retrying)");
-  retry_at_ = Clock::now() + kFirstBackoff * (1 << (failures_ - 1));
+  retry_at_ = Clock::now() + milliseconds(store_->opts_.hydrate_backoff_ms) * (1 << (failures_ - 1));
   return std::optional<milliseconds>(milliseconds(1));
 }
 
