@@ -271,6 +271,25 @@ TEST(Hydrate, EndsWithNoLowersContentUnchangedLayerCollected) {
   EXPECT_EQ(again.value(), HydrateState::kDone);
 }
 
+TEST(Hydrate, ReadsCopyTheirRangesFirst) {
+  Fixture fx(Env::Default(), 23);
+  auto st = fx.Open();
+  auto v = st->Acquire("vm").value();
+  // One byte per second: the scan copies next to nothing, so whatever is
+  // copied comes from the reads.
+  ASSERT_TRUE(st->Hydrate("vm", HydrateAction::kStart, 1).ok());
+  const uint64_t off = 5 * kMiB + 4096, len = 64 << 10;
+  ASSERT_GT(v->BytesFromLowers(*v->stack(), off, len), 0u);
+  std::vector<char> buf(len);
+  ASSERT_TRUE(v->Read(off, len, buf.data()).ok());
+  EXPECT_TRUE(std::memcmp(buf.data(), fx.image.data() + off, len) == 0);
+  EXPECT_TRUE(WaitUntil([&] { return v->BytesFromLowers(*v->stack(), off, len) == 0; }))
+      << "the range read was not copied";
+  EXPECT_GT(v->BytesFromLowers(*v->stack(), 7 * kMiB, kMiB), 0u);
+  EXPECT_TRUE(ReadAll(*v) == fx.image);
+  st->Release("vm");
+}
+
 TEST(Hydrate, LayerSharedWithASnapshotStays) {
   Fixture fx(Env::Default(), 12, 4 * kMiB);
   auto st = fx.Open();
