@@ -75,6 +75,8 @@ class Store::Hydrator {
   std::shared_ptr<const Stack> pass_;  // the stack this pass walks
   uint64_t cursor_ = 0;
   uint64_t copied_ = 0;  // this run
+  uint64_t pass_start_copied_ = 0;
+  int idle_passes_ = 0;
   uint64_t since_commit_ = 0;
   std::vector<char> scratch_;
   // Rate limit: a token bucket in bytes.
@@ -95,6 +97,7 @@ class Store::Hydrator {
 void Store::Hydrator::NewPass() {
   pass_ = v_->stack();
   cursor_ = 0;
+  pass_start_copied_ = copied_;
   const uint64_t left = v_->BytesFromLowers(*pass_, 0, v_->size());
   h_->total.store(copied_ + left, std::memory_order_relaxed);
 }
@@ -177,10 +180,14 @@ Result<std::optional<milliseconds>> Store::Hydrator::Step(Job& job) {
 
   // Ranges foreground reads took from the lowers come first: their data is
   // still in the cache.
-  for (const auto& [off, len] : v_->TakeReadRanges()) {
-    auto ok = Copy(off, len);
-    if (!ok.ok()) return Failed(ok.status());
-    if (!ok.value()) return std::optional<milliseconds>(milliseconds(0));
+  for (const auto& [roff, rlen] : v_->TakeReadRanges()) {
+    for (uint64_t off = roff; off < roff + rlen;) {
+      const uint64_t end = std::min(roff + rlen, ChunkEnd(off, UINT64_MAX));
+      auto ok = Copy(off, end - off);
+      if (!ok.ok()) return Failed(ok.status());
+      if (!ok.value()) return std::optional<milliseconds>(milliseconds(0));
+      off = end;
+    }
   }
 
   if (cursor_ >= v_->size()) {
@@ -200,6 +207,18 @@ Result<std::optional<milliseconds>> Store::Hydrator::Step(Job& job) {
       v_->SetCopyOnRead(false);
       Publish(job, Clock::now());
       return std::optional<milliseconds>();
+    }
+    // Never an endless loop: passes over one stack that copy nothing but
+    // leave something to copy mean the copy cannot make progress.
+    if (v_->stack() == pass_ && copied_ == pass_start_copied_) {
+      if (++idle_passes_ >= 3) {
+        return Failed(Status::IOError(h_->vol + ": hydration makes no progress (" +
+                                          std::to_string(v_->BytesFromLowers(*pass_, 0, v_->size())) +
+                                          " bytes still read from the lowers)",
+                                      EIO));
+      }
+    } else {
+      idle_passes_ = 0;
     }
     NewPass();
     return std::optional<milliseconds>(milliseconds(1));
