@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -24,6 +26,14 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr uint64_t kMiB = 1 << 20;
+
+// OVBD_CRASH_ITERATIONS (default 150; the sanitizer runs use fewer) scales
+// the crash tests.
+uint64_t CrashScale(uint64_t per, uint64_t lo, uint64_t hi) {
+  const char* e = std::getenv("OVBD_CRASH_ITERATIONS");
+  const uint64_t it = e ? std::strtoull(e, nullptr, 10) : 150;
+  return std::clamp<uint64_t>(it / per, lo, hi);
+}
 
 // Waits (bounded) for pred; false on timeout.
 bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds limit = 30s) {
@@ -514,7 +524,8 @@ TEST(HydrateCrash, EveryStepRecovers) {
   ASSERT_GT(ops, 4u);
   std::vector<std::function<void()>> arms;
   for (const auto& p : points) arms.push_back([&fenv, p] { fenv.CrashAt(p); });
-  for (uint64_t n = 0; n < ops; n += std::max<uint64_t>(1, ops / 12)) {
+  const uint64_t spread = CrashScale(12, 3, 12);
+  for (uint64_t n = 0; n < ops; n += std::max<uint64_t>(1, ops / spread)) {
     arms.push_back([&fenv, n] { fenv.CrashAfterOps(n); });
   }
   for (size_t k = 0; k < arms.size(); ++k) {
@@ -570,7 +581,8 @@ TEST(HydrateCrash, RandomModel) {
   commit();
   std::map<std::string, std::vector<char>> snaps;
   std::set<std::string> maybe_snaps;
-  for (int round = 0; round < 25; ++round) {
+  const int rounds = static_cast<int>(CrashScale(6, 5, 25));
+  for (int round = 0; round < rounds; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
     auto st = fx.Open();
     ASSERT_TRUE(st);
