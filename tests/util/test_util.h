@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "ovbd/io/coding.h"
 #include "ovbd/io/env.h"
 
 namespace ovbd::test {
@@ -38,13 +39,7 @@ inline std::string Sha256Hex(const void* data, size_t n) {
   unsigned char d[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_Digest(data, n, d, &len, EVP_sha256(), nullptr);
-  static const char* hex = "0123456789abcdef";
-  std::string s;
-  for (unsigned i = 0; i < len; ++i) {
-    s.push_back(hex[d[i] >> 4]);
-    s.push_back(hex[d[i] & 15]);
-  }
-  return s;
+  return HexEncode(d, len);
 }
 
 inline std::vector<char> RandomBytes(std::mt19937_64& rng, size_t n) {
