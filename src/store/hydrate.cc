@@ -362,6 +362,9 @@ Result<HydrateState> Store::Hydrate(const std::string& vol, HydrateAction action
     rec.error.clear();
     OVBD_RETURN_IF_ERROR(RecordHydrate(vol, rec));
     h->limit = rec.rate;
+    // Reads from now on are noted for copy-on-read, before the job's first
+    // step.
+    v->SetCopyOnRead(true);
     StartHydrationJob(h);
     return HydrateState::kRunning;
   }

@@ -613,17 +613,26 @@ TEST(HydrateCrash, RandomModel) {
       const uint64_t off = (rng() % sectors) * 512 / (rng() % 2 ? 1 : 7) / 512 * 512 + rng() % 512;
       const uint64_t len = std::min<uint64_t>(1 + rng() % 20000, size - off);
       const int what = static_cast<int>(rng() % 20);
-      if (what < 10) {
-        auto d = test::RandomBytes(rng, len);
-        if (!v->Write(off, d.data(), len).ok()) break;
-        std::memcpy(current.data() + off, d.data(), len);
-      } else if (what < 14) {
-        if (!v->Discard(off, len).ok()) break;
-        std::memset(current.data() + off, 0, len);
+      if (what < 14) {
+        // A write or discard that fails at the crash may have reached some
+        // of its sectors (a discard writes its partial edge sectors first):
+        // every sector it touches may hold its new version from now on.
+        std::vector<char> next = current;
+        std::vector<char> d;
+        if (what < 10) {
+          d = test::RandomBytes(rng, len);
+          std::memcpy(next.data() + off, d.data(), len);
+        } else {
+          std::memset(next.data() + off, 0, len);
+        }
+        for (uint64_t s = off / 512; s < (off + len + 511) / 512; ++s)
+          allowed[s].insert(std::string(next.data() + s * 512, 512));
+        const Status done = what < 10 ? v->Write(off, d.data(), len).status() : v->Discard(off, len);
+        if (!done.ok()) break;
+        current.swap(next);
       } else if (what < 19) {
         if (!v->Flush().ok()) break;
         commit();
-        continue;
       } else {
         const std::string name = "s" + std::to_string(round) + "_" + std::to_string(i);
         // A snapshot is durable when it returns; it holds the content at
@@ -636,10 +645,7 @@ TEST(HydrateCrash, RandomModel) {
         }
         snaps["vm@" + name] = at;
         commit();  // a snapshot makes everything before it durable
-        continue;
       }
-      for (uint64_t s = off / 512; s < (off + len + 511) / 512; ++s)
-        allowed[s].insert(std::string(current.data() + s * 512, 512));
     }
     st->Release("vm");
     v.reset();
