@@ -1,6 +1,7 @@
 #include "ovbd/control/metrics.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cinttypes>
 #include <cstdio>
 #include <set>
@@ -135,7 +136,11 @@ void MetricsWriter::SampleText(std::string_view name, const Labels& labels, std:
       first = false;
       out_ += k;
       out_ += "=\"";
-      out_ += EscapeLabelValue(v);
+      if (v.find_first_of("\\\"\n") == std::string_view::npos) {
+        out_ += v;  // the usual case: nothing to escape
+      } else {
+        out_ += EscapeLabelValue(v);
+      }
       out_ += '"';
     }
     out_ += '}';
@@ -147,21 +152,25 @@ void MetricsWriter::SampleText(std::string_view name, const Labels& labels, std:
 
 void MetricsWriter::Sample(std::string_view name, const Labels& labels, uint64_t value) {
   char buf[24];
-  std::snprintf(buf, sizeof buf, "%" PRIu64, value);
-  SampleText(name, labels, buf);
+  const auto r = std::to_chars(buf, buf + sizeof buf, value);
+  SampleText(name, labels, std::string_view(buf, static_cast<size_t>(r.ptr - buf)));
 }
 
 void MetricsWriter::Histogram(std::string_view name, const Labels& labels,
                               const LatencyHistogram::Snapshot& h) {
+  static const std::array<std::string, LatencyHistogram::kBounds + 1> kLe = [] {
+    std::array<std::string, LatencyHistogram::kBounds + 1> le;
+    for (size_t i = 0; i < LatencyHistogram::kBounds; ++i) le[i] = FormatSeconds(LatencyHistogram::kBoundsNs[i]);
+    le.back() = "+Inf";
+    return le;
+  }();
   const std::string bucket = std::string(name) + "_bucket";
   Labels with_le = labels;
   with_le.emplace_back("le", "");
   uint64_t cumulative = 0;
   for (size_t i = 0; i <= LatencyHistogram::kBounds; ++i) {
     cumulative += h.buckets[i];
-    const std::string le =
-        i < LatencyHistogram::kBounds ? FormatSeconds(LatencyHistogram::kBoundsNs[i]) : "+Inf";
-    with_le.back().second = le;
+    with_le.back().second = kLe[i];
     Sample(bucket, with_le, cumulative);
   }
   SampleText(std::string(name) + "_sum", labels, FormatSeconds(h.sum_ns));
@@ -215,11 +224,13 @@ std::string RenderMetrics(
   // Copy every counter first: the text below is one view.
   struct Row {
     std::array<VolumeMetrics::OpSnapshot, kIoOps> ops;
+    bool recorded = false;  // has counters: opened since the mount
   };
   std::map<std::string, Row> rows;
   for (const VolumeInfo& v : in.volumes) rows[v.name];
   for (const auto& [name, m] : counters) {
     Row& r = rows[name];
+    r.recorded = true;
     for (size_t i = 0; i < kIoOps; ++i) r.ops[i] = m->Read(static_cast<IoOp>(i));
   }
 
@@ -287,9 +298,13 @@ std::string RenderMetrics(
       {"ovbdfs_flush_latency_seconds", "Time from a flush request to its reply.", IoOp::kFlush},
       {"ovbdfs_discard_latency_seconds", "Time from a discard request to its reply.", IoOp::kDiscard},
   };
+  // Histograms take 22 lines per volume each: only for names opened since
+  // the mount (a store may hold thousands of snapshots nobody reads).
   for (const Hist& h : kHists) {
     w.Family(h.name, "histogram", h.help);
-    for (const auto& [name, r] : rows) w.Histogram(h.name, {{"volume", name}}, op_of(r, h.op).latency);
+    for (const auto& [name, r] : rows) {
+      if (r.recorded) w.Histogram(h.name, {{"volume", name}}, op_of(r, h.op).latency);
+    }
   }
   return w.Take();
 }

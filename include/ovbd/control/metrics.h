@@ -163,8 +163,8 @@ struct MetricsInput {
 void AppendVolumeStatusFamilies(const std::vector<VolumeInfo>& volumes, MetricsWriter* w);
 
 // The whole exposition: build information, the status families, jobs,
-// and the counters of every name in `volumes` or `counters` (zero for a
-// name never opened).
+// the counters of every name in `volumes` or `counters` (zero for a name
+// never opened), and the latency histograms of the names in `counters`.
 std::string RenderMetrics(
     const MetricsInput& in,
     const std::vector<std::pair<std::string, std::shared_ptr<VolumeMetrics>>>& counters);
