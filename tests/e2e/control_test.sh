@@ -269,7 +269,7 @@ try:
     d, _ = json.JSONDecoder().raw_decode(text[start:])
 except ValueError as e:
     sys.exit("no JSON document in the read: %s" % e)
-names = sorted(n for n in os.listdir(sys.argv[2]) if n != ".control")
+names = sorted(n for n in os.listdir(sys.argv[2]) if not n.startswith("."))  # .control, .metrics
 got = sorted(v["name"] for v in d["volumes"])
 if got != names:
     sys.exit("JSON names %s != listing %s" % (got, names))

@@ -109,7 +109,7 @@ expect_sha "$M/vol@s1" "$want_s1" "(a) vol@s1 after its origin was deleted"
 ctl "delete vol@s1"
 [[ -z $(ls -A "$S/layers") ]] || fail "(a) layers/ not empty after deleting everything: $(ls -A "$S/layers" | tr '\n' ' ')"
 [[ -z $(ls -A "$S/volumes") ]] || fail "(a) volumes/ not empty after deleting everything: $(ls -A "$S/volumes" | tr '\n' ' ')"
-assert_eq ".control" "$(ls -A "$M")" "(a) mount listing after deleting everything"
+assert_eq $'.control\n.metrics' "$(ls -A "$M")" "(a) mount listing after deleting everything"
 log "(a) layers: $(layers_kib "$S") KiB"
 stop_and_check a
 

@@ -54,7 +54,7 @@ for ((i = 1; i <= N; i++)); do
   d=$W/run$i
   mkdir -p "$d"
   start_daemon "$S" "$M"
-  find "$M" -mindepth 1 -maxdepth 1 ! -name .control -printf "%f\n" >"$d/before"
+  find "$M" -mindepth 1 -maxdepth 1 ! -name ".*" -printf "%f\n" >"$d/before"  # not .control, .metrics
   target=$((3 + RANDOM % 30))
   log "iteration $i/$N: kill after $target commands ($(wc -l <"$d/before") names now)"
   wl run "$M" "$d/log" "$((RANDOM * 32768 + RANDOM))" "$i" 2>"$d/workload.err" &
