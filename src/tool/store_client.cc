@@ -435,9 +435,27 @@ void RegisterStoreCommands(CLI::App& app, std::function<void(const Status&)> run
       // own, `hydrate VOL rate N` only changes the limit of a paused one).
       if (!all || !action.empty()) line += " " + (action.empty() ? std::string("start") : action);
       if (rate) line += " rate " + std::to_string(*rate);
-      Status s = ViaControl(mnt, line);
-      if (!s.ok() || !wait || !starts || all) return run(s);
-      return run(WaitHydrated(name, [&] { return MountedProgress(mnt, name); }));
+      Reply reply;
+      auto doc = ControlExchange(mnt, line, &reply);
+      if (!doc.ok()) return run(doc.status());
+      PrintOutput(reply.output);
+      if (!wait || !starts) return run(Status::OK());
+      std::vector<std::string> vols;
+      if (all) {
+        // "hydrating N volume(s) A B ...": wait for each one named.
+        std::istringstream words(reply.output);
+        std::string w;
+        for (int i = 0; words >> w; ++i) {
+          if (i >= 3) vols.push_back(w);
+        }
+      } else {
+        vols.push_back(name);
+      }
+      for (const auto& v : vols) {
+        Status w = WaitHydrated(v, [&] { return MountedProgress(mnt, v); });
+        if (!w.ok()) return run(w);
+      }
+      return run(Status::OK());
     }
     // Not mounted: do the work here, unthrottled unless asked (nothing
     // else uses the disk through this store), and wait for it.
