@@ -44,7 +44,6 @@ constexpr auto kIdleFor = milliseconds(5);              // foreground quiet this
 constexpr auto kMinProgressGap = milliseconds(100);     // under load: a chunk this often
 constexpr uint64_t kCommitEvery = uint64_t{256} << 20;  // bytes between commits
 constexpr int kMaxRetries = 5;                          // consecutive failures before `error`
-constexpr auto kFirstBackoff = milliseconds(200);       // doubled per failure
 
 uint64_t ChunkEnd(uint64_t off, uint64_t size) {
   return std::min(size, (off / kChunk + 1) * kChunk);
@@ -76,6 +75,8 @@ class Store::Hydrator {
   std::shared_ptr<const Stack> pass_;  // the stack this pass walks
   uint64_t cursor_ = 0;
   uint64_t copied_ = 0;  // this run
+  uint64_t pass_start_copied_ = 0;
+  int idle_passes_ = 0;
   uint64_t since_commit_ = 0;
   std::vector<char> scratch_;
   // Rate limit: a token bucket in bytes.
@@ -96,6 +97,7 @@ class Store::Hydrator {
 void Store::Hydrator::NewPass() {
   pass_ = v_->stack();
   cursor_ = 0;
+  pass_start_copied_ = copied_;
   const uint64_t left = v_->BytesFromLowers(*pass_, 0, v_->size());
   h_->total.store(copied_ + left, std::memory_order_relaxed);
 }
@@ -150,7 +152,7 @@ Result<std::optional<milliseconds>> Store::Hydrator::Failed(const Status& why) {
     return why;
   }
   h_->set_error(why.ToString() + " (retrying)");
-  retry_at_ = Clock::now() + kFirstBackoff * (1 << (failures_ - 1));
+  retry_at_ = Clock::now() + milliseconds(store_->opts_.hydrate_backoff_ms) * (1 << (failures_ - 1));
   return std::optional<milliseconds>(milliseconds(1));
 }
 
@@ -178,10 +180,14 @@ Result<std::optional<milliseconds>> Store::Hydrator::Step(Job& job) {
 
   // Ranges foreground reads took from the lowers come first: their data is
   // still in the cache.
-  for (const auto& [off, len] : v_->TakeReadRanges()) {
-    auto ok = Copy(off, len);
-    if (!ok.ok()) return Failed(ok.status());
-    if (!ok.value()) return std::optional<milliseconds>(milliseconds(0));
+  for (const auto& [roff, rlen] : v_->TakeReadRanges()) {
+    for (uint64_t off = roff; off < roff + rlen;) {
+      const uint64_t end = std::min(roff + rlen, ChunkEnd(off, UINT64_MAX));
+      auto ok = Copy(off, end - off);
+      if (!ok.ok()) return Failed(ok.status());
+      if (!ok.value()) return std::optional<milliseconds>(milliseconds(0));
+      off = end;
+    }
   }
 
   if (cursor_ >= v_->size()) {
@@ -201,6 +207,18 @@ Result<std::optional<milliseconds>> Store::Hydrator::Step(Job& job) {
       v_->SetCopyOnRead(false);
       Publish(job, Clock::now());
       return std::optional<milliseconds>();
+    }
+    // Never an endless loop: passes over one stack that copy nothing but
+    // leave something to copy mean the copy cannot make progress.
+    if (v_->stack() == pass_ && copied_ == pass_start_copied_) {
+      if (++idle_passes_ >= 3) {
+        return Failed(Status::IOError(h_->vol + ": hydration makes no progress (" +
+                                          std::to_string(v_->BytesFromLowers(*pass_, 0, v_->size())) +
+                                          " bytes still read from the lowers)",
+                                      EIO));
+      }
+    } else {
+      idle_passes_ = 0;
     }
     NewPass();
     return std::optional<milliseconds>(milliseconds(1));
@@ -344,6 +362,9 @@ Result<HydrateState> Store::Hydrate(const std::string& vol, HydrateAction action
     rec.error.clear();
     OVBD_RETURN_IF_ERROR(RecordHydrate(vol, rec));
     h->limit = rec.rate;
+    // Reads from now on are noted for copy-on-read, before the job's first
+    // step.
+    v->SetCopyOnRead(true);
     StartHydrationJob(h);
     return HydrateState::kRunning;
   }

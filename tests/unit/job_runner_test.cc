@@ -6,7 +6,10 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <future>
+#include <optional>
+#include <thread>
 
 namespace ovbd {
 namespace {
@@ -85,6 +88,68 @@ TEST(JobRunner, PeriodicTaskRunsUntilStop) {
   (void)job->Wait();
   std::lock_guard lk(mu);
   EXPECT_EQ(runs, after);
+}
+
+TEST(JobRunner, SteppedJobRunsStepsAndLeavesWorkersFree) {
+  JobRunner r(1);  // one worker: a waiting stepped job must not hold it
+  std::atomic<int> steps{0};
+  auto stepped = r.StartSteps("hydrate", "vm1", [&](Job& j) -> Result<std::optional<std::chrono::milliseconds>> {
+    j.SetProgress(static_cast<uint64_t>(++steps), 5);
+    if (steps == 5) return std::optional<std::chrono::milliseconds>();
+    return std::optional<std::chrono::milliseconds>(std::chrono::milliseconds(steps % 2 ? 0 : 20));
+  });
+  EXPECT_TRUE(stepped->Wait().ok());
+  // While a stepped job waits (an hour here) between steps, another job
+  // gets the only worker.
+  std::atomic<bool> waiting{false};
+  auto sleeper = r.StartSteps("hydrate", "vm2", [&](Job&) -> Result<std::optional<std::chrono::milliseconds>> {
+    waiting = true;
+    return std::optional<std::chrono::milliseconds>(std::chrono::hours(1));
+  });
+  while (!waiting) std::this_thread::yield();
+  std::promise<void> ran;
+  auto ran_f = ran.get_future();
+  auto other = r.Start("merge", "x", [&](Job&) {
+    ran.set_value();
+    return Status::OK();
+  });
+  EXPECT_EQ(ran_f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_TRUE(other->Wait().ok());
+  EXPECT_FALSE(sleeper->finished());
+  EXPECT_EQ(steps.load(), 5);
+  EXPECT_EQ(stepped->Info().state, JobState::kDone);
+  EXPECT_EQ(stepped->Info().done, 5u);
+}
+
+TEST(JobRunner, SteppedJobFailsCancelsAndStopsWhileWaiting) {
+  JobRunner r(2);
+  auto failing = r.StartSteps("hydrate", "a", [](Job&) -> Result<std::optional<std::chrono::milliseconds>> {
+    return Status::IOError("read failed", EIO);
+  });
+  EXPECT_FALSE(failing->Wait().ok());
+  EXPECT_EQ(failing->Info().state, JobState::kFailed);
+
+  std::atomic<int> steps{0};
+  auto cancelled = r.StartSteps("hydrate", "b", [&](Job&) -> Result<std::optional<std::chrono::milliseconds>> {
+    ++steps;
+    return std::optional<std::chrono::milliseconds>(std::chrono::milliseconds(1));
+  });
+  while (steps < 3) std::this_thread::yield();
+  cancelled->Cancel();
+  EXPECT_EQ(cancelled->Wait().os_errno(), ECANCELED);
+  EXPECT_EQ(cancelled->Info().state, JobState::kCancelled);
+
+  // A job waiting an hour for its next step: Stop() wakes it and returns.
+  std::atomic<bool> waiting{false};
+  auto sleeper = r.StartSteps("hydrate", "c", [&](Job&) -> Result<std::optional<std::chrono::milliseconds>> {
+    waiting = true;
+    return std::optional<std::chrono::milliseconds>(std::chrono::hours(1));
+  });
+  while (!waiting) std::this_thread::yield();
+  const auto t0 = std::chrono::steady_clock::now();
+  r.Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_EQ(sleeper->Info().state, JobState::kCancelled);
 }
 
 }  // namespace

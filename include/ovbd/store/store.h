@@ -58,6 +58,9 @@ struct StoreOptions {
   // second (0: unlimited). The job also backs off while foreground I/O
   // runs, so this bounds its impact on an idle-looking but busy disk.
   uint64_t default_hydrate_rate = uint64_t{64} << 20;
+  // A failed hydration step is retried after this, doubled per failure,
+  // five times; then the hydration stops in `error`.
+  unsigned hydrate_backoff_ms = 200;
   // Accept a store whose directories belong to another user who is not
   // root. Off by default: that user could otherwise steer what this
   // process (often root) creates and removes (docs/RELIABILITY.md).
