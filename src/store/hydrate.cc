@@ -23,6 +23,7 @@
 // minimum progress, so it never starves) without holding a worker thread.
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <cinttypes>
 #include <cerrno>
 #include <cmath>
@@ -37,6 +38,7 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 constexpr uint64_t kChunk = uint64_t{1} << 20;          // one copy request
+constexpr uint64_t kReadGranule = uint64_t{256} << 10;  // copy-on-read unit
 constexpr auto kStepBudget = milliseconds(20);          // copying per step
 constexpr uint64_t kStepBytes = uint64_t{16} << 20;     // at most this per step
 constexpr auto kMaxWait = milliseconds(100);            // longest wait between steps
@@ -64,6 +66,8 @@ class Store::Hydrator {
   // A failed step: retried after a backoff, or the end of the job.
   Result<std::optional<milliseconds>> Failed(const Status& why);
   void NewPass();
+  // Adds a range a foreground read took from the lowers to reads_.
+  void QueueRead(uint64_t off, uint64_t len);
   void Publish(Job& job, Clock::time_point now);
   // How long to wait before copying more under the rate limit (0: go).
   milliseconds RateWait(Clock::time_point now);
@@ -79,6 +83,7 @@ class Store::Hydrator {
   int idle_passes_ = 0;
   uint64_t since_commit_ = 0;
   std::vector<char> scratch_;
+  std::deque<std::pair<uint64_t, uint64_t>> reads_;  // (offset, length) to copy first
   // Rate limit: a token bucket in bytes.
   double tokens_ = 0;
   Clock::time_point refilled_{};
@@ -93,6 +98,26 @@ class Store::Hydrator {
   int failures_ = 0;
   Clock::time_point retry_at_{};
 };
+
+void Store::Hydrator::QueueRead(uint64_t off, uint64_t len) {
+  // Whole granules: a 4 KiB read copies its 256 KiB around it, so the upper
+  // is not cut into 4 KiB pieces (each its own extent in the data file).
+  const uint64_t size = v_->size();
+  const uint64_t b = off / kReadGranule * kReadGranule;
+  const uint64_t e = std::min(size, (off + len + kReadGranule - 1) / kReadGranule * kReadGranule);
+  if (b >= e) return;
+  if (!reads_.empty()) {
+    auto& last = reads_.back();
+    if (b <= last.first + last.second && e >= last.first) {
+      const uint64_t nb = std::min(b, last.first);
+      last.second = std::max(e, last.first + last.second) - nb;
+      last.first = nb;
+      return;
+    }
+  }
+  // Bounded: past it the scan still reaches the range in its turn.
+  if (reads_.size() < Volume::kMaxReadRanges) reads_.emplace_back(b, e - b);
+}
 
 void Store::Hydrator::NewPass() {
   pass_ = v_->stack();
@@ -178,19 +203,9 @@ Result<std::optional<milliseconds>> Store::Hydrator::Step(Job& job) {
   }
   if (v_->stack() != pass_) NewPass();
 
-  // Ranges foreground reads took from the lowers come first: their data is
-  // still in the cache.
-  for (const auto& [roff, rlen] : v_->TakeReadRanges()) {
-    for (uint64_t off = roff; off < roff + rlen;) {
-      const uint64_t end = std::min(roff + rlen, ChunkEnd(off, UINT64_MAX));
-      auto ok = Copy(off, end - off);
-      if (!ok.ok()) return Failed(ok.status());
-      if (!ok.value()) return std::optional<milliseconds>(milliseconds(0));
-      off = end;
-    }
-  }
+  for (const auto& [off, len] : v_->TakeReadRanges()) QueueRead(off, len);
 
-  if (cursor_ >= v_->size()) {
+  if (reads_.empty() && cursor_ >= v_->size()) {
     // A full pass over this stack: make it durable, and finish if nothing
     // is left (else, a new pass).
     Status f = v_->Flush();
@@ -239,12 +254,28 @@ Result<std::optional<milliseconds>> Store::Hydrator::Step(Job& job) {
 
   const auto deadline = now + kStepBudget;
   const uint64_t start = copied_;
-  while (cursor_ < v_->size()) {
-    const uint64_t end = ChunkEnd(cursor_, v_->size());
-    auto ok = Copy(cursor_, end - cursor_);
+  for (;;) {
+    // Ranges foreground reads took from the lowers come first (their data
+    // is still in the cache), then the scan; both under the same budget,
+    // rate limit and back-off.
+    uint64_t off, end;
+    if (!reads_.empty()) {
+      auto& r = reads_.front();
+      off = r.first;
+      end = std::min(r.first + r.second, ChunkEnd(off, v_->size()));
+      r.second -= end - off;
+      r.first = end;
+      if (r.second == 0) reads_.pop_front();
+    } else if (cursor_ < v_->size()) {
+      off = cursor_;
+      end = ChunkEnd(cursor_, v_->size());
+      cursor_ = end;
+    } else {
+      break;
+    }
+    auto ok = Copy(off, end - off);
     if (!ok.ok()) return Failed(ok.status());
     if (!ok.value()) return std::optional<milliseconds>(milliseconds(0));
-    cursor_ = end;
     failures_ = 0;
     if (copied_ - start > 0 && busy) break;  // one chunk under load
     if (copied_ - start >= kStepBytes || Clock::now() >= deadline) break;

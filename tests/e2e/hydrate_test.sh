@@ -120,6 +120,16 @@ hyd_state() {
   if [[ -z $l ]]; then echo idle; else sed -E 's/^[[:space:]]*hydrate: ([a-z]+).*/\1/' <<<"$l"; fi
 }
 # hyd_field STORE VOL FIELD: a number of the hydrate line (copied, total, limit, ...).
+# new_store STORE MNT VOL IMAGE ARRAY: sets S and M, makes the store with VOL
+# imported from IMAGE as an lz4 ZFile, and puts VOL's lower files in ARRAY.
+new_store() {
+  S=$1
+  M=$2
+  "$OVBD" store init "$S" >/dev/null
+  "$OVBD" volume import "$S" "$3" "$4" --compress lz4 >/dev/null
+  mapfile -t "$5" < <(lower_files "$S" "$3")
+}
+
 hyd_field() {
   local v
   v=$(hyd_line "$1" "$2" | grep -oE "(^|[[:space:]])$3=[0-9]+" | cut -d= -f2)
@@ -235,11 +245,7 @@ mkimage "$W/small.raw" 64 12
 
 # ---------------------------------------------------------------- case 1
 log "case 1: hydration under fio --verify writes"
-S=$W/s1
-M=$W/m1
-"$OVBD" store init "$S" >/dev/null
-"$OVBD" volume import "$S" vm "$W/big.raw" --compress lz4 >/dev/null
-mapfile -t base1 < <(lower_files "$S" vm)
+new_store "$W/s1" "$W/m1" vm "$W/big.raw" base1
 ((${#base1[@]} == 1)) || fail "import made ${#base1[@]} lowers"
 start_daemon "$S" "$M"
 same "$M/vm" "$W/big.raw" "case 1: the volume before hydrating"
@@ -307,11 +313,7 @@ rm -f "$W/exp1.img"
 
 # ---------------------------------------------------------------- case 2
 log "case 2: kill -9 during the hydration"
-S=$W/s2
-M=$W/m2
-"$OVBD" store init "$S" >/dev/null
-"$OVBD" volume import "$S" vm "$W/big.raw" --compress lz4 >/dev/null
-mapfile -t base2 < <(lower_files "$S" vm)
+new_store "$W/s2" "$W/m2" vm "$W/big.raw" base2
 cp --sparse=always "$W/big.raw" "$W/exp2.img"
 : >"$W/known2"
 start_daemon "$S" "$M"
@@ -350,11 +352,7 @@ rm -f "$W/exp2.img"
 
 # ---------------------------------------------------------------- case 3
 log "case 3: rate, pause, resume, cancel"
-S=$W/s3
-M=$W/m3
-"$OVBD" store init "$S" >/dev/null
-"$OVBD" volume import "$S" vm "$W/small.raw" --compress lz4 >/dev/null
-mapfile -t base3 < <(lower_files "$S" vm)
+new_store "$W/s3" "$W/m3" vm "$W/small.raw" base3
 start_daemon "$S" "$M"
 ctl_ok "$M" "hydrate vm rate 2M"
 assert_eq $((2 * MiB)) "$(hyd_field "$S" vm limit)" "case 3: limit after 'rate 2M'"
@@ -414,11 +412,7 @@ mkfs.ext4 -q -F -m 0 -E nodiscard "$W/fs.img" || fail "mkfs.ext4 failed"
 loop_attach "$W/fs.img"
 F=$W/fs
 kmount "$LOOP" "$F"
-S=$F/store
-M=$W/m4
-"$OVBD" store init "$S" >/dev/null
-"$OVBD" volume import "$S" vm "$W/small.raw" --compress lz4 >/dev/null
-mapfile -t base4 < <(lower_files "$S" vm)
+new_store "$F/store" "$W/m4" vm "$W/small.raw" base4
 data4=$(($(alloc_kib "$W/small.raw") * 1024)) # what the lower maps
 start_daemon "$S" "$M"
 # Refused when the free space cannot hold what is to be copied.
@@ -472,11 +466,7 @@ loop_detach "$LOOP"
 
 # ---------------------------------------------------------------- case 5
 log "case 5: ovbd hydrate, offline and --wait"
-S=$W/s5
-M=$W/m5
-"$OVBD" store init "$S" >/dev/null
-"$OVBD" volume import "$S" a "$W/small.raw" --compress lz4 >/dev/null
-mapfile -t base5 < <(lower_files "$S" a)
+new_store "$W/s5" "$W/m5" a "$W/small.raw" base5
 mkimage "$W/small2.raw" 64 13
 "$OVBD" volume import "$S" d "$W/small2.raw" --compress lz4 >/dev/null # left to hydrate --all
 mapfile -t base5d < <(lower_files "$S" d)

@@ -285,9 +285,9 @@ TEST(Hydrate, ReadsCopyTheirRangesFirst) {
   Fixture fx(Env::Default(), 23);
   auto st = fx.Open();
   auto v = st->Acquire("vm").value();
-  // One byte per second: the scan copies next to nothing, so whatever is
-  // copied comes from the reads.
-  ASSERT_TRUE(st->Hydrate("vm", HydrateAction::kStart, 1).ok());
+  // 512 KiB/s: the range read (its 256 KiB granule) comes before the scan,
+  // which meanwhile gets nowhere near 7 MiB.
+  ASSERT_TRUE(st->Hydrate("vm", HydrateAction::kStart, 512 << 10).ok());
   const uint64_t off = 5 * kMiB + 4096, len = 64 << 10;
   ASSERT_GT(v->BytesFromLowers(*v->stack(), off, len), 0u);
   std::vector<char> buf(len);
