@@ -479,11 +479,17 @@ Result<bool> Store::FinishHydration(const std::shared_ptr<Hydration>& h, uint64_
     });
     return wrote;
   }
-  h->state = HydrateState::kDone;
-  h->set_error("");
   scope.reset();
   OVBD_RETURN_IF_ERROR(env_->CrashPoint("hydrate.after_manifest"));
-  OVBD_RETURN_IF_ERROR(CollectGarbageNow(nullptr));
+  // `done` is published only once the layers no volume names any more are
+  // collected, so whoever waits for it sees the space back. A failed
+  // collection does not undo the hydration: the next collection (any
+  // delete, or the next open) finds the same unreferenced files.
+  (void)CollectGarbageNow(nullptr);
+  if (h->epoch() == epoch) {
+    h->state = HydrateState::kDone;
+    h->set_error("");
+  }
   return true;
 }
 
