@@ -404,22 +404,34 @@ Status ZFileReader::ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const
       ++e;
     BufferPool::Lease stored = buffers_.Acquire(offsets_[e] - offsets_[b]);
     OVBD_RETURN_IF_ERROR(ReadRun(b, e, stored.data()));
-    for (uint64_t i = b; i < e; ++i) {
-      const char* src = stored.data() + (offsets_[i] - offsets_[b]);
-      const uint64_t raw = RawLen(i);
-      if (cache_) {
-        std::shared_ptr<char[]> d(new char[raw]);
-        OVBD_RETURN_IF_ERROR(DecodeBlock(i, src, d.get()));
-        copy_out(i, d.get());
-        cache_->Put(i, std::move(d));
-      } else if (i * bs >= off && i * bs + raw <= end) {
-        OVBD_RETURN_IF_ERROR(DecodeBlock(i, src, buf + (i * bs - off)));
-      } else {
-        BufferPool::Lease tmp = buffers_.Acquire(raw);
-        OVBD_RETURN_IF_ERROR(DecodeBlock(i, src, tmp.data()));
-        copy_out(i, tmp.data());
+    auto decode_run = [&]() -> Status {
+      for (uint64_t i = b; i < e; ++i) {
+        const char* src = stored.data() + (offsets_[i] - offsets_[b]);
+        const uint64_t raw = RawLen(i);
+        if (cache_) {
+          std::shared_ptr<char[]> d(new char[raw]);
+          OVBD_RETURN_IF_ERROR(DecodeBlock(i, src, d.get()));
+          copy_out(i, d.get());
+          cache_->Put(i, std::move(d));
+        } else if (i * bs >= off && i * bs + raw <= end) {
+          OVBD_RETURN_IF_ERROR(DecodeBlock(i, src, buf + (i * bs - off)));
+        } else {
+          BufferPool::Lease tmp = buffers_.Acquire(raw);
+          OVBD_RETURN_IF_ERROR(DecodeBlock(i, src, tmp.data()));
+          copy_out(i, tmp.data());
+        }
       }
+      return Status::OK();
+    };
+    Status decoded = decode_run();
+    // Bytes that fail their check may have been damaged in a cache below
+    // (a remote blob's block cache): drop that copy and read once more from
+    // the source. Bad bytes are never served either way.
+    if (decoded.IsCorruption() && base_->Refetch(offsets_[b], offsets_[e] - offsets_[b])) {
+      OVBD_RETURN_IF_ERROR(ReadRun(b, e, stored.data()));
+      decoded = decode_run();
     }
+    OVBD_RETURN_IF_ERROR(decoded);
     b = e;
   }
   *got = n;

@@ -24,6 +24,11 @@ std::string VolumeOfManifestFile(const std::string& file) {
 std::string UpperDataFile(const std::string& id) { return id + ".data"; }
 std::string UpperJournalFile(const std::string& id) { return id + ".jnl"; }
 std::string ImportedLayerFile(const std::string& hex) { return "sha256-" + hex + ".layer"; }
+std::string RemoteLayerFile(const std::string& hex) { return "sha256-" + hex + ".remote"; }
+std::string RemoteStubOf(const std::string& f) {
+  if (Classify(f) != Kind::kImportedLayer) return "";
+  return f.substr(0, f.size() - std::strlen(".layer")) + ".remote";
+}
 std::string MergedLayerFile(const std::string& id) { return id + ".lsmt"; }
 std::string TempFile(const std::string& id, const std::string& what) {
   return id + "." + what + kTempSuffix;
@@ -35,6 +40,7 @@ Kind Classify(const std::string& f) {
   if (IsTemp(f)) return Kind::kTemp;
   if (EndsWith(f, kManifestSuffix)) return Kind::kManifest;
   if (StartsWith(f, "sha256-") && EndsWith(f, ".layer")) return Kind::kImportedLayer;
+  if (StartsWith(f, "sha256-") && EndsWith(f, ".remote")) return Kind::kRemoteLayer;
   if (EndsWith(f, ".data")) return Kind::kUpperData;
   if (EndsWith(f, ".jnl")) return Kind::kUpperJournal;
   if (EndsWith(f, ".lsmt")) return Kind::kMergedLayer;
@@ -45,6 +51,7 @@ const char* KindName(Kind k) {
   switch (k) {
     case Kind::kManifest: return "manifest";
     case Kind::kImportedLayer: return "imported layer";
+    case Kind::kRemoteLayer: return "remote layer address";
     case Kind::kUpperData: return "upper data (or sealed layer)";
     case Kind::kUpperJournal: return "upper journal";
     case Kind::kMergedLayer: return "merged layer";

@@ -48,9 +48,15 @@ Status Store::CollectGarbageNow(std::vector<std::string>* removed) {
     if (manifests_unreadable_) return Status::OK();  // see LoadManifests
     std::set<std::string> live(pinned_.begin(), pinned_.end());
     for (const auto& [n, m] : manifests_) {
-      for (const auto& l : m.lowers) live.insert(l);
+      // A lower keeps its remote address too (whether or not it is also
+      // stored locally, the address is where it came from).
+      auto keep = [&](const std::string& l) {
+        live.insert(l);
+        if (std::string stub = filename::RemoteStubOf(l); !stub.empty()) live.insert(stub);
+      };
+      for (const auto& l : m.lowers) keep(l);
       for (const auto& s : m.snapshots)
-        for (const auto& l : s.lowers) live.insert(l);
+        for (const auto& l : s.lowers) keep(l);
       if (!m.upper.empty()) {
         live.insert(filename::UpperDataFile(m.upper));
         live.insert(filename::UpperJournalFile(m.upper));

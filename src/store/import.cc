@@ -15,6 +15,14 @@ namespace ovbd {
 Result<std::string> Store::ImportLayerFile(const std::string& path,
                                            std::vector<std::unique_ptr<Pin>>* pins) {
   OVBD_ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> src, env_->OpenReadable(path));
+  return ImportLayerFrom(*src, path, "", pins);
+}
+
+Result<std::string> Store::ImportLayerFrom(const ReadableFile& src_file, const std::string& path,
+                                           const std::string& expect_hex,
+                                           std::vector<std::unique_ptr<Pin>>* pins,
+                                           const ImportOptions& opts) {
+  const ReadableFile* src = &src_file;
   const std::string tmp_name = filename::TempFile(lsmt::NewUuid(), "import");
   pins->push_back(PinFiles({tmp_name}));
   const std::string tmp = LayerPath(tmp_name);
@@ -38,6 +46,7 @@ Result<std::string> Store::ImportLayerFile(const std::string& path,
       if (Status s = dst->WriteAt(off, buf.data(), n); !s.ok()) return cleanup(s);
     }
     if (Status s = env_->CrashPoint("import.copying"); !s.ok()) return cleanup(s);
+    if (opts.progress) opts.progress("copy", off + n, size);
   }
   if (Status s = dst->Truncate(size); !s.ok()) return cleanup(s);
   if (Status s = dst->Sync(); !s.ok()) return cleanup(s);
@@ -49,7 +58,12 @@ Result<std::string> Store::ImportLayerFile(const std::string& path,
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int dlen = 0;
   EVP_DigestFinal_ex(md.get(), digest, &dlen);
-  const std::string name = filename::ImportedLayerFile(HexEncode(digest, dlen));
+  const std::string hex = HexEncode(digest, dlen);
+  if (!expect_hex.empty() && hex != expect_hex) {
+    return cleanup(Status::Corruption(path + ": content has digest sha256:" + hex +
+                                      ", not the sha256:" + expect_hex + " it is named by"));
+  }
+  const std::string name = filename::ImportedLayerFile(hex);
   // Adopting a stored file of the same content must not race its removal
   // by garbage collection: pin it while GC cannot be deciding.
   MutexLock g(&gc_mu_);

@@ -17,13 +17,26 @@ Result<std::shared_ptr<lsmt::Layer>> Store::OpenLayerFile(const std::string& fil
   OVBD_RETURN_IF_ERROR(ValidateLayerFileName(file));
   // Opened outside the lock (it reads the trailer and the index); two
   // threads opening the same file at once keep whichever lands first.
-  OVBD_ASSIGN_OR_RETURN(FileInfo id, env_->Stat(LayerPath(file)));
+  auto id = env_->Stat(LayerPath(file));
+  if (!id.ok() && id.status().IsNotFound() && !filename::RemoteStubOf(file).empty() &&
+      env_->Exists(LayerPath(filename::RemoteStubOf(file)))) {
+    // No local copy: the layer is read from where its stub says.
+    OVBD_ASSIGN_OR_RETURN(auto layer, OpenRemoteLayer(file));
+    MutexLock lk(&mu_);
+    auto& slot = layer_cache_[file];
+    if (auto l = slot.layer.lock()) return l;
+    slot.layer = layer;
+    slot.remote = true;
+    return layer;
+  }
+  if (!id.ok()) return id.status();
   OVBD_ASSIGN_OR_RETURN(auto layer, OpenLayer(env_, LayerPath(file), opts_.layer));
   MutexLock lk(&mu_);
   auto& slot = layer_cache_[file];
   if (auto l = slot.layer.lock()) return l;
   slot.layer = layer;
-  slot.identity = id;
+  slot.identity = id.value();
+  slot.remote = false;
   return layer;
 }
 
@@ -46,7 +59,7 @@ Status Store::VerifyLayerFiles() {
     MutexLock lk(&mu_);
     for (auto& [file, c] : layer_cache_) {
       auto layer = c.layer.lock();
-      if (!layer || layer->failed()) continue;
+      if (!layer || layer->failed() || c.remote) continue;
       entries.push_back({file, std::move(layer), c.identity});
     }
   }

@@ -38,6 +38,16 @@ class ReadableFile {
   // A descriptor whose bytes at the same offsets are this file's bytes, for
   // zero-copy replies; -1 when there is none (compressed or remote).
   virtual int NativeFd() const { return -1; }
+  // Drops any cached copy of [off, off+n) so the next read fetches it from
+  // the source again; true if there was one to drop. A reader that finds
+  // bytes failing their own check (a ZFile block's CRC) calls it and reads
+  // once more: a block damaged in a cache is then never served. Local files
+  // have no such copy.
+  virtual bool Refetch(uint64_t off, uint64_t n) const {
+    (void)off;
+    (void)n;
+    return false;
+  }
 
   // ReadAt that treats a short read as corruption: for structures that must exist.
   Status ReadExact(uint64_t off, size_t n, char* buf) const;

@@ -9,6 +9,9 @@
 //   STORE/manifest-group.tmp/, manifest-group/
 //                                      a `snapshot --all` being staged / committed
 //   STORE/layers/sha256-HEX.layer      an imported layer, named by its content digest
+//   STORE/layers/sha256-HEX.remote     where the layer sha256-HEX.layer lives remotely
+//                                      (its address and size), for a lower read from
+//                                      a registry or URL while no local copy exists
 //   STORE/layers/ID.data, ID.jnl       an upper (data at virtual offsets + its journal)
 //   STORE/layers/ID.data               a sealed upper (the .jnl is gone): a lower layer
 //   STORE/layers/ID.lsmt               a layer written by merging two others
@@ -35,13 +38,16 @@ std::string VolumeOfManifestFile(const std::string& file);
 std::string UpperDataFile(const std::string& id);
 std::string UpperJournalFile(const std::string& id);
 std::string ImportedLayerFile(const std::string& sha256_hex);
+std::string RemoteLayerFile(const std::string& sha256_hex);
+// "sha256-HEX.layer" -> "sha256-HEX.remote"; "" for any other kind of file.
+std::string RemoteStubOf(const std::string& layer_file);
 std::string MergedLayerFile(const std::string& id);
 // A temporary under layers/ (or volumes/): unique per use.
 std::string TempFile(const std::string& id, const std::string& what);
 
 bool IsTemp(const std::string& file);
 
-enum class Kind { kManifest, kImportedLayer, kUpperData, kUpperJournal, kMergedLayer, kTemp, kUnknown };
+enum class Kind { kManifest, kImportedLayer, kRemoteLayer, kUpperData, kUpperJournal, kMergedLayer, kTemp, kUnknown };
 Kind Classify(const std::string& layer_or_manifest_file);
 const char* KindName(Kind k);
 

@@ -33,6 +33,7 @@
 #include "ovbd/io/mutex.h"
 #include "ovbd/layer/layer_open.h"
 #include "ovbd/layer/zfile.h"
+#include "ovbd/remote/remote_blobs.h"
 #include "ovbd/store/manifest.h"
 #include "ovbd/store/volume_locks.h"
 #include "ovbd/volume/volume.h"
@@ -65,6 +66,10 @@ struct StoreOptions {
   // root. Off by default: that user could otherwise steer what this
   // process (often root) creates and removes (docs/RELIABILITY.md).
   bool allow_foreign_owner = false;
+  // Reads layers that live in a registry or at a URL (their cache, the
+  // registry client). Null: a store whose lowers are all local; a remote
+  // lower then fails to open with a message saying so.
+  std::shared_ptr<remote::RemoteBlobs> remote;
 };
 
 // A volume's hydration as status shows it.
@@ -132,6 +137,14 @@ class Store {
   Status CreateVolume(const std::string& name, uint64_t size,
                       const std::vector<std::string>& layer_paths, const FileAttrs& attrs)
       EXCLUDES(mu_);
+  // Creates a volume over the layers of an image in a registry
+  // ("registry://HOST[:PORT]/REPO:TAG" or "...@sha256:DIGEST"). The layers
+  // stay remote and are read lazily through the block cache (their
+  // addresses kept in layers/sha256-HEX.remote), unless `pull`: then each
+  // is downloaded now, checked against its digest, and stored locally.
+  // Layers already stored locally are used as they are.
+  Status CreateFromImage(const std::string& name, const std::string& image, bool pull,
+                         const FileAttrs& attrs, const ImportOptions& opts = {}) EXCLUDES(mu_);
   // Imports a raw disk image as the single lower layer of a new volume.
   Status ImportRaw(const std::string& name, const std::string& raw_path,
                    const ImportOptions& opts, const FileAttrs& attrs) EXCLUDES(mu_);
@@ -231,11 +244,24 @@ class Store {
   Result<std::shared_ptr<lsmt::Layer>> OpenLayerFile(const std::string& file) EXCLUDES(mu_);
   void CacheLayer(const std::string& file, std::shared_ptr<lsmt::Layer> layer) EXCLUDES(mu_);
 
+  // --- remote layers (remote_layers.cc)
+  // Opens lower `file` from the address its stub names (no local copy).
+  Result<std::shared_ptr<lsmt::Layer>> OpenRemoteLayer(const std::string& file) EXCLUDES(mu_);
+  // Writes the stub of a remote layer (atomically) unless it exists.
+  Status WriteRemoteStub(const std::string& file, const remote::BlobRef& ref, uint64_t size)
+      EXCLUDES(mu_);
+
   // --- import (import.cc)
   // Copies a layer file into layers/ under its content digest (pinned by
   // the returned pin until the caller's manifest references it).
   Result<std::string> ImportLayerFile(const std::string& path, std::vector<std::unique_ptr<Pin>>* pins)
       EXCLUDES(mu_);
+  // The same from an open file; with `expect_hex`, a content whose digest
+  // differs is refused (kCorruption) and nothing is kept.
+  Result<std::string> ImportLayerFrom(const ReadableFile& src, const std::string& what,
+                                      const std::string& expect_hex,
+                                      std::vector<std::unique_ptr<Pin>>* pins,
+                                      const ImportOptions& opts = {}) EXCLUDES(mu_);
 
   // --- the open-volume table (open_volumes.cc)
   Result<std::shared_ptr<Volume>> OpenVolume(const std::string& name, bool take_handle)
@@ -353,6 +379,7 @@ class Store {
   struct CachedLayer {
     std::weak_ptr<lsmt::Layer> layer;
     FileInfo identity;  // size and mtime at open
+    bool remote = false;  // read from its address: no local file to re-stat
   };
   std::map<std::string, CachedLayer> layer_cache_ GUARDED_BY(mu_);
   std::multiset<std::string> pinned_ GUARDED_BY(mu_);
