@@ -169,6 +169,25 @@ Result<CommandOutcome> Controller::RunCommand(const Command& c, const Caller* ca
     out.output = "clone " + a[1] + " of " + a[0] + " created";
     return out;
   }
+  if (c.verb == "create" && a.size() >= 2 && a[1] == "--from") {
+    // create VOL --from registry://HOST[:PORT]/REPO:TAG [--pull]
+    OVBD_RETURN_IF_ERROR(Arity(c, 3, 4, "VOL --from registry://HOST[:PORT]/REPO:TAG [--pull]"));
+    OVBD_RETURN_IF_ERROR(ValidateName(a[0], "volume"));
+    if (a.size() == 4 && a[3] != "--pull") {
+      return Status::InvalidArgument("create: unknown option '" + a[3] + "' (only --pull)");
+    }
+    FileAttrs attrs;
+    if (owner) attrs = *owner;
+    if (caller) {
+      attrs = FileAttrs{};
+      attrs.uid = caller->uid;
+      attrs.gid = caller->gid;
+      attrs.mode = 0644;
+    }
+    OVBD_RETURN_IF_ERROR(store_->CreateFromImage(a[0], a[2], a.size() == 4, attrs));
+    out.output = "volume " + a[0] + " created from " + a[2] + (a.size() == 4 ? " (pulled)" : "");
+    return out;
+  }
   if (c.verb == "create" || c.verb == "resize") {
     OVBD_RETURN_IF_ERROR(Arity(c, 2, 2, "VOL SIZE"));
     OVBD_RETURN_IF_ERROR(ValidateName(a[0], "volume"));

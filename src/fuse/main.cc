@@ -8,6 +8,10 @@
 //   threads=N               maximum worker threads (default 8)
 //   log_level=LEVEL         trace|debug|info|warn|error|off (default info)
 //   metrics_listen=ADDR     serve GET /metrics over HTTP on a loopback HOST:PORT
+//   cache_dir=DIR           block cache of remote layers
+//   cache_size=N            bound of that cache (K/M/G/T)
+//   credentials=FILE        registry credentials (docker config.json format)
+//   registry_config=FILE    mirrors, plain-HTTP registries, timeouts, retries
 #include <malloc.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
@@ -38,6 +42,10 @@ struct Options {
   int allow_foreign_store = 0;
   char* log_level = nullptr;
   char* metrics_listen = nullptr;
+  char* cache_dir = nullptr;
+  char* cache_size = nullptr;
+  char* credentials = nullptr;
+  char* registry_config = nullptr;
   int read_only = 0;
   int allow_other = 0;
   int show_help = 0;
@@ -56,6 +64,10 @@ const fuse_opt kOptSpec[] = {
     {"allow_foreign_store", offsetof(Options, allow_foreign_store), 1},
     {"log_level=%s", offsetof(Options, log_level), 0},
     {"metrics_listen=%s", offsetof(Options, metrics_listen), 0},
+    {"cache_dir=%s", offsetof(Options, cache_dir), 0},
+    {"cache_size=%s", offsetof(Options, cache_size), 0},
+    {"credentials=%s", offsetof(Options, credentials), 0},
+    {"registry_config=%s", offsetof(Options, registry_config), 0},
     FUSE_OPT_KEY("ro", kKeyRo),
     FUSE_OPT_KEY("allow_other", kKeyAllowOther),
     FUSE_OPT_KEY("-h", kKeyHelp),
@@ -100,6 +112,12 @@ void Usage(const char* prog) {
       "    -o log_level=LEVEL         trace, debug, info, warn, error or off (default info)\n"
       "    -o metrics_listen=ADDR     also serve the metrics over HTTP (GET /metrics) on\n"
       "                               ADDR, a loopback HOST:PORT such as 127.0.0.1:9184\n"
+      "    -o cache_dir=DIR           block cache of remote layers (default /var/cache/ovbdfs\n"
+      "                               for root, ~/.cache/ovbdfs for a user)\n"
+      "    -o cache_size=N            at most N bytes in that cache (K/M/G/T; default 16G)\n"
+      "    -o credentials=FILE        registry credentials, docker config.json format\n"
+      "                               (default ~/.docker/config.json)\n"
+      "    -o registry_config=FILE    registry mirrors, plain-HTTP registries, timeouts\n"
       "    -o ro                      read-only: writes fail with EROFS\n"
       "    -o allow_other             let other users access the files (their mode bits apply)\n"
       "    -f                         stay in the foreground, log to stderr\n"
@@ -157,6 +175,8 @@ int main(int argc, char** argv) {
   Options o;
   const int parsed = fuse_opt_parse(&args, &o, kOptSpec, ProcessArg);
   CString store_arg(o.store), log_level_arg(o.log_level), metrics_listen_arg(o.metrics_listen);
+  CString cache_dir_arg(o.cache_dir), cache_size_arg(o.cache_size), credentials_arg(o.credentials),
+      registry_config_arg(o.registry_config);
   if (parsed != 0) return 1;
   if (o.show_version) {
     std::printf("ovbdfs %s (libfuse %s)\n", OVBD_VERSION, fuse_pkgversion());
@@ -235,6 +255,15 @@ int main(int argc, char** argv) {
   so.start_jobs = false;
   so.resume_hydration = true;  // a hydration the manifests say is running goes on
   so.on_flush_error = [](const ovbd::Status& s) { spdlog::error("periodic flush: {}", s.ToString()); };
+  auto remote = ovbd::remote::MakeRemoteFromOptions(
+      ovbd::Env::Default(), {o.cache_dir ? o.cache_dir : "", o.cache_size ? o.cache_size : "",
+                             o.credentials ? o.credentials : "",
+                             o.registry_config ? o.registry_config : ""});
+  if (!remote.ok()) {
+    Error(remote.status().message());
+    return 1;
+  }
+  so.remote = std::move(remote).value();
   auto store = ovbd::Store::Open(ovbd::Env::Default(), store_path, so);
   if (!store.ok()) {
     if (store.status().code() == ovbd::Status::Code::kBusy) {

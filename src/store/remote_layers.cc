@@ -81,8 +81,21 @@ class DirectRemoteFile final : public ReadableFile {
 
 }  // namespace
 
-Result<std::shared_ptr<lsmt::Layer>> Store::OpenRemoteLayer(const std::string& file) {
+Result<std::shared_ptr<const ReadableFile>> Store::OpenLayerBytes(const std::string& file) {
+  OVBD_RETURN_IF_ERROR(ValidateLayerFileName(file));
+  if (env_->Exists(LayerPath(file))) {
+    OVBD_ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> f, env_->OpenReadable(LayerPath(file)));
+    return std::shared_ptr<const ReadableFile>(std::move(f));
+  }
+  OVBD_ASSIGN_OR_RETURN(auto located, LocateRemote(file));
+  return opts_.remote->Open(located.first, located.second);
+}
+
+Result<std::pair<remote::BlobRef, uint64_t>> Store::LocateRemote(const std::string& file) {
   const std::string stub_file = filename::RemoteStubOf(file);
+  if (stub_file.empty() || !env_->Exists(LayerPath(stub_file))) {
+    return Status::NotFound(LayerPath(file) + ": no such layer, here or remote");
+  }
   OVBD_ASSIGN_OR_RETURN(std::string text, env_->ReadSmallFile(LayerPath(stub_file), kMaxStubBytes));
   remote::BlobRef ref;
   uint64_t size = 0;
@@ -95,7 +108,13 @@ Result<std::shared_ptr<lsmt::Layer>> Store::OpenRemoteLayer(const std::string& f
     return Status::NotSupported(file + " is read from " + ref.ToString() +
                                 ", but this store was opened without remote access");
   }
-  OVBD_ASSIGN_OR_RETURN(auto blob, opts_.remote->Open(ref, size));
+  return std::make_pair(ref, size);
+}
+
+Result<std::shared_ptr<lsmt::Layer>> Store::OpenRemoteLayer(const std::string& file) {
+  OVBD_ASSIGN_OR_RETURN(auto located, LocateRemote(file));
+  const remote::BlobRef& ref = located.first;
+  OVBD_ASSIGN_OR_RETURN(auto blob, opts_.remote->Open(ref, located.second));
   auto layer = OpenLayer(std::move(blob), opts_.layer);
   if (!layer.ok()) return layer.status().Annotate(ref.ToString());
   return layer;

@@ -24,6 +24,7 @@
 #include "ovbd/store/store.h"
 #include "ovbd/version.h"
 #include "ovbd/volume/volume.h"
+#include "remote_commands.h"
 #include "store_client.h"
 
 namespace ovbd::tool {
@@ -299,6 +300,7 @@ int main(int argc, char** argv) {
 
   // store / volume / snapshot commands
   RegisterStoreCommands(app, run);
+  RegisterRemoteCommands(app, run);
 
   try {
     app.parse(argc, argv);

@@ -1,5 +1,7 @@
 #include "store_client.h"
 
+#include "remote_commands.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -33,6 +35,14 @@ namespace ovbd::tool {
 namespace {
 
 Env* env() { return Env::Default(); }
+
+// How the tool opens a store itself: with remote access (the cache and
+// registry settings of the command line) for stores with remote lowers.
+StoreOptions ToolStoreOptions() {
+  StoreOptions so;
+  if (auto r = ToolRemote(); r.ok()) so.remote = r.value();
+  return so;
+}
 
 // The mount point of an ovbdfs mount of `store`, or "" if none.
 std::string FindMount(const std::string& store) {
@@ -105,7 +115,7 @@ Status ViaControl(const std::string& mnt, const std::string& line) {
 Status RunCommand(const std::string& dir, const std::string& line) {
   const std::string mnt = FindMount(dir);
   if (!mnt.empty()) return ViaControl(mnt, line);
-  auto store = Store::Open(env(), dir);
+  auto store = Store::Open(env(), dir, ToolStoreOptions());
   if (!store.ok()) {
     if (store.status().code() == Status::Code::kBusy) {
       // Mounted after we looked.
@@ -122,7 +132,7 @@ Status RunCommand(const std::string& dir, const std::string& line) {
 }
 
 Status OpenDirect(const std::string& dir, std::unique_ptr<Store>* out) {
-  auto store = Store::Open(env(), dir);
+  auto store = Store::Open(env(), dir, ToolStoreOptions());
   if (!store.ok()) {
     if (store.status().code() == Status::Code::kBusy && !FindMount(dir).empty()) {
       return Status::Busy(dir + " is mounted at " + FindMount(dir) +
@@ -236,8 +246,24 @@ void RegisterStoreCommands(CLI::App& app, std::function<void(const Status&)> run
   vc->add_option("DIR", dir, "Store directory")->required();
   vc->add_option("NAME", name, "Volume name")->required();
   vc->add_option("--size", size_text, "Virtual size (K/M/G/T = powers of 1024); default: the top layer's");
-  vc->add_option("--from", from, "Lower layer files, bottom first");
+  vc->add_option("--from", from,
+                 "Lower layer files, bottom first; or one image, registry://HOST[:PORT]/REPO:TAG, "
+                 "whose layers are then read lazily from the registry");
+  static bool pull = false;
+  vc->add_flag("--pull", pull, "With --from registry://...: download every layer now");
   vc->callback([run] {
+    if (from.size() == 1 && from[0].rfind("registry://", 0) == 0) {
+      if (!size_text.empty()) return run(Status::InvalidArgument("--size does not go with an image"));
+      if (!FindMount(dir).empty()) {
+        return run(RunCommand(dir, "create " + name + " --from " + from[0] + (pull ? " --pull" : "")));
+      }
+      std::unique_ptr<Store> st;
+      Status s = OpenDirect(dir, &st);
+      if (s.ok()) s = st->CreateFromImage(name, from[0], pull, DefaultAttrs());
+      if (s.ok()) std::printf("volume %s created from %s%s\n", name.c_str(), from[0].c_str(), pull ? " (pulled)" : "");
+      return run(s);
+    }
+    if (pull) return run(Status::InvalidArgument("--pull goes with --from registry://..."));
     uint64_t size = 0;
     if (!size_text.empty()) {
       auto s = ParseSize(size_text);

@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ovbd/io/env.h"
@@ -26,11 +27,30 @@
 
 namespace ovbd::remote {
 
+class RemoteBlobs;
+
 struct RemoteOptions {
   BlockCacheOptions cache;  // cache.dir "" : DefaultCacheDir()
   RegistryOptions registry;
   HttpClientOptions http;
 };
+
+// Reads a registry configuration file (JSON, docs/FORMAT.md "Registry
+// configuration") into `opts`: mirrors, registries spoken to over plain
+// HTTP, timeouts, retries, a CA bundle. Unknown keys are refused, so a
+// misspelt setting is not silently ignored.
+Status ParseRegistryConfig(std::string_view json, RemoteOptions* opts);
+
+// What users give the daemon (-o cache_dir=, cache_size=, credentials=,
+// registry_config=) and ovbd (--cache-dir, ...): "" means the default.
+struct RemoteSettings {
+  std::string cache_dir;
+  std::string cache_size;       // "16G"
+  std::string credentials;      // docker config.json
+  std::string registry_config;  // JSON, see ParseRegistryConfig
+};
+// RemoteBlobs made from them; errors name the setting at fault.
+Result<std::shared_ptr<RemoteBlobs>> MakeRemoteFromOptions(Env* env, const RemoteSettings& s);
 
 // /var/cache/ovbdfs for root; $XDG_CACHE_HOME/ovbdfs or ~/.cache/ovbdfs
 // for anyone else.

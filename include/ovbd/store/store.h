@@ -194,6 +194,10 @@ class Store {
   std::string StatusText(const std::string& name = "") const EXCLUDES(mu_);
 
   std::string LayerPath(const std::string& file) const;
+  // The bytes of lower layer `file` as stored (not decompressed): the local
+  // file, or for a remote lower its blob, read through the cache. What push
+  // uploads.
+  Result<std::shared_ptr<const ReadableFile>> OpenLayerBytes(const std::string& file) EXCLUDES(mu_);
 
  private:
   Store(Env* env, std::string dir, StoreOptions opts);
@@ -247,6 +251,8 @@ class Store {
   // --- remote layers (remote_layers.cc)
   // Opens lower `file` from the address its stub names (no local copy).
   Result<std::shared_ptr<lsmt::Layer>> OpenRemoteLayer(const std::string& file) EXCLUDES(mu_);
+  // The address and size the stub of remote lower `file` names.
+  Result<std::pair<remote::BlobRef, uint64_t>> LocateRemote(const std::string& file) EXCLUDES(mu_);
   // Writes the stub of a remote layer (atomically) unless it exists.
   Status WriteRemoteStub(const std::string& file, const remote::BlobRef& ref, uint64_t size)
       EXCLUDES(mu_);
