@@ -63,6 +63,20 @@ std::string Store::StatusText(const std::string& name) const {
                     j.kind.c_str(), j.target.c_str(), JobStateName(j.state), j.done, j.total);
       out += buf;
     }
+    // Remote layers read since the cache was opened: what crossed the
+    // network for each (per blob, so shared by every volume using it).
+    if (opts_.remote) {
+      for (const auto& b : opts_.remote->CacheStats()) {
+        char buf[384];
+        std::snprintf(buf, sizeof buf,
+                      "remote %s size=%" PRIu64 " cached=%" PRIu64 " hits=%" PRIu64
+                      " misses=%" PRIu64 " fetched=%" PRIu64 " errors=%" PRIu64 "%s%s\n",
+                      b.digest.c_str(), b.size, b.cached_bytes, b.hits, b.misses,
+                      b.fetched_bytes, b.errors, b.pinned ? " pinned" : "",
+                      b.complete ? " complete" : "");
+        out += buf;
+      }
+    }
   }
   return out;
 }

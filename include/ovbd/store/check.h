@@ -25,6 +25,7 @@ struct CheckFinding {
 struct CheckReport {
   std::vector<CheckFinding> findings;
   size_t manifests = 0, layers = 0, uppers = 0;
+  size_t remote_layers = 0;  // lowers read from a registry or URL (not checked offline)
   bool clean() const {
     for (const auto& f : findings)
       if (!f.repaired) return false;
