@@ -117,7 +117,8 @@ TEST_F(AnonymousRegistry, ChunkedAndMonolithicUploadsReadBackByRange) {
   ASSERT_TRUE(s.ok()) << s.ToString() << "\n" << server_->log();
   ASSERT_GE(progress.size(), 4u);
   for (size_t i = 1; i < progress.size(); ++i) EXPECT_GE(progress[i].first, progress[i - 1].first);
-  EXPECT_EQ(progress.back(), std::make_pair<uint64_t, uint64_t>(big.size(), big.size()));
+  EXPECT_EQ(progress.back().first, big.size());
+  EXPECT_EQ(progress.back().second, big.size());
   EXPECT_TRUE(c->HasBlob(reg, "ovbd/chunked", DigestOf(big)).value());
 
   // Small enough for one PUT; and one client that never chunks.
