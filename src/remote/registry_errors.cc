@@ -41,9 +41,11 @@ Status ResponseError(const std::string& what, const ClientResponse& resp) {
   const int st = resp.status;
   std::string msg = what + ": the server answered " + std::to_string(st);
   if (std::string says = RegistrySays(resp); !says.empty()) msg += " (" + says + ")";
+  if (st == 400) return Status::InvalidArgument(msg + ": the request was refused");
   if (st == 401) return Status::IOError(msg + ": authentication failed", EACCES);
   if (st == 403) return Status::IOError(msg + ": access denied", EACCES);
   if (st == 404) return Status::NotFound(msg + ": not found");
+  if (st == 405) return Status::IOError(msg + ": not allowed by this registry", EPERM);
   if (st == 416) return Status::IOError(msg + ": range not satisfiable", EINVAL);
   if (st == 429) return Status::IOError(msg + ": too many requests", EAGAIN);
   if (st >= 500 && st <= 599) return Status::IOError(msg, EIO);

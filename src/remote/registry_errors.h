@@ -11,8 +11,8 @@
 namespace ovbd::remote {
 
 // `what` names the operation and object ("HEAD registry://r/a@sha256:…").
-//   401, 403 -> EACCES; 404 -> NotFound; 416 -> EINVAL; 429 -> EAGAIN;
-//   5xx -> EIO; anything else -> EPROTO.
+//   400 -> InvalidArgument; 401, 403 -> EACCES; 404 -> NotFound;
+//   405 -> EPERM; 416 -> EINVAL; 429 -> EAGAIN; 5xx -> EIO; else EPROTO.
 Status ResponseError(const std::string& what, const ClientResponse& resp);
 
 // Whether a failed exchange is worth repeating: a transport failure other

@@ -74,6 +74,19 @@ void ExpectRange(RegistryClient* c, const BlobRef& ref, const std::string& blob,
   EXPECT_TRUE(got == blob.substr(off, n)) << "bytes differ in [" << off << ", +" << n << ")";
 }
 
+// The blob's size, or a test failure (and 0).
+uint64_t SizeOf(RegistryClient* c, const BlobRef& ref) {
+  auto size = c->BlobSize(ref);
+  EXPECT_TRUE(size.ok()) << size.status().ToString();
+  return size.ok() ? *size : 0;
+}
+
+bool Has(RegistryClient* c, const std::string& reg, const std::string& repo, const std::string& digest) {
+  auto has = c->HasBlob(reg, repo, digest);
+  EXPECT_TRUE(has.ok()) << has.status().ToString();
+  return has.ok() && *has;
+}
+
 // One anonymous registry shared by the tests that do not stop it.
 class AnonymousRegistry : public ::testing::Test {
  protected:
@@ -111,7 +124,7 @@ TEST_F(AnonymousRegistry, ChunkedAndMonolithicUploadsReadBackByRange) {
   const std::string big = RandomBlob((192 << 10) + 4321, 1);
   std::vector<std::pair<uint64_t, uint64_t>> progress;
   MemFile f(big, "big");
-  ASSERT_FALSE(c->HasBlob(reg, "ovbd/chunked", DigestOf(big)).value());
+  ASSERT_FALSE(Has(c.get(), reg, "ovbd/chunked", DigestOf(big)));
   Status s = c->UploadBlob(reg, "ovbd/chunked", DigestOf(big), f,
                            [&](uint64_t done, uint64_t total) { progress.emplace_back(done, total); });
   ASSERT_TRUE(s.ok()) << s.ToString() << "\n" << server_->log();
@@ -119,7 +132,7 @@ TEST_F(AnonymousRegistry, ChunkedAndMonolithicUploadsReadBackByRange) {
   for (size_t i = 1; i < progress.size(); ++i) EXPECT_GE(progress[i].first, progress[i - 1].first);
   EXPECT_EQ(progress.back().first, big.size());
   EXPECT_EQ(progress.back().second, big.size());
-  EXPECT_TRUE(c->HasBlob(reg, "ovbd/chunked", DigestOf(big)).value());
+  EXPECT_TRUE(Has(c.get(), reg, "ovbd/chunked", DigestOf(big)));
 
   // Small enough for one PUT; and one client that never chunks.
   const std::string small = RandomBlob(1000, 2);
@@ -157,7 +170,7 @@ TEST_F(AnonymousRegistry, AbsentBlob) {
   EXPECT_EQ(s.os_errno(), EIO) << s.ToString();
   EXPECT_NE(s.message().find(ref.ToString()), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("bytes [0, 16)"), std::string::npos) << s.message();
-  EXPECT_FALSE(c->HasBlob(ref.registry, ref.repo, ref.digest).value());
+  EXPECT_FALSE(Has(c.get(), ref.registry, ref.repo, ref.digest));
 }
 
 TEST_F(AnonymousRegistry, ManifestRoundTrip) {
@@ -227,16 +240,16 @@ TEST_F(AnonymousRegistry, DownMirrorIsSkippedAndLiveMirrorIsReadFirst) {
   // Only the live mirror has it: it was asked, after the dead one.
   const BlobRef m = Ref(reg, "ovbd/mirrored", DigestOf(at_mirror));
   ExpectRange(c.get(), m, at_mirror, 10, 100);
-  EXPECT_EQ(c->BlobSize(m).value(), at_mirror.size());
+  EXPECT_EQ(SizeOf(c.get(), m), at_mirror.size());
   // Only the origin has it: both mirrors passed over.
   const BlobRef o = Ref(reg, "ovbd/mirrored", DigestOf(at_origin));
   ExpectRange(c.get(), o, at_origin, 0, at_origin.size());
-  EXPECT_EQ(c->BlobSize(o).value(), at_origin.size());
+  EXPECT_EQ(SizeOf(c.get(), o), at_origin.size());
   // Writes go to the origin only.
   const std::string pushed = RandomBlob(100, 7);
   ASSERT_TRUE(Upload(c.get(), reg, "ovbd/mirrored", pushed).ok());
-  EXPECT_TRUE(plain->HasBlob(reg, "ovbd/mirrored", DigestOf(pushed)).value());
-  EXPECT_FALSE(plain->HasBlob((*mirror)->address(), "ovbd/mirrored", DigestOf(pushed)).value());
+  EXPECT_TRUE(Has(plain.get(), reg, "ovbd/mirrored", DigestOf(pushed)));
+  EXPECT_FALSE(Has(plain.get(), (*mirror)->address(), "ovbd/mirrored", DigestOf(pushed)));
 }
 
 TEST(RegistryBasicAuth, RightCredentialsWorkWrongOnesAreRefusedClearly) {
@@ -452,7 +465,7 @@ TEST(RegistryTls, ThroughNginxWithTheCaAndRefusedWithout) {
   Status s = Upload(c.get(), reg, "ovbd/tls", blob);
   ASSERT_TRUE(s.ok()) << s.ToString() << "\n" << (*front)->log();
   const BlobRef ref = Ref(reg, "ovbd/tls", DigestOf(blob));
-  EXPECT_EQ(c->BlobSize(ref).value(), blob.size());
+  EXPECT_EQ(SizeOf(c.get(), ref), blob.size());
   ExpectRange(c.get(), ref, blob, 12345, 6789);
 
   auto untrusting = Client(opts);
