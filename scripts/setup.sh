@@ -11,7 +11,7 @@ PACKAGES=(
   # tests and benchmarks
   fio e2fsprogs fuse2fs util-linux kmod xxd procps psmisc python3 jq
   qemu-utils qemu-system-common qemu-block-extra
-  nginx-light docker-registry curl
+  nginx-light docker-registry curl apache2-utils openssl python3-cryptography
   # packaging and man pages (cpack -G DEB, dpkg-shlibdeps, man -l)
   dpkg-dev groff-base man-db
 )

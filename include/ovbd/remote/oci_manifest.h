@@ -28,6 +28,10 @@ struct Descriptor {
   std::string media_type;
   std::string digest;  // "sha256:HEX"
   uint64_t size = 0;
+  // Decoded layers: it carries overlaybd's blob-digest annotation (agreeing
+  // with `digest`), so it is an overlaybd blob and not, say, a tar.gz.
+  // Encoding annotates every layer, whatever this says.
+  bool overlaybd = false;
 };
 
 struct ImageManifest {

@@ -17,9 +17,15 @@
 // that fails or lacks the blob is skipped for this request), then the
 // origin. Writes (upload, manifest put) go to the origin only. A mirror is
 // safe because every blob is checked against its digest by the layers above.
+// A mirror that cannot be reached at all (connection refused, timed out)
+// is passed over without being tried for the next 30 s.
 // Retries: a failed read (connection, timeout, 5xx, 429) is retried up to
 // `retries` times with jittered exponential backoff, then fails with EIO
-// naming the blob (its address, never credentials) and the range.
+// naming the blob (its address, never credentials) and the range. Refused
+// authentication is EACCES, not retried. Writes are not retried (an upload
+// session cannot be resumed halfway); the caller may run them again.
+// Blob addresses of Kind::kUrl are read (BlobSize, ReadBlob) with a plain
+// GET of their URL, with the credentials filed under its HOST[:PORT].
 #pragma once
 
 #include <chrono>
@@ -44,12 +50,18 @@ struct RegistryOptions {
   // registry "HOST[:PORT]" -> mirror base URLs ("https://mirror.example",
   // "http://127.0.0.1:5001"), tried in order before the origin.
   std::map<std::string, std::vector<std::string>> mirrors;
-  // Registries spoken to over http:// (loopback registries always are).
+  // Registries spoken to over http:// (loopback registries are, unless
+  // listed in `https`).
   std::vector<std::string> plain_http;
+  // Loopback registries spoken to over https:// all the same (a TLS front
+  // on this machine). The HttpClient given to Make verifies them (ca_file).
+  std::vector<std::string> https;
   int retries = 3;
   std::chrono::milliseconds backoff_min{100};
   std::chrono::milliseconds backoff_max{2000};
-  // Bytes per PATCH when uploading in chunks (0: one monolithic PUT).
+  // Bytes per PATCH when uploading in chunks (0: one monolithic PUT, for
+  // blobs up to 256 MiB: a bigger one is sent in 16 MiB chunks all the
+  // same, since a monolithic body is held in memory).
   uint64_t upload_chunk = uint64_t{16} << 20;
 };
 

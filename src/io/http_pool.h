@@ -1,0 +1,37 @@
+// Internal to the HTTP client: the idle keep-alive connections, per
+// scheme+host+port.
+#pragma once
+
+#include <cstddef>
+#include <list>
+#include <memory>
+#include <string>
+
+#include "http_connection.h"
+#include "ovbd/io/mutex.h"
+
+namespace ovbd::http_internal {
+
+class ConnectionPool {
+ public:
+  // At most `per_host` idle connections per key, `total` in all (the oldest
+  // go first: a client that follows redirects to many storage hosts keeps
+  // no descriptor per host it ever saw).
+  ConnectionPool(size_t per_host, size_t total) : per_host_(per_host), total_(total) {}
+
+  // The most recently used idle connection for `key` that is still idle
+  // (no close or stray bytes from the server since), or nullptr.
+  std::unique_ptr<HttpConnection> Take(const std::string& key);
+  void Put(const std::string& key, std::unique_ptr<HttpConnection> c);
+
+ private:
+  struct Idle {
+    std::string key;
+    std::unique_ptr<HttpConnection> conn;
+  };
+  const size_t per_host_, total_;
+  Mutex mu_;
+  std::list<Idle> idle_ GUARDED_BY(mu_);  // oldest first
+};
+
+}  // namespace ovbd::http_internal
