@@ -13,12 +13,22 @@
 // Bounded: when the bytes cached pass max_bytes, the least recently used
 // blocks are evicted (hole punched, record dropped), never a block being
 // read and never a block of a pinned blob. Eviction is per block, so one
-// huge blob cannot push every other blob out at once.
+// huge blob cannot push every other blob out at once. When every cached
+// block is pinned or in use, the cache grows past max_bytes rather than
+// failing reads. The LRU order lives in memory; at open it is rebuilt from
+// the order in which blocks were recorded.
 //
 // Reads of a missing block call the caller's fetcher once per block, even
-// when many threads miss it at the same time (they wait for the one fetch).
-// A fetch failure fails the reads that waited for it and leaves nothing in
-// the cache.
+// when many threads miss it at the same time (they wait for the one fetch,
+// so their wait is bounded by the fetcher's own timeouts). A fetch failure
+// fails the reads that waited for it and leaves nothing in the cache. A
+// failure of the cache's own disk while keeping a fetched block costs the
+// cache that block, not the reader its bytes.
+//
+// Threads: every method may be called from any thread. A hit takes the
+// blob's own mutex twice, briefly, around one pread into the caller's
+// buffer, then the LRU's mutex to mark the block used; no lock is held
+// during a fetch, and no lock that a hit needs during any other I/O.
 #pragma once
 
 #include <cstdint>
@@ -48,7 +58,11 @@ struct BlobStats {
   uint64_t cached_bytes = 0;
   bool pinned = false;
   bool complete = false;  // every block present (and the whole blob verified)
-  uint64_t hits = 0, misses = 0, fetched_bytes = 0, errors = 0;  // since open
+  // Since open, counted per block touched by a read: hits (served from the
+  // cache), misses (fetched, or waited for another reader's fetch),
+  // fetched_bytes, errors (fetches that failed, cache I/O that failed) and
+  // corrupt (cached blocks whose bytes failed their CRC, dropped and fetched).
+  uint64_t hits = 0, misses = 0, fetched_bytes = 0, errors = 0, corrupt = 0;
 };
 
 class CachedBlob;
@@ -57,14 +71,21 @@ class BlockCache {
  public:
   // Creates the directory if needed and takes its lock (kBusy if another
   // process has it). Loads the records; a damaged record file is reported
-  // and that blob's entries are dropped, never trusted.
+  // (warnings()) and that blob's entries are dropped, never trusted; a
+  // damaged record inside a good file drops that record only. Blobs recorded
+  // with another block size are dropped too. The cache lives while any
+  // CachedBlob from it does; closing it syncs the records not yet synced.
   static Result<std::shared_ptr<BlockCache>> Open(Env* env, BlockCacheOptions opts);
   virtual ~BlockCache() = default;
+
+  // What Open found damaged and dropped, one line each, for the caller's log.
+  virtual std::vector<std::string> warnings() = 0;
 
   // The one CachedBlob of this digest while anyone holds it. `size` must
   // match what the cache recorded for the digest, if anything (else the
   // old entries are dropped: a digest names one content, so a different
-  // size means a damaged record).
+  // size means a damaged record; kInvalidArgument while the old size is
+  // held). The digest is validated before any file name is made from it.
   virtual Result<std::shared_ptr<CachedBlob>> Blob(const std::string& digest, uint64_t size) = 0;
 
   virtual std::vector<BlobStats> Stats() = 0;
@@ -73,7 +94,8 @@ class BlockCache {
   // Evicts unpinned, unused blocks (least recently used first) until at
   // most max_bytes are cached; returns the bytes freed.
   virtual Result<uint64_t> Prune(uint64_t max_bytes) = 0;
-  // Drops a blob's blocks and files, pinned or not (not while in use: kBusy).
+  // Drops a blob's blocks and files, pinned or not (not while in use: kBusy;
+  // kNotFound if the cache has nothing of it).
   virtual Status Remove(const std::string& digest) = 0;
 };
 
