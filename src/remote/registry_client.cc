@@ -193,7 +193,7 @@ Result<ClientResponse> Client::Read(const std::vector<Target>& targets, const st
     if (r.ok() && r->status >= 200 && r->status <= 299) return r;
     // Not there, or refusing: this request goes elsewhere. Unreachable:
     // the next ones too, for a while, without waiting on it first.
-    if (!r.ok()) MarkDown(t.url);
+    if (!r.ok() && Retryable(r.status())) MarkDown(t.url);
   }
   const Target& origin = targets.back();
   req.url = origin.url;

@@ -398,6 +398,31 @@ TEST(RegistryTokenAuth, RevokedCachedTokenIsReplacedOnce) {
   EXPECT_EQ(setup.tokens->TokensIssued(), 3);
 }
 
+TEST(RegistryTokenAuth, IdentityTokenIsTradedForAccessTokens) {
+  TokenServer::Options t;
+  t.refresh_token = "refresh-Secret-42";
+  auto tokens = TokenServer::Start(t);
+  if (!tokens.ok()) OVBD_SKIP_OR_FAIL(tokens.status());
+  RegistryServer::Options r;
+  r.auth = RegistryServer::Auth::kToken;
+  r.token_server = tokens->get();
+  auto server = RegistryServer::Start(r);
+  if (!server.ok()) OVBD_SKIP_OR_FAIL(server.status());
+  TempDir dir;
+  const std::string reg = (*server)->address();
+  const std::string json = R"({"auths": {")" + reg + R"(": {"identitytoken": ")" + t.refresh_token + R"("}}})";
+  const std::string path = dir.Sub("config.json");
+  ASSERT_TRUE(ovbd::test::WriteWholeFile(Env::Default(), path, std::vector<char>(json.begin(), json.end())).ok());
+  RegistryOptions opts;
+  opts.credentials_file = path;
+  auto c = Client(opts);
+  const std::string blob = RandomBlob(1234, 15);
+  Status s = Upload(c.get(), reg, "ovbd/oauth", blob);
+  ASSERT_TRUE(s.ok()) << s.ToString() << "\n" << (*tokens)->log();
+  ExpectRange(c.get(), Ref(reg, "ovbd/oauth", DigestOf(blob)), blob, 34, 1200);
+  EXPECT_EQ((*tokens)->TokensIssued(), 2);
+}
+
 TEST(RegistryTokenAuth, WrongCredentialsForTheTokenServer) {
   TokenSetup setup;
   if (!setup.status.ok()) OVBD_SKIP_OR_FAIL(setup.status);

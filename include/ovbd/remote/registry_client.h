@@ -9,14 +9,22 @@
 //    repeated once with Basic credentials; on 401 with "Bearer realm=...,
 //    service=...,scope=..." a token is fetched from the realm (GET with
 //    service and scope, Basic credentials if any) and the request repeated
-//    once with it. Tokens are cached per registry+scope until expires_in
-//    (default 60 s) less a margin, so they are refreshed before they expire;
-//    a 401 with a cached token drops it and fetches one once more.
+//    once with it (an identitytoken is traded instead in an OAuth2 form
+//    POST, grant_type=refresh_token). Tokens are cached per registry+scope
+//    until expires_in (default 60 s) less a margin (a quarter, at most
+//    30 s), so they are refreshed before they expire; threads wanting the
+//    same token wait for one fetch. A 401 with a cached token drops it and
+//    fetches one once more; a 401 with a token just fetched is final.
+//    Scopes: "repository:REPO:pull" for reads, "repository:REPO:pull,push"
+//    for writes. What a registry asked for (Basic, or Bearer with its
+//    realm) is remembered, so later requests are not refused first.
 //  - Secrets never appear in logs, statuses or error messages.
 // Mirrors: an ordered list per registry; reads try each in turn (a mirror
 // that fails or lacks the blob is skipped for this request), then the
-// origin. Writes (upload, manifest put) go to the origin only. A mirror is
-// safe because every blob is checked against its digest by the layers above.
+// origin. Writes (upload, manifest put, HasBlob for them) go to the origin
+// only, and so does a manifest by tag (a mirror's tag may be stale). A
+// mirror is safe because every blob is checked against its digest by the
+// layers above, and a manifest by digest here.
 // A mirror that cannot be reached at all (connection refused, timed out)
 // is passed over without being tried for the next 30 s.
 // Retries: a failed read (connection, timeout, 5xx, 429) is retried up to
@@ -51,7 +59,8 @@ struct RegistryOptions {
   // "http://127.0.0.1:5001"), tried in order before the origin.
   std::map<std::string, std::vector<std::string>> mirrors;
   // Registries spoken to over http:// (loopback registries are, unless
-  // listed in `https`).
+  // listed in `https`). For any other host the HttpClient given to Make
+  // must allow it too (HttpClientOptions::allow_plain_http).
   std::vector<std::string> plain_http;
   // Loopback registries spoken to over https:// all the same (a TLS front
   // on this machine). The HttpClient given to Make verifies them (ca_file).
