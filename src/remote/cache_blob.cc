@@ -206,7 +206,11 @@ Status CacheBlob::ReadSlow(uint64_t b, uint64_t off, size_t n, char* dst, const 
           return g->ready || g->done;
         });
         if (g->ready) {
-          if (g->fill) ++misses_;
+          if (g->fetching) {
+            ++misses_;
+          } else {
+            ++hits_;
+          }
           f = std::move(g);
           break;
         }
@@ -273,6 +277,7 @@ Status CacheBlob::Fill(uint64_t b, const std::shared_ptr<Flight>& f, bool check,
   {
     MutexLock l(&mu_);
     ++misses_;
+    f->fetching = true;
   }
   Status fs = fetch(start, len, f->buf.data());
   if (!fs.ok()) {
@@ -450,6 +455,7 @@ BlobStats CacheBlob::Stats() {
 void CacheBlob::Detach() {
   MutexLock l(&mu_);
   for (uint64_t b = 0; b < block_count_; ++b) MarkAbsentLocked(b);
+  detached_ = true;
 }
 
 // --- Eviction ---
@@ -504,10 +510,16 @@ Status CacheBlob::AwaitLocked(const std::shared_ptr<Batch>& mine) {
       cv_.Wait();
       continue;
     }
-    // Lead: whatever is queued now (mine among it) goes out in one commit.
-    committing_ = true;
     std::shared_ptr<Batch> batch = std::move(open_batch_);
     open_batch_.reset();
+    if (detached_) {
+      // Removed: nothing of it is kept, so there is nothing to record.
+      batch->done = true;
+      cv_.SignalAll();
+      continue;
+    }
+    // Lead: whatever is queued now (mine among it) goes out in one commit.
+    committing_ = true;
     mu_.Unlock();
     Status s = WriteBatch(*batch);
     mu_.Lock();

@@ -73,7 +73,8 @@ class CacheBlob : public std::enable_shared_from_this<CacheBlob> {
   BlobStats Stats();
 
   // Forgets every block (the blob is being removed): the cache's byte count
-  // drops by what it held.
+  // drops by what it held, and its files are never written again (a new
+  // blob of the same digest may own their names).
   void Detach();
 
   // Makes every record queued so far durable (the drop records of blocks
@@ -103,6 +104,7 @@ class CacheBlob : public std::enable_shared_from_this<CacheBlob> {
   // the block wait on it instead of starting their own.
   struct Flight {
     bool fill = true;          // fetch or check (false: a drop)
+    bool fetching = false;     // the leader went to the fetcher (not a check that passed)
     std::vector<char> buf;     // the block's true bytes once `ready`
     bool ready = false;        // buf is final; waiters copy from it
     bool done = false;         // over and removed from flights_
@@ -165,6 +167,7 @@ class CacheBlob : public std::enable_shared_from_this<CacheBlob> {
   uint32_t drain_waiters_ GUARDED_BY(mu_) = 0;  // waiting for readers to reach 0
   std::shared_ptr<Batch> open_batch_ GUARDED_BY(mu_);
   bool committing_ GUARDED_BY(mu_) = false;
+  bool detached_ GUARDED_BY(mu_) = false;  // removed: its files may name another blob now
   uint64_t records_in_file_ GUARDED_BY(mu_) = 0;
 
   // The record file: touched only by the commit leader (the one thread that

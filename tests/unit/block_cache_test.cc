@@ -884,5 +884,76 @@ TEST_F(BlockCacheTest, PowerLossAtRandomPointsNeverServesTornBytes) {
   }
 }
 
+
+// Power loss around a compaction of the record file: whichever file the
+// crash leaves, every block claimed before it is there, intact.
+TEST_F(BlockCacheTest, PowerLossAroundCompactionKeepsEveryClaim) {
+  Content c(2 * kBs, 24);
+  constexpr int kReads = 160;  // past the first compaction
+  auto run = [&](FaultInjectionEnv& fenv, const std::string& dir, uint64_t* compaction_at) {
+    BlockCacheOptions o = Opts(kBs);
+    o.dir = dir;
+    auto opened = BlockCache::Open(&fenv, o);
+    EXPECT_TRUE(opened.ok()) << opened.status().ToString();
+    if (!opened.ok()) return std::vector<uint64_t>{};
+    auto cache = opened.value();
+    auto b = Get(*cache, c);
+    if (!b) return std::vector<uint64_t>{};
+    Remote remote(c);
+    if (compaction_at) {
+      fenv.OnCrashPoint("block_cache.before_compaction", [&] {
+        if (*compaction_at == 0) *compaction_at = fenv.mutating_ops();
+      });
+    }
+    std::vector<char> buf(10);
+    for (int i = 0; i < kReads && !fenv.crashed(); ++i) {
+      (void)b->Read((i % 2) * kBs, buf.size(), buf.data(), remote.fetcher());
+    }
+    if (!fenv.crashed()) fenv.CrashAfterOps(0);
+    std::vector<uint64_t> claimed;
+    for (uint64_t k = 0; k < 2; ++k) {
+      if (b->Cached(k * kBs, 1)) claimed.push_back(k);
+    }
+    return claimed;
+  };
+  // Where the first compaction starts, in mutating operations.
+  uint64_t at = 0;
+  {
+    test::TempDir tmp;
+    FaultInjectionEnv fenv(env_, 1);
+    run(fenv, tmp.path() + "/cache", &at);
+    ASSERT_GT(at, 0u) << "no compaction happened";
+  }
+  const uint64_t iterations = std::max<uint64_t>(CrashIterations() / 5, 10);
+  for (uint64_t it = 0; it < iterations; ++it) {
+    SCOPED_TRACE("iteration " + std::to_string(it));
+    test::TempDir tmp;
+    const std::string dir = tmp.path() + "/cache";
+    FaultInjectionEnv fenv(env_, it);
+    const uint64_t start = fenv.mutating_ops();
+    fenv.CrashAfterOps(at - start - 6 + it % 24);  // from just before to just after
+    fenv.SetTearOnCrash(true);
+    std::vector<uint64_t> claimed = run(fenv, dir, nullptr);
+    const PowerLossMode modes[] = {PowerLossMode::kDropAll, PowerLossMode::kRandomSectors,
+                                   PowerLossMode::kTornLast};
+    ASSERT_TRUE(fenv.SimulatePowerLoss(modes[it % 3]).ok());
+    BlockCacheOptions o = Opts();
+    o.dir = dir;
+    auto opened = BlockCache::Open(&fenv, o);
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    auto cache = opened.value();
+    EXPECT_TRUE(cache->warnings().empty()) << cache->warnings()[0];
+    auto b = Get(*cache, c);
+    ASSERT_TRUE(b);
+    for (uint64_t k : claimed) {
+      EXPECT_TRUE(b->Cached(k * kBs, 1)) << "block " << k;
+      ExpectRead(*b, c, k * kBs, kBs, NoFetch());
+    }
+    Remote remote(c);
+    ExpectRead(*b, c, 0, c.size(), remote.fetcher());
+    EXPECT_EQ(StatsOf(*cache, c.digest).corrupt, 0u);
+  }
+}
+
 }  // namespace
 }  // namespace ovbd::remote

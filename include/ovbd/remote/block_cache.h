@@ -13,7 +13,9 @@
 // Bounded: when the bytes cached pass max_bytes, the least recently used
 // blocks are evicted (hole punched, record dropped), never a block being
 // read and never a block of a pinned blob. Eviction is per block, so one
-// huge blob cannot push every other blob out at once. When every cached
+// huge blob cannot push every other blob out at once. An insertion past
+// the bound evicts down to 1/32 below it (in whole blocks), so the record
+// syncs of evictions are shared by many insertions. When every cached
 // block is pinned or in use, the cache grows past max_bytes rather than
 // failing reads. The LRU order lives in memory; at open it is rebuilt from
 // the order in which blocks were recorded.
