@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <fstream>
@@ -99,6 +100,25 @@ TEST(HttpClientTest, MethodsWithBodiesSendThem) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->body, "POST::0");
   EXPECT_EQ(srv.connections(), 1);
+}
+
+TEST(HttpClientTest, LargeBodiesGoAndComeWhole) {
+  ScriptedHttpServer srv(Serve([](const test::SeenRequest& r) {
+    std::string back = r.body;
+    std::reverse(back.begin(), back.end());
+    return HttpReply(200, back);
+  }));
+  auto client = HttpClient::Make();
+  auto req = Get(srv.Url("/blob"));
+  req.method = "PUT";
+  std::mt19937_64 rng(7);
+  const std::vector<char> data = test::RandomBytes(rng, 3 << 20);
+  req.body.assign(data.begin(), data.end());
+  auto r = client->Do(req);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  std::string expect = req.body;
+  std::reverse(expect.begin(), expect.end());
+  EXPECT_TRUE(r->body == expect);
 }
 
 TEST(HttpClientTest, HeadHasNoBodyAndKeepsTheConnection) {
