@@ -233,7 +233,7 @@ class Client : public HttpClient {
       b.set(http::field::range,
             "bytes=" + std::to_string(req.range_begin) + "-" + std::to_string(req.range_end - 1));
     }
-    b.body() = req.body;
+    b.body() = boost::beast::span<const char>(req.body.data(), req.body.size());
     if (!req.body.empty() || req.method == "POST" || req.method == "PUT" || req.method == "PATCH") {
       b.content_length(req.body.size());
     }

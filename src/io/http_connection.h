@@ -21,7 +21,7 @@
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/message.hpp>
-#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/span_body.hpp>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -33,7 +33,8 @@
 namespace ovbd::http_internal {
 
 using Clock = std::chrono::steady_clock;
-using Request = boost::beast::http::request<boost::beast::http::string_body>;
+// The body is a view of the caller's (a pushed layer can be large: no copy).
+using Request = boost::beast::http::request<boost::beast::http::span_body<const char>>;
 
 // The addresses of url.host, without blocking past `deadline` (a name
 // lookup runs on a thread of its own, left to finish alone if it is late).

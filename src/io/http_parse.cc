@@ -140,15 +140,16 @@ Result<ClientResponse> ParseHttpResponse(std::string_view wire, bool head,
     ConfigureParser(p, opts, head);
     beast::error_code ec;
     while (!p.is_done()) {
-      // Every call sees all that is left, so a call that takes nothing
-      // means the wire has ended: the end of the connection, in the live
-      // path's terms.
+      // Every call sees all that is left, so "need more" (or a call that
+      // takes nothing) means the wire has ended: the end of the connection,
+      // in the live path's terms. The parser must not be called again with
+      // no new bytes after "need more" (it would assume it has them).
       size_t n = 0;
       if (off < wire.size()) n = p.put(net::buffer(wire.data() + off, wire.size() - off), ec);
       off += n;
-      if (ec == http::error::need_more) ec = {};
-      if (ec) break;
-      if (n > 0) continue;
+      if (ec && ec != http::error::need_more) break;
+      if (!ec && n > 0) continue;
+      ec = {};
       if (!p.got_some()) {
         ec = http::error::end_of_stream;
         break;

@@ -16,7 +16,7 @@
 //  - Connections are kept alive in a small pool per scheme+host+port and
 //    reused; a pooled connection the server has closed is retried once on a
 //    fresh one (only for requests that are safe to repeat: GET, HEAD, PUT of
-//    a whole body, and the request was not answered).
+//    a whole body, DELETE, OPTIONS, and no byte of a response had come).
 //  - Redirects (301, 302, 303, 307, 308) are followed for GET and HEAD up to
 //    max_redirects; a loop or too many is an error (ELOOP). The
 //    Authorization header is dropped when a redirect leaves the original
@@ -66,15 +66,18 @@ using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
 struct ClientRequest {
   std::string method = "GET";
   Url url;
-  // Extra headers. Host, Content-Length, User-Agent and Connection are the
-  // client's own.
+  // Extra headers. Host, Content-Length, User-Agent, Connection and
+  // Transfer-Encoding are the client's own (a caller's copy is ignored); a
+  // name that is not a token or a value with control characters is
+  // refused (kInvalidArgument) rather than sent.
   HttpHeaders headers;
   std::string body;
   // For a GET of [range_begin, range_end): sends "Range: bytes=B-(E-1)" and
   // accepts only a 206 whose Content-Range is exactly that range (with any
   // total) and whose body is exactly its length, or a 416; a 200 (the server
   // ignored the range) or any other Content-Range is an error (EPROTO).
-  // range_end == 0: no range.
+  // range_end == 0: no range. A range on another method, or an empty one,
+  // is kInvalidArgument.
   uint64_t range_begin = 0, range_end = 0;
 };
 
@@ -107,7 +110,8 @@ class HttpClient {
   // One exchange. Errors (kIOError with the errno, message naming method and
   // URL, never a header's value): ECONNREFUSED and friends, ETIMEDOUT,
   // EPROTO (malformed, or a range not honoured), EMSGSIZE (too large),
-  // ELOOP (redirects), EACCES (plain http refused, certificate not trusted).
+  // ELOOP (redirects), EACCES (plain http refused, certificate not trusted);
+  // kInvalidArgument for a request that cannot be sent as given.
   virtual Result<ClientResponse> Do(const ClientRequest& req) = 0;
 
   static std::unique_ptr<HttpClient> Make(HttpClientOptions opts = {});
@@ -116,6 +120,8 @@ class HttpClient {
 // Parses one whole HTTP/1.1 response from bytes, with the same parser,
 // limits and checks the client applies on a connection (for the fuzzer and
 // for tests): `head` when it answers a HEAD request (no body follows).
+// The end of `wire` is the end of the connection (a body without a length
+// ends there); bytes after the response are EPROTO.
 Result<ClientResponse> ParseHttpResponse(std::string_view wire, bool head,
                                          const HttpClientOptions& opts = {});
 
