@@ -15,10 +15,11 @@
 #  - then the whole tree matches machine A's, and the marker MiB is there;
 #  - after a daemon restart the same reads fetch nothing (the cache
 #    persists);
-#  - with the registry stopped, a second volume over the same image whose
-#    blocks are cached reads them; a read of a block never fetched fails
-#    with EIO within the configured timeout, and .control still answers;
-#    after the registry is back (same port, same storage) it reads;
+#  - with the registry stopped, a second volume over the same image reads
+#    what the cache holds; a daemon with an empty cache of its own fails the
+#    read with EIO within the configured timeout while .control and stat
+#    still answer, and reads once the registry is back (same port, same
+#    storage);
 #  - `ovbd hydrate --wait`, then the registry stopped for good and the
 #    cache directory removed: the hydrated volume reads the whole tree.
 # `ovbd check` is clean on both stores at the end.
@@ -105,7 +106,7 @@ start_daemon "$W/A" "$W/mA"
 head -c $MiB /dev/urandom >"$W/marker"
 dd if="$W/marker" of="$W/mA/base" bs=1M seek=60 conv=notrunc,fsync status=none
 echo "snapshot base v1" >"$W/mA/.control"
-grep -q '^ok' "$W/mA/.control" || { cat "$W/mA/.control" >&2; fail "snapshot on A"; }
+grep -q 'ok: snapshot' "$W/mA/.control" || { cat "$W/mA/.control" >&2; fail "snapshot on A"; }
 "$OVBD" push "$W/A" base@v1 "$IMAGE:v1" >"$W/push1.out" 2>&1 || { cat "$W/push1.out" >&2; fail "push"; }
 grep -c ': pushed' "$W/push1.out" | grep -qx 2 || { cat "$W/push1.out" >&2; fail "push did not upload both layers"; }
 "$OVBD" push "$W/A" base@v1 "$IMAGE:v1" >"$W/push2.out" 2>&1 || fail "second push"
@@ -164,18 +165,23 @@ log "after restart: whole tree read, 0 bytes fetched (first time $all)"
 # ---- registry down: cached blocks serve, others fail in bounded time ----------------
 stop_registry
 cmp <(dd if="$W/mB/vm2" bs=1M skip=60 count=1 status=none) "$W/marker" || fail "cached marker via vm2"
-# Byte 62 MiB of the image was never read (past the fs and the marker).
+stop_daemon "$W/mB"
+# A daemon with an empty cache of its own: nothing of the image is cached.
+start_daemon "$W/B" "$W/mB" -o "cache_dir=$W/cacheC,registry_config=$W/registry.json"
 start=${EPOCHREALTIME/./}
-if dd if="$W/mB/vm2" of=/dev/null bs=4k skip=$((62 * 256)) count=1 iflag=direct status=none 2>"$W/eio.err"; then
+if dd if="$W/mB/vm2" of=/dev/null bs=4k count=1 iflag=direct status=none 2>"$W/eio.err"; then
   fail "a read of a never-fetched block succeeded with the registry down"
 fi
 el=$(((${EPOCHREALTIME/./} - start) / 1000))
 grep -q 'Input/output error' "$W/eio.err" || { cat "$W/eio.err" >&2; fail "expected EIO"; }
 ((el < 15000)) || fail "the failing read took ${el} ms"
 timeout 5 cat "$W/mB/.control" >/dev/null || fail ".control stuck while the registry is down"
-log "registry down: uncached read failed with EIO in ${el} ms, .control answered"
+timeout 5 stat "$W/mB/vm" >/dev/null || fail "stat stuck while the registry is down"
+log "registry down: uncached read failed with EIO in ${el} ms, .control and stat answered"
 start_registry "$REG_PORT"
-dd if="$W/mB/vm2" of=/dev/null bs=4k skip=$((62 * 256)) count=1 iflag=direct status=none || fail "read after the registry came back"
+cmp <(dd if="$W/mB/vm2" bs=1M skip=60 count=1 status=none) "$W/marker" || fail "read after the registry came back"
+stop_daemon "$W/mB"
+start_daemon "$W/B" "$W/mB" "${DOPTS[@]}"
 
 # ---- hydrate, then no registry and no cache -----------------------------------------
 "$OVBD" hydrate "$W/B" vm --wait >"$W/hyd.out" 2>&1 || { cat "$W/hyd.out" >&2; fail "hydrate --wait"; }
