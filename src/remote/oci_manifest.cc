@@ -112,6 +112,12 @@ Status DecodeDescriptor(const json& j, const std::string& what, Descriptor* d) {
   return Status::OK();
 }
 
+// Compact, and never throwing: a string that is not UTF-8 (only a caller's
+// own, never a decoded one) is written with replacement characters.
+std::string Dump(const ordered_json& j) {
+  return j.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+}
+
 ordered_json EncodeDescriptor(const Descriptor& d, const char* default_type) {
   ordered_json j;
   j["mediaType"] = d.media_type.empty() ? std::string(default_type) : d.media_type;
@@ -138,7 +144,7 @@ std::string EncodeImageManifest(const ImageManifest& m) {
   if (m.volume_size != 0) {
     j["annotations"] = ordered_json{{kVolumeSizeAnnotation, std::to_string(m.volume_size)}};
   }
-  return j.dump();
+  return Dump(j);
 }
 
 Result<ImageManifest> DecodeImageManifest(std::string_view text) {
@@ -200,7 +206,7 @@ std::string EncodeImageConfig(const std::vector<Descriptor>& layers) {
   j["os"] = "linux";
   j["config"] = ordered_json::object();
   j["rootfs"] = ordered_json{{"type", "layers"}, {"diff_ids", std::move(diff_ids)}};
-  return j.dump();
+  return Dump(j);
 }
 
 }  // namespace ovbd::remote

@@ -161,6 +161,14 @@ TEST(OciManifest, Limits) {
   EXPECT_EQ(d.status().code(), Status::Code::kTooLarge);
 }
 
+TEST(OciManifest, EncodingBadTextDoesNotThrow) {
+  ImageManifest m = TwoLayers();
+  m.layers[0].media_type = "bad\xff";
+  const std::string text = EncodeImageManifest(m);
+  EXPECT_NE(text.find("bad"), std::string::npos);
+  EXPECT_TRUE(DecodeImageManifest(text).ok());
+}
+
 TEST(OciManifest, ConfigListsTheLayersAsDiffIds) {
   const ImageManifest m = TwoLayers();
   const std::string c = EncodeImageConfig(m.layers);
