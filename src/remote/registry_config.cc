@@ -43,6 +43,9 @@ Status ParseRegistryConfig(std::string_view text, RemoteOptions* opts) {
       for (const auto& r : v) {
         if (!r.is_string()) return Bad("plain_http must hold strings");
         opts->registry.plain_http.push_back(r.get<std::string>());
+        // Listing a registry here is the consent the HTTP client asks for
+        // before it speaks plain HTTP to a host that is not loopback.
+        opts->http.allow_plain_http = true;
       }
     } else if (key == "timeout_ms") {
       OVBD_ASSIGN_OR_RETURN(int64_t ms, Millis(v, "timeout_ms"));
