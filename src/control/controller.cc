@@ -9,9 +9,24 @@
 namespace ovbd {
 
 namespace {
+
+// A new volume belongs to whoever asked for it (through the mount), else
+// it takes the attributes the caller of Execute gave.
+FileAttrs NewVolumeAttrs(const Caller* caller, const FileAttrs* owner) {
+  FileAttrs attrs;
+  if (owner) attrs = *owner;
+  if (caller) {
+    attrs = FileAttrs{};
+    attrs.uid = caller->uid;
+    attrs.gid = caller->gid;
+    attrs.mode = 0644;
+  }
+  return attrs;
+}
 const char* kUsage =
     "commands: snapshot VOL [SNAP] | snapshot --all [SNAP] | clone VOL@SNAP NEWVOL | "
-    "create VOL SIZE | resize VOL SIZE | delete NAME | "
+    "create VOL SIZE | create VOL --from registry://HOST/REPO:TAG [--pull] | resize VOL SIZE | "
+    "delete NAME | "
     "hydrate VOL [pause|resume|cancel] [rate N] | hydrate --all [rate N] | status [VOL] | "
     "flush [VOL] | gc | json | text";
 
@@ -176,15 +191,7 @@ Result<CommandOutcome> Controller::RunCommand(const Command& c, const Caller* ca
     if (a.size() == 4 && a[3] != "--pull") {
       return Status::InvalidArgument("create: unknown option '" + a[3] + "' (only --pull)");
     }
-    FileAttrs attrs;
-    if (owner) attrs = *owner;
-    if (caller) {
-      attrs = FileAttrs{};
-      attrs.uid = caller->uid;
-      attrs.gid = caller->gid;
-      attrs.mode = 0644;
-    }
-    OVBD_RETURN_IF_ERROR(store_->CreateFromImage(a[0], a[2], a.size() == 4, attrs));
+    OVBD_RETURN_IF_ERROR(store_->CreateFromImage(a[0], a[2], a.size() == 4, NewVolumeAttrs(caller, owner)));
     out.output = "volume " + a[0] + " created from " + a[2] + (a.size() == 4 ? " (pulled)" : "");
     return out;
   }
@@ -194,16 +201,7 @@ Result<CommandOutcome> Controller::RunCommand(const Command& c, const Caller* ca
     OVBD_ASSIGN_OR_RETURN(uint64_t size, ParseSize(a[1]));
     if (size == 0) return Status::InvalidArgument("size must be greater than zero");
     if (c.verb == "create") {
-      FileAttrs attrs;
-      if (owner) attrs = *owner;
-      if (caller) {
-        // New volumes belong to whoever asked for them.
-        attrs = FileAttrs{};
-        attrs.uid = caller->uid;
-        attrs.gid = caller->gid;
-        attrs.mode = 0644;
-      }
-      OVBD_RETURN_IF_ERROR(store_->CreateVolume(a[0], size, {}, attrs));
+      OVBD_RETURN_IF_ERROR(store_->CreateVolume(a[0], size, {}, NewVolumeAttrs(caller, owner)));
       out.output = "volume " + a[0] + " created (" + FormatSize(size) + ")";
       return out;
     }

@@ -125,14 +125,20 @@ Status Store::CreateVolume(const std::string& name, uint64_t size,
     OVBD_ASSIGN_OR_RETURN(std::string file, ImportLayerFile(p, &pins));
     m.lowers.push_back(file);
   }
+  m.attrs = attrs;
+  return CommitNewVolume(std::move(m), parent_uuid, &pins);
+}
+
+Status Store::CommitNewVolume(Manifest m, const std::string& parent_uuid,
+                              std::vector<std::unique_ptr<Pin>>* pins) {
   const std::string id = lsmt::NewUuid();
-  pins.push_back(PinFiles({filename::UpperDataFile(id), filename::UpperJournalFile(id)}));
+  pins->push_back(PinFiles({filename::UpperDataFile(id), filename::UpperJournalFile(id)}));
   OVBD_ASSIGN_OR_RETURN(auto upper, Upper::Create(env_, LayerPath(id), m.size, id, parent_uuid));
   upper.reset();
   m.upper = id;
-  m.attrs = attrs;
   const uint64_t now = env_->NowMicros() * 1000;
   if (!m.attrs.mtime_ns) m.attrs.mtime_ns = m.attrs.ctime_ns = m.attrs.atime_ns = now;
+  const std::string name = m.name;
   OVBD_ASSIGN_OR_RETURN(auto scope, CommandScope::Enter(this, {name}, false));
   Status s = WriteManifest(std::move(m));
   if (!s.ok()) {

@@ -180,21 +180,8 @@ Status Store::CreateFromImage(const std::string& name, const std::string& image,
                                    " is not a positive multiple of 512 bytes");
   }
   const std::string parent_uuid = opened.back()->header().uuid;
-  const std::string id = lsmt::NewUuid();
-  pins.push_back(PinFiles({filename::UpperDataFile(id), filename::UpperJournalFile(id)}));
-  OVBD_ASSIGN_OR_RETURN(auto upper, Upper::Create(env_, LayerPath(id), m.size, id, parent_uuid));
-  upper.reset();
-  m.upper = id;
   m.attrs = attrs;
-  const uint64_t now = env_->NowMicros() * 1000;
-  if (!m.attrs.mtime_ns) m.attrs.mtime_ns = m.attrs.ctime_ns = m.attrs.atime_ns = now;
-  OVBD_ASSIGN_OR_RETURN(auto scope, CommandScope::Enter(this, {name}, false));
-  Status s = WriteManifest(std::move(m));
-  if (!s.ok()) {
-    (void)RemoveCreatedUpper(id);
-    return s;
-  }
-  return Status::OK();
+  return CommitNewVolume(std::move(m), parent_uuid, &pins);
 }
 
 }  // namespace ovbd

@@ -262,6 +262,11 @@ class Store {
   // the returned pin until the caller's manifest references it).
   Result<std::string> ImportLayerFile(const std::string& path, std::vector<std::unique_ptr<Pin>>* pins)
       EXCLUDES(mu_);
+  // The last step of creating a volume over lowers already in place (and
+  // pinned): a fresh upper, then the manifest `m` (name, size, lowers,
+  // attrs set) under the name's command lock; the upper goes if that fails.
+  Status CommitNewVolume(Manifest m, const std::string& parent_uuid,
+                         std::vector<std::unique_ptr<Pin>>* pins) EXCLUDES(mu_);
   // The same from an open file; with `expect_hex`, a content whose digest
   // differs is refused (kCorruption) and nothing is kept.
   Result<std::string> ImportLayerFrom(const ReadableFile& src, const std::string& what,
