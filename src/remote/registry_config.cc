@@ -120,12 +120,21 @@ Result<std::shared_ptr<RemoteBlobs>> MakeRemoteFromOptions(Env* env, const Remot
     Status p = ParseRegistryConfig(text.value(), &opts);
     if (!p.ok()) return Status::InvalidArgument(s.registry_config + ": " + p.message());
   }
+  bool default_credentials = false;
   if (!s.credentials.empty()) {
     opts.registry.credentials_file = s.credentials;
   } else if (opts.registry.credentials_file.empty()) {
     opts.registry.credentials_file = DefaultCredentialsFile();
+    default_credentials = true;
   }
-  auto r = RemoteBlobs::Make(env, std::move(opts));
+  auto r = RemoteBlobs::Make(env, opts);
+  if (!r.ok() && default_credentials) {
+    // A default docker config that cannot be used (unreadable, or written
+    // for a credential helper) must not stop a store from mounting: remote
+    // reads then go anonymous, as they would without the file.
+    opts.registry.credentials_file.clear();
+    r = RemoteBlobs::Make(env, std::move(opts));
+  }
   if (!r.ok()) return r.status().Annotate("remote layers");
   return r;
 }
