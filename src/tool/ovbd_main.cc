@@ -307,5 +307,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  // Closes the block cache and the registry connections while everything
+  // they use still exists (not in the static destructors after main).
+  ReleaseToolRemote();
   return rc;
 }

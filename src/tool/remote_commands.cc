@@ -257,13 +257,22 @@ remote::RemoteSettings& RemoteFlags() {
   return s;
 }
 
-Result<std::shared_ptr<remote::RemoteBlobs>> ToolRemote() {
+namespace {
+std::shared_ptr<remote::RemoteBlobs>& ToolRemoteSlot() {
   static std::shared_ptr<remote::RemoteBlobs> made;
+  return made;
+}
+}  // namespace
+
+Result<std::shared_ptr<remote::RemoteBlobs>> ToolRemote() {
+  auto& made = ToolRemoteSlot();
   if (!made) {
     OVBD_ASSIGN_OR_RETURN(made, remote::MakeRemoteFromOptions(env(), RemoteFlags()));
   }
   return made;
 }
+
+void ReleaseToolRemote() { ToolRemoteSlot().reset(); }
 
 void RegisterRemoteCommands(CLI::App& app, std::function<void(const Status&)> run) {
   auto& f = RemoteFlags();

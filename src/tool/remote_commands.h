@@ -16,6 +16,8 @@ namespace ovbd::tool {
 remote::RemoteSettings& RemoteFlags();
 // RemoteBlobs made from them once, on first use.
 Result<std::shared_ptr<remote::RemoteBlobs>> ToolRemote();
+// Drops the tool's RemoteBlobs (before main returns).
+void ReleaseToolRemote();
 
 void RegisterRemoteCommands(CLI::App& app, std::function<void(const Status&)> run);
 
