@@ -363,6 +363,8 @@ int main(int argc, char** argv) {
     fuse_remove_signal_handlers(se);
   }
   fuse_session_destroy(se);
+  // Releases still queued in the kernel at unmount are not delivered.
+  if (size_t n = fs.CloseLeftoverHandles()) spdlog::debug("closed {} handles at unmount", n);
   // Everything acknowledged reaches the disk before we exit.
   ovbd::Status fs_status = store.value()->FlushAll();
   if (!fs_status.ok()) {

@@ -55,7 +55,7 @@ std::vector<char>& Scratch() {
 }  // namespace
 
 struct OvbdFs::Handle {
-  enum class Kind { kVolume, kControl, kMetrics } kind;
+  enum class Kind { kVolume, kControl, kMetrics, kDir } kind;
   std::string name;
   std::shared_ptr<Volume> volume;             // kVolume
   std::unique_ptr<ControlSession> session;    // kControl
@@ -63,7 +63,13 @@ struct OvbdFs::Handle {
   // records after its reply holds its own reference (the handle may be
   // gone by then).
   std::shared_ptr<VolumeMetrics> metrics;
-  std::string text;                           // kMetrics: rendered at open
+  // kMetrics: rendered at open. Shared with each read while it replies:
+  // the kernel completes the read inside the reply's writev, so a RELEASE
+  // (and this handle's deletion) can run before that call has returned.
+  std::shared_ptr<const std::string> text;
+  // kDir: the root's listing, taken at opendir so readdir offsets stay
+  // consistent.
+  std::vector<std::pair<std::string, fuse_ino_t>> listing;
   // mtime: recorded at the first write through the handle, then again at
   // close if written since (one manifest write each, not one per write).
   std::atomic<bool> wrote{false};
@@ -75,6 +81,28 @@ OvbdFs::OvbdFs(Store* store, MountOptions opts)
       opts_(opts),
       mount_time_ns_(Now()),
       control_(store, [this] { RetireGoneNames(); }) {}
+
+OvbdFs::~OvbdFs() = default;
+
+uint64_t OvbdFs::Adopt(std::unique_ptr<Handle> h) {
+  Handle* raw = h.get();
+  MutexLock l(&handles_mu_);
+  handles_.emplace(raw, std::move(h));
+  return reinterpret_cast<uint64_t>(raw);
+}
+
+size_t OvbdFs::CloseLeftoverHandles() {
+  std::unordered_map<Handle*, std::unique_ptr<Handle>> left;
+  {
+    MutexLock l(&handles_mu_);
+    left.swap(handles_);
+  }
+  for (auto& [raw, h] : left) {
+    spdlog::debug("closing {} at unmount: its release never came", h->name);
+    CloseHandle(raw);
+  }
+  return left.size();
+}
 
 Caller OvbdFs::CallerOf(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
@@ -353,28 +381,30 @@ void OvbdFs::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_s
 
 void OvbdFs::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (ino != kRootIno) return (void)fuse_reply_err(req, ENOTDIR);
-  // Snapshot the listing at open so readdir offsets stay consistent.
-  auto* names = new std::vector<std::pair<std::string, fuse_ino_t>>();
   OvbdFs* fs = Self(req);
-  names->emplace_back(".", kRootIno);
-  names->emplace_back("..", kRootIno);
-  names->emplace_back(kControlName, kControlIno);
-  names->emplace_back(kMetricsName, kMetricsIno);
-  for (const auto& v : fs->store_->List()) names->emplace_back(v.name, fs->InoFor(v.name));
-  fi->fh = reinterpret_cast<uint64_t>(names);
+  auto h = std::make_unique<Handle>();
+  h->kind = Handle::Kind::kDir;
+  h->name = "/";
+  auto& names = h->listing;
+  names.emplace_back(".", kRootIno);
+  names.emplace_back("..", kRootIno);
+  names.emplace_back(kControlName, kControlIno);
+  names.emplace_back(kMetricsName, kMetricsIno);
+  for (const auto& v : fs->store_->List()) names.emplace_back(v.name, fs->InoFor(v.name));
+  fi->fh = fs->Adopt(std::move(h));
   fuse_reply_open(req, fi);
 }
 
 void OvbdFs::ReadDir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  auto* names = reinterpret_cast<std::vector<std::pair<std::string, fuse_ino_t>>*>(fi->fh);
+  const auto& names = reinterpret_cast<Handle*>(fi->fh)->listing;
   std::vector<char> buf(size);
   size_t used = 0;
-  for (size_t i = static_cast<size_t>(off); i < names->size(); ++i) {
+  for (size_t i = static_cast<size_t>(off); i < names.size(); ++i) {
     struct stat st {};
-    st.st_ino = (*names)[i].second;
-    st.st_mode = (*names)[i].second == kRootIno ? S_IFDIR : S_IFREG;
-    size_t n = fuse_add_direntry(req, buf.data() + used, size - used, (*names)[i].first.c_str(),
-                                 &st, static_cast<off_t>(i + 1));
+    st.st_ino = names[i].second;
+    st.st_mode = names[i].second == kRootIno ? S_IFDIR : S_IFREG;
+    size_t n = fuse_add_direntry(req, buf.data() + used, size - used, names[i].first.c_str(), &st,
+                                 static_cast<off_t>(i + 1));
     if (n > size - used) break;
     used += n;
   }
@@ -382,7 +412,7 @@ void OvbdFs::ReadDir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_fi
 }
 
 void OvbdFs::ReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  delete reinterpret_cast<std::vector<std::pair<std::string, fuse_ino_t>>*>(fi->fh);
+  Self(req)->CloseHandle(reinterpret_cast<Handle*>(fi->fh));
   fuse_reply_err(req, 0);
 }
 
@@ -390,8 +420,11 @@ void OvbdFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   OvbdFs* fs = Self(req);
   const bool wants_write = (fi->flags & O_ACCMODE) != O_RDONLY;
   if (ino == kControlIno) {
-    auto* h = new Handle{Handle::Kind::kControl, kControlName, nullptr, fs->control_.NewSession()};
-    fi->fh = reinterpret_cast<uint64_t>(h);
+    auto h = std::make_unique<Handle>();
+    h->kind = Handle::Kind::kControl;
+    h->name = kControlName;
+    h->session = fs->control_.NewSession();
+    fi->fh = fs->Adopt(std::move(h));
     fi->direct_io = 1;  // results are generated per read
     fi->nonseekable = 1;
     return (void)fuse_reply_open(req, fi);
@@ -399,9 +432,12 @@ void OvbdFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (ino == kMetricsIno) {
     // Root passes the mode bits' check in the kernel: refuse writers here.
     if (wants_write || (fi->flags & O_TRUNC)) return (void)fuse_reply_err(req, EACCES);
-    auto* h = new Handle{Handle::Kind::kMetrics, kMetricsName, nullptr, nullptr};
-    h->text = fs->RenderMetrics();  // one consistent view for the whole read
-    fi->fh = reinterpret_cast<uint64_t>(h);
+    auto h = std::make_unique<Handle>();
+    h->kind = Handle::Kind::kMetrics;
+    h->name = kMetricsName;
+    // One consistent view for the whole read.
+    h->text = std::make_shared<const std::string>(fs->RenderMetrics());
+    fi->fh = fs->Adopt(std::move(h));
     fi->direct_io = 1;  // the size is not known before the open
     return (void)fuse_reply_open(req, fi);
   }
@@ -417,10 +453,13 @@ void OvbdFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (fi->flags & O_TRUNC) return (void)fuse_reply_err(req, EINVAL);
   auto v = fs->store_->Acquire(name);
   if (!v.ok()) return fs->ReplyError(req, v.status(), "open", name);
-  auto* h = new Handle{Handle::Kind::kVolume, name, v.value(), nullptr};
+  auto h = std::make_unique<Handle>();
+  h->kind = Handle::Kind::kVolume;
+  h->name = name;
+  h->volume = v.value();
   h->metrics = fs->metrics_.ForVolume(name);
   spdlog::debug("open {} for {}", name, wants_write ? "writing" : "reading");
-  fi->fh = reinterpret_cast<uint64_t>(h);
+  fi->fh = fs->Adopt(std::move(h));
   fi->keep_cache = 1;  // only we change the bytes, and we do it through this mount
   fuse_reply_open(req, fi);
 }
@@ -436,8 +475,9 @@ void OvbdFs::Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_
     return;
   }
   if (h->kind == Handle::Kind::kMetrics) {
-    const size_t at = std::min(h->text.size(), static_cast<size_t>(std::max<off_t>(off, 0)));
-    fuse_reply_buf(req, h->text.data() + at, std::min(size, h->text.size() - at));
+    const std::shared_ptr<const std::string> text = h->text;  // outlives the reply
+    const size_t at = std::min(text->size(), static_cast<size_t>(std::max<off_t>(off, 0)));
+    fuse_reply_buf(req, text->data() + at, std::min(size, text->size() - at));
     return;
   }
   const uint64_t t0 = MonotonicNs();
@@ -576,31 +616,40 @@ void OvbdFs::Fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
 }
 
 void OvbdFs::Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  OvbdFs* fs = Self(req);
-  auto* h = reinterpret_cast<Handle*>(fi->fh);
+  Self(req)->CloseHandle(reinterpret_cast<Handle*>(fi->fh));
+  fuse_reply_err(req, 0);
+}
+
+void OvbdFs::CloseHandle(Handle* h) {
   if (h->kind == Handle::Kind::kVolume) {
     // Writes through a handle end before its last FLUSH, which committed
     // them; commit again only if an mmap-less writer raced the close. The
     // handle count drops last: a `delete` waiting for this volume to close
     // must not run while it is still being flushed.
-    if (h->mtime_pending.exchange(false)) fs->RecordMtime(h->name);
+    if (h->mtime_pending.exchange(false)) RecordMtime(h->name);
     if (h->volume->dirty()) {
       const uint64_t t0 = MonotonicNs();
       Status s = h->volume->Flush();
       if (!s.ok()) {
         h->metrics->RecordError(IoOp::kFlush, MonotonicNs() - t0);
-        fs->io_errors_.Report(h->name, "flush on release", 0, 0, LayerNamedBy(h, s), s);
+        io_errors_.Report(h->name, "flush on release", 0, 0, LayerNamedBy(h, s), s);
       } else {
         h->metrics->Record(IoOp::kFlush, 0, MonotonicNs() - t0);
       }
     }
-    fs->store_->Release(h->name);
+    store_->Release(h->name);
     spdlog::debug("closed {}", h->name);
   } else if (h->kind == Handle::Kind::kControl) {
     h->session->Release();
   }
-  delete h;
-  fuse_reply_err(req, 0);
+  std::unique_ptr<Handle> owned;  // freed outside the lock
+  MutexLock l(&handles_mu_);
+  auto it = handles_.find(h);
+  // Absent when CloseLeftoverHandles took the table, which then owns it.
+  if (it != handles_.end()) {
+    owned = std::move(it->second);
+    handles_.erase(it);
+  }
 }
 
 void OvbdFs::Fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len,

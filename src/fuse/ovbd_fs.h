@@ -20,6 +20,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <unordered_map>
 #include <string>
 
 #include "io_error_log.h"
@@ -49,6 +50,7 @@ class OvbdFs {
   static constexpr const char* kMetricsName = ".metrics";
 
   OvbdFs(Store* store, MountOptions opts);
+  ~OvbdFs();  // Handle is complete only in ovbd_fs.cc
   static const fuse_lowlevel_ops& Ops();
 
   void set_session(fuse_session* se) { session_ = se; }
@@ -56,8 +58,17 @@ class OvbdFs {
   // The metrics exposition (what reading .metrics returns); any thread.
   std::string RenderMetrics();
 
+  // After the session has ended: closes the handles whose RELEASE never
+  // came (the kernel may drop releases still queued at unmount), as a
+  // release would, so every volume's open count is back to zero before the
+  // store's final flush. Returns how many there were.
+  size_t CloseLeftoverHandles() EXCLUDES(handles_mu_);
+
  private:
   struct Handle;
+  // Every handle is owned here from open to release; fi->fh is its address.
+  uint64_t Adopt(std::unique_ptr<Handle> h) EXCLUDES(handles_mu_);
+  void CloseHandle(Handle* h) EXCLUDES(handles_mu_);  // a release, short of the reply
 
   // Inode numbers are handed out per name on first sight and stay stable
   // while the name exists (never reused: a name deleted and made again gets
@@ -116,6 +127,9 @@ class OvbdFs {
 
   MetricsRegistry metrics_;
   IoErrorLog io_errors_;
+
+  Mutex handles_mu_;
+  std::unordered_map<Handle*, std::unique_ptr<Handle>> handles_ GUARDED_BY(handles_mu_);
 
   Mutex attrs_mu_;
   Mutex ino_mu_;

@@ -5,7 +5,8 @@
 #
 #  - 3000 open/read/close cycles of .control on several threads, some of
 #    them closing after a partial read (as `head -1` does), some writing a
-#    command first, while `ovbd status` runs again and again: every read
+#    command first, and 600 of .metrics (whose reply races its release),
+#    while `ovbd status` runs again and again: every read
 #    returns the status block, every `ovbd status` succeeds, the daemon
 #    stays up.
 #  - A line split across two writes runs once, joined; after a handle was
@@ -15,6 +16,10 @@
 #    none of them runs; a command on another handle meanwhile is not held up.
 #  - Binary input never reaches the daemon's log raw (it is escaped), and a
 #    flood of bad commands is rate-limited there.
+#  - The connection aborted (fusectl) while a volume, .control, .metrics and
+#    the root directory are open: their releases never come, yet the daemon
+#    closes them itself, unmounts and exits 0 with no leak, and the data
+#    fsync'd before the abort reads back after a restart.
 #
 # E2E_CORRUPT=1 makes the split-line check expect the fragment to run on its
 # own: the test must then fail.
@@ -31,7 +36,7 @@ C=$M/.control
 start_daemon "$S" "$M"
 
 # ---------------------------------------------------------------- concurrency
-log "3000 open/read/close cycles of .control with ovbd status alongside"
+log "3000 open/read/close cycles of .control, 600 of .metrics, with ovbd status alongside"
 "$PY" - "$C" "$OVBD" "$S" <<'EOF_PY' || fail "concurrent use of .control failed (see above)"
 import os, subprocess, sys, threading
 from e2e_io import read_to_eof
@@ -57,6 +62,21 @@ def reader(n, partial=False, write=False):
                 os.close(fd)
     except OSError as e:
         errors.append("reader: %s" % e)
+def metrics(n):
+    # Each read's reply races the release that follows it: the handle's
+    # text must outlive the reply (a finding under ASan otherwise).
+    met = os.path.join(os.path.dirname(ctl), ".metrics")
+    try:
+        for i in range(n):
+            fd = os.open(met, os.O_RDONLY)
+            try:
+                out = read_to_eof(fd, 1 << 16)
+            finally:
+                os.close(fd)
+            if b"ovbdfs_" not in out:
+                errors.append("metrics read %d: %r" % (i, out[:200]))
+    except OSError as e:
+        errors.append("metrics: %s" % e)
 def status(n):
     for i in range(n):
         p = subprocess.run([ovbd, "status", store], capture_output=True, text=True)
@@ -67,6 +87,7 @@ ts = [threading.Thread(target=reader, args=(900,)),
       threading.Thread(target=reader, args=(900,)),
       threading.Thread(target=reader, args=(800, True)),
       threading.Thread(target=reader, args=(400, False, True)),
+      threading.Thread(target=metrics, args=(600,)),
       threading.Thread(target=status, args=(25,))]
 for t in ts: t.start()
 for t in ts: t.join()
@@ -188,4 +209,75 @@ log "the daemon logged $frob of 3200 bad commands"
 ((frob < 1000)) || fail "3200 bad commands gave $frob log lines: not rate-limited"
 grep -q 'suppressed (rate limit)' "$DAEMON_LOG" || fail "the log does not say that lines were suppressed"
 
+stop_daemon "$M"
+
+# ---------------------------------------------------------------- aborted connection
+log "the connection aborted while handles are open"
+FUSECTL=/sys/fs/fuse/connections
+if ! mountpoint -q "$FUSECTL"; then
+  mount -t fusectl fusectl "$FUSECTL" || skip "cannot mount fusectl on $FUSECTL to abort a connection"
+  on_cleanup umount "$FUSECTL"
+fi
+start_daemon "$S" "$M"
+pid=$DAEMON_PID
+conn=$(mountpoint -d "$M") || fail "no device number for $M"
+conn=${conn#*:}
+[[ -w $FUSECTL/$conn/abort ]] || fail "no fusectl connection $conn for $M"
+head -c $((1 << 20)) /dev/urandom >"$W/pattern"
+"$PY" - "$M" "$W/pattern" "$FUSECTL/$conn/abort" <<'EOF_PY' || fail "writing, then aborting with handles open, failed (see above)"
+import errno, os, sys
+mnt, pattern, abort = sys.argv[1:4]
+data = open(pattern, "rb").read()
+vol = os.open(os.path.join(mnt, "vm1"), os.O_RDWR)
+os.pwrite(vol, data, 4096)
+os.fsync(vol)
+ctl = os.open(os.path.join(mnt, ".control"), os.O_RDWR)
+os.write(ctl, b"status\n")
+met = os.open(os.path.join(mnt, ".metrics"), os.O_RDONLY)
+os.read(met, 100)
+listing = os.scandir(mnt)
+next(listing)
+with open(abort, "w") as f:
+    f.write("1")
+try:
+    os.pread(vol, 4096, 0)
+    sys.exit("a read after the abort succeeded")
+except OSError as e:
+    if e.errno != errno.ENOTCONN:
+        raise
+# Closing sends nothing now (FLUSH fails, RELEASE is never delivered): the
+# daemon must let go of these itself.
+for fd in (vol, ctl, met):
+    try:
+        os.close(fd)
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            raise
+try:
+    listing.close()
+except OSError as e:
+    if e.errno != errno.ENOTCONN:
+        raise
+EOF_PY
+wait_until 60 "ovbdfs (pid $pid) exits after its connection was aborted" proc_gone "$pid" ||
+  fail "ovbdfs (pid $pid) still running 60s after its connection was aborted"
+rc=0
+reap "$pid" || rc=$?
+unset "E2E_DAEMON_OF[$M]"
+if ((rc != 0)); then
+  sed 's/^/    ovbdfs: /' "$DAEMON_LOG" >&2
+  fail "ovbdfs exited with status $rc after its connection was aborted"
+fi
+check_sanitizers
+# An aborted mount stays behind (libfuse leaves it, as the kernel reports the
+# connection gone either way): the operator clears it, as after a crash.
+fusermount3 -u -z "$M" || umount -l "$M" || fail "cannot clear the aborted mount $M"
+start_daemon "$S" "$M"
+"$PY" - "$M/vm1" "$W/pattern" <<'EOF_PY' || fail "data fsync'd before the abort is not there after a restart"
+import sys
+vol, pattern = sys.argv[1:3]
+with open(vol, "rb") as f:
+    f.seek(4096)
+    sys.exit(0 if f.read(1 << 20) == open(pattern, "rb").read() else 1)
+EOF_PY
 stop_daemon "$M"
