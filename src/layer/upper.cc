@@ -59,6 +59,10 @@ Result<std::unique_ptr<Upper>> Upper::Create(Env* env, const std::string& base,
     lsmt::EncodeHeader(DataHeader(uuid, parent_uuid, virtual_size), block);
     Status s = d.value()->WriteAt(0, block, sizeof block);
     if (s.ok()) s = CheckSizeFits(d.value().get(), virtual_size);
+    // The file spans the whole data area from the start (sparse, nothing
+    // allocated): writes never move its end, and preallocated space and
+    // discards both lie inside it (a hole cannot be punched past the end).
+    if (s.ok()) s = d.value()->Truncate(DataOffset(virtual_size));
     if (s.ok()) s = d.value()->Sync();
     if (!s.ok()) return undo(s);
     u->data_ = std::move(d).value();
@@ -119,6 +123,14 @@ Result<std::unique_ptr<Upper>> Upper::Open(Env* env, const std::string& base,
   MutexLock l(&u->commit_mu_);
   OVBD_ASSIGN_OR_RETURN(u->jnl_, env->OpenRW(JournalPath(base), false));
   OVBD_RETURN_IF_ERROR(u->Replay(read_only));
+  // An upper made shorter (older files grew with their writes) spans the
+  // whole data area from now on, as a new one does. Not one cut short
+  // behind our back: that must stay visible (DataBytesNeeded > size).
+  const uint64_t area = DataOffset(virtual_size);
+  if (!read_only && u->data_->Size() < area && u->data_->Size() >= u->DataBytesNeeded()) {
+    OVBD_RETURN_IF_ERROR(u->data_->Truncate(area));
+    OVBD_RETURN_IF_ERROR(u->data_->Sync());
+  }
   return u;
 }
 
@@ -222,6 +234,7 @@ Status Upper::Write(uint64_t off, const char* buf, size_t len) {
   OVBD_RETURN_IF_ERROR(CheckWritable(off, len));
   if (len == 0) return Status::OK();
   RangeLocks::Guard range(ranges_, off, len, /*exclusive=*/false);
+  Reserve(off, len);
   // Data first; the map (and later the journal) only then points at it.
   OVBD_RETURN_IF_ERROR(data_->WriteAt(DataOffset(off), buf, len));
   Apply(off / kSectorSize, len / kSectorSize, uj::kData);
@@ -266,11 +279,103 @@ Result<uint64_t> Upper::Fill(uint64_t off, const char* buf, size_t len) {
   });
   uint64_t written = 0;
   for (const Piece& p : absent) {
+    Reserve(p.off, p.len);
     OVBD_RETURN_IF_ERROR(data_->WriteAt(DataOffset(p.off), buf + (p.off - off), p.len));
     Apply(p.off / kSectorSize, p.len / kSectorSize, uj::kData);
     written += p.len;
   }
   return written;
+}
+
+void Upper::set_prealloc_granule(uint64_t bytes) {
+  MutexLock l(&prealloc_mu_);
+  prealloc_granule_ = bytes / lsmt::kHeaderSize * lsmt::kHeaderSize;
+  prealloc_bits_.clear();
+}
+
+uint64_t Upper::prealloc_granule() const {
+  MutexLock l(&prealloc_mu_);
+  return prealloc_granule_;
+}
+
+void Upper::Reserve(uint64_t off, uint64_t len) {
+  if (prealloc_unsupported_.load(std::memory_order_relaxed)) return;
+  uint64_t g0, g1, gran;  // granules [g0, g1) not reserved yet, all of them marked now
+  {
+    MutexLock l(&prealloc_mu_);
+    gran = prealloc_granule_;
+    if (gran == 0) return;
+    const uint64_t first = off / gran, last = (off + len - 1) / gran;
+    if (prealloc_bits_.size() <= last / 64) prealloc_bits_.resize(last / 64 + 1, 0);
+    auto is_set = [&](uint64_t g) { return (prealloc_bits_[g / 64] >> (g % 64)) & 1; };
+    g0 = first;
+    while (g0 <= last && is_set(g0)) ++g0;
+    if (g0 > last) return;  // the common case: one bit test
+    g1 = g0;
+    // One call for a run of new granules; a reserved one ends the run (the
+    // rest, if any, is reserved by the next write there).
+    while (g1 <= last && !is_set(g1)) {
+      prealloc_bits_[g1 / 64] |= uint64_t{1} << (g1 % 64);
+      ++g1;
+    }
+  }
+  // Outside the lock: other writers of other granules do not wait for it. A
+  // write racing into a granule being reserved just allocates as usual.
+  // Only inside the file: space reserved past its end could not be punched.
+  const uint64_t begin = DataOffset(g0 * gran);
+  const uint64_t end = std::min(DataOffset(std::min(g1 * gran, vsize_.load())), data_->Size());
+  if (begin >= end) return;
+  Status s = data_->Preallocate(begin, end - begin);
+  if (s.code() == Status::Code::kNotSupported) prealloc_unsupported_ = true;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Upper::ReservedRanges() const {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  const uint64_t vs = vsize_.load();
+  MutexLock l(&prealloc_mu_);
+  const uint64_t gran = prealloc_granule_;
+  if (gran == 0) return out;
+  for (size_t w = 0; w < prealloc_bits_.size(); ++w) {
+    uint64_t bits = prealloc_bits_[w];
+    while (bits) {
+      const int b = __builtin_ctzll(bits);
+      bits &= bits - 1;
+      const uint64_t g = w * 64 + static_cast<uint64_t>(b);
+      const uint64_t begin = g * gran, end = std::min(begin + gran, vs);
+      if (begin >= end) continue;
+      if (!out.empty() && out.back().second == begin) {
+        out.back().second = end;
+      } else {
+        out.emplace_back(begin, end);
+      }
+    }
+  }
+  return out;
+}
+
+Status Upper::ReleaseUnmappedReservations(const std::vector<Segment>& segments) {
+  // Segments are sorted and disjoint (sectors). Punch every part of a
+  // reserved range that no data segment covers: nothing maps it, so no read
+  // of the sealed layer (nor of the upper, should the seal be undone) looks
+  // there, and the punch changes no content anyone sees.
+  size_t i = 0;
+  for (const auto& [begin, end] : ReservedRanges()) {
+    uint64_t pos = begin;
+    while (i < segments.size() &&
+           (segments[i].offset + segments[i].length) * kSectorSize <= pos) {
+      ++i;
+    }
+    for (size_t k = i; k < segments.size() && pos < end; ++k) {
+      const Segment& sg = segments[k];
+      const uint64_t sb = sg.offset * kSectorSize, se = (sg.offset + sg.length) * kSectorSize;
+      if (sb >= end) break;
+      if (sg.zeroed) continue;  // punched when it was zeroed; a gap like any other
+      if (sb > pos) OVBD_RETURN_IF_ERROR(data_->PunchHole(DataOffset(pos), sb - pos));
+      pos = std::max(pos, se);
+    }
+    if (pos < end) OVBD_RETURN_IF_ERROR(data_->PunchHole(DataOffset(pos), end - pos));
+  }
+  return Status::OK();
 }
 
 bool Upper::dirty() const {
@@ -421,6 +526,8 @@ Upper::Sealed Upper::Freeze(const std::string& message) {
 
 Status Upper::WriteSeal(const lsmt::Header& trailer, const std::vector<Segment>& segments) {
   lsmt::Header h = trailer;
+  // Reserved but unwritten space must not stay in the layer for good.
+  OVBD_RETURN_IF_ERROR(ReleaseUnmappedReservations(segments));
   auto end = lsmt::WriteIndexAndTrailer(data_.get(), h.index_offset, segments, h,
                                         /*pad=*/true, /*sync=*/false);
   if (!end.ok()) return end.status();
@@ -475,6 +582,11 @@ Status Upper::Resize(uint64_t new_size) {
   if (new_size % kSectorSize) return Status::InvalidArgument("size must be a multiple of 512");
   if (new_size < vsize_.load()) return Status::InvalidArgument("volumes cannot shrink");
   OVBD_RETURN_IF_ERROR(CheckSizeFits(data_.get(), new_size));
+  // The file spans the whole data area (see Create); not a sealed one,
+  // whose index follows it.
+  if (!sealed_ && !read_only_ && data_->Size() == DataOffset(vsize_.load())) {
+    OVBD_RETURN_IF_ERROR(data_->Truncate(DataOffset(new_size)));
+  }
   vsize_ = new_size;
   return Status::OK();
 }
@@ -488,6 +600,20 @@ UpperStats Upper::Stats() const {
   }
   auto alloc = data_->AllocatedBytes();
   st.allocated_bytes = alloc.ok() ? alloc.value() : 0;
+  // Reserved granules minus the data mapped in them.
+  uint64_t reserved = 0, mapped_in = 0;
+  const auto ranges = ReservedRanges();
+  for (const auto& [b, e] : ranges) reserved += e - b;
+  if (reserved > 0) {
+    ReaderLock lk(&mu_);
+    for (const auto& [b, e] : ranges) {
+      map_.Walk(b / kSectorSize, (e - b) / kSectorSize,
+                [&](uint64_t, uint64_t n, const ExtentMap::Extent* x, uint64_t) {
+                  if (x) mapped_in += n * kSectorSize;  // data, or zeroed (punched)
+                });
+    }
+  }
+  st.preallocated_bytes = std::min(reserved - std::min(reserved, mapped_in), st.allocated_bytes);
   st.journal_bytes = jnl_end_seen_.load(std::memory_order_relaxed);
   st.journal_records = jnl_records_seen_.load(std::memory_order_relaxed);
   st.commits = commits_;

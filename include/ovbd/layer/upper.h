@@ -19,12 +19,24 @@
 //
 // Sealing appends an LSMT index (built from the map, O(index)) and trailer
 // to the data file, which thereby becomes a valid committed LSMT layer.
+//
+// Preallocation: the first write into a granule of the virtual range
+// (prealloc_granule(), 1 MiB by default) first reserves the granule's space
+// in the data file (RWFile::Preallocate, fallocate with KEEP_SIZE), so the
+// filesystem does not allocate block by block. It is only a reservation:
+// the map alone decides what a range reads (a preallocated range the map
+// does not mention reads from the lowers), a discard still frees exactly
+// its range, and the seal gives back every preallocated range the sealed
+// index does not map. Preallocated-but-unwritten space is counted in
+// allocated_bytes (it is taken on disk) and shown apart as
+// preallocated_bytes.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ovbd/io/env.h"
@@ -38,7 +50,12 @@ namespace ovbd {
 struct UpperStats {
   uint64_t mapped_sectors = 0;    // sectors holding data
   uint64_t extents = 0;           // map entries (data + zeroed)
-  uint64_t allocated_bytes = 0;   // space taken by the data file
+  uint64_t allocated_bytes = 0;   // space taken by the data file (st_blocks), preallocation included
+  // Of allocated_bytes, what this upper reserved ahead of writes (since it
+  // was opened) and that holds nothing yet: the granules it preallocated
+  // minus what the map says of them (data, or zeroed and so punched). What
+  // a seal gives back; reservations of an earlier run are not tracked.
+  uint64_t preallocated_bytes = 0;
   uint64_t journal_bytes = 0;
   uint64_t journal_records = 0;
   uint64_t commits = 0;
@@ -165,6 +182,13 @@ class Upper {
   // A copy of the current map as LSMT segments (moffset in data-file sectors).
   std::vector<Segment> Segments() const;
 
+  // Granule of preallocation in bytes of virtual range (a multiple of 4096;
+  // 0 turns it off). Set before writes; changing it forgets which granules
+  // were reserved.
+  static constexpr uint64_t kDefaultPreallocGranule = uint64_t{1} << 20;
+  void set_prealloc_granule(uint64_t bytes) EXCLUDES(prealloc_mu_);
+  uint64_t prealloc_granule() const EXCLUDES(prealloc_mu_);
+
  private:
   struct PendingOp {
     uint8_t type;
@@ -177,6 +201,14 @@ class Upper {
   Status Replay(bool read_only) REQUIRES(commit_mu_) EXCLUDES(mu_);
   Status AppendRecords(const std::vector<PendingOp>& ops) REQUIRES(commit_mu_);
   Status Compact(const std::vector<Segment>& segs) REQUIRES(commit_mu_);
+  // Reserves the granules [off, off+len) touches that are not reserved yet.
+  // Never fails: a failed reservation only means the filesystem allocates
+  // at write time, as without preallocation.
+  void Reserve(uint64_t off, uint64_t len) EXCLUDES(prealloc_mu_);
+  // The reserved granules as merged virtual byte ranges [begin, end).
+  std::vector<std::pair<uint64_t, uint64_t>> ReservedRanges() const EXCLUDES(prealloc_mu_);
+  // Frees the reserved space that `segments` does not map as data.
+  Status ReleaseUnmappedReservations(const std::vector<Segment>& segments);
 
   // Set while the upper is made (Create, Open), then never changed.
   Env* env_ = nullptr;
@@ -205,6 +237,13 @@ class Upper {
   // Orders fills against writes of the same range (range_locks.h). Taken
   // before mu_ and never while commit_mu_ is held.
   RangeLocks ranges_;
+
+  // Which granules of the virtual range have been reserved (one bit each).
+  // Taken alone, never together with another of the upper's mutexes.
+  mutable Mutex prealloc_mu_;
+  uint64_t prealloc_granule_ GUARDED_BY(prealloc_mu_) = kDefaultPreallocGranule;
+  std::vector<uint64_t> prealloc_bits_ GUARDED_BY(prealloc_mu_);
+  std::atomic<bool> prealloc_unsupported_{false};
 
   // The map; readers share it, writers update it after their data write.
   mutable SharedMutex mu_;
