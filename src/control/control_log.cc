@@ -45,4 +45,11 @@ bool LogLimiter::Allow(uint64_t now_us, uint64_t* suppressed) {
   return true;
 }
 
+uint64_t LogLimiter::TakeSuppressed() {
+  MutexLock lk(&mu_);
+  const uint64_t n = suppressed_;
+  suppressed_ = 0;
+  return n;
+}
+
 }  // namespace ovbd

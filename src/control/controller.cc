@@ -37,24 +37,24 @@ std::string Uid(uint32_t uid) { return "uid " + std::to_string(uid); }
 
 // The checks of one command against the volume it acts on. A name that does
 // not exist passes: the store then reports it exactly as it would for anyone.
-Status CheckRead(Store* store, const Caller* caller, const std::string& verb,
+// `mask` is kMayRead or kMayWrite.
+Status CheckMode(Store* store, const Caller* caller, unsigned mask, const std::string& verb,
                  const std::string& name) {
   if (!caller || caller->root()) return Status::OK();
   auto info = store->Lookup(name);
   if (!info.ok()) return Status::OK();
-  if (MayAccess(*caller, info->attrs, kMayRead)) return Status::OK();
-  return AccessDenied(verb + " " + name, "needs read permission on " + name + " for " +
-                                             Uid(caller->uid));
+  if (MayAccess(*caller, info->attrs, mask)) return Status::OK();
+  return AccessDenied(verb + " " + name, std::string("needs ") +
+                                             (mask == kMayWrite ? "write" : "read") +
+                                             " permission on " + name + " for " + Uid(caller->uid));
 }
-
+Status CheckRead(Store* store, const Caller* caller, const std::string& verb,
+                 const std::string& name) {
+  return CheckMode(store, caller, kMayRead, verb, name);
+}
 Status CheckWrite(Store* store, const Caller* caller, const std::string& verb,
                   const std::string& name) {
-  if (!caller || caller->root()) return Status::OK();
-  auto info = store->Lookup(name);
-  if (!info.ok()) return Status::OK();
-  if (MayAccess(*caller, info->attrs, kMayWrite)) return Status::OK();
-  return AccessDenied(verb + " " + name, "needs write permission on " + name + " for " +
-                                             Uid(caller->uid));
+  return CheckMode(store, caller, kMayWrite, verb, name);
 }
 
 Status CheckOwner(Store* store, const Caller* caller, const std::string& verb,

@@ -6,13 +6,15 @@
 // Besides the usual FUSE options (ro, allow_other, ...) it takes:
 //   flush_interval=SECONDS  commit dirty volumes this often (default 5; 0 = only on fsync)
 //   threads=N               maximum worker threads (default 8)
-//   log_level=LEVEL         trace|debug|info|warn|error (default info)
+//   log_level=LEVEL         trace|debug|info|warn|error|off (default info)
+//   metrics_listen=ADDR     serve GET /metrics over HTTP on a loopback HOST:PORT
 #include <malloc.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,8 +22,11 @@
 #include <mutex>
 #include <string>
 
+#include "ovbd/control/metrics.h"
+#include "ovbd/io/http_server.h"
 #include "ovbd/version.h"
 #include "ovbd_fs.h"
+#include "startup_checks.h"
 
 namespace {
 
@@ -32,11 +37,13 @@ struct Options {
   int job_threads = 2;
   int allow_foreign_store = 0;
   char* log_level = nullptr;
+  char* metrics_listen = nullptr;
   int read_only = 0;
   int allow_other = 0;
   int show_help = 0;
   int show_version = 0;
   int positional = 0;
+  std::string mountpoint;  // as given, for the error of a bad one
 };
 
 enum { kKeyRo = 1, kKeyAllowOther, kKeyHelp, kKeyVersion };
@@ -48,6 +55,7 @@ const fuse_opt kOptSpec[] = {
     {"job_threads=%d", offsetof(Options, job_threads), 0},
     {"allow_foreign_store", offsetof(Options, allow_foreign_store), 1},
     {"log_level=%s", offsetof(Options, log_level), 0},
+    {"metrics_listen=%s", offsetof(Options, metrics_listen), 0},
     FUSE_OPT_KEY("ro", kKeyRo),
     FUSE_OPT_KEY("allow_other", kKeyAllowOther),
     FUSE_OPT_KEY("-h", kKeyHelp),
@@ -66,6 +74,7 @@ int ProcessArg(void* data, const char* arg, int key, fuse_args*) {
         o->store = strdup(arg);
         return 0;
       }
+      if (o->positional == 2) o->mountpoint = arg;
       return 1;
     case kKeyRo: o->read_only = 1; return 1;          // libfuse needs it too
     case kKeyAllowOther: o->allow_other = 1; return 1;
@@ -80,14 +89,17 @@ void Usage(const char* prog) {
       "usage: %s STORE MOUNTPOINT [options]\n"
       "\n"
       "Mounts the ovbd store STORE on MOUNTPOINT: every volume and snapshot in it\n"
-      "appears as one regular file, and MOUNTPOINT/.control takes commands.\n"
+      "appears as one regular file, MOUNTPOINT/.control takes commands and\n"
+      "MOUNTPOINT/.metrics holds the metrics (Prometheus text format).\n"
       "\n"
       "ovbdfs options:\n"
       "    -o flush_interval=SECONDS  commit dirty volumes every SECONDS (default 5, 0 = off)\n"
       "    -o threads=N               at most N worker threads (default 8)\n"
       "    -o job_threads=N           threads for background jobs: merges, flushes (default 2)\n"
       "    -o allow_foreign_store     accept a store owned by another user who is not root\n"
-      "    -o log_level=LEVEL         trace, debug, info, warn or error (default info)\n"
+      "    -o log_level=LEVEL         trace, debug, info, warn, error or off (default info)\n"
+      "    -o metrics_listen=ADDR     also serve the metrics over HTTP (GET /metrics) on\n"
+      "                               ADDR, a loopback HOST:PORT such as 127.0.0.1:9184\n"
       "    -o ro                      read-only: writes fail with EROFS\n"
       "    -o allow_other             let other users access the files (their mode bits apply)\n"
       "    -f                         stay in the foreground, log to stderr\n"
@@ -109,6 +121,29 @@ struct ArgsGuard {
   ~ArgsGuard() { fuse_opt_free_args(args); }
 };
 
+// -o log_level: spdlog's own parser takes any word (as "off"), so the names
+// are checked here.
+bool ParseLevel(const char* text, spdlog::level::level_enum* out) {
+  static const struct {
+    const char* name;
+    spdlog::level::level_enum level;
+  } kLevels[] = {{"trace", spdlog::level::trace}, {"debug", spdlog::level::debug},
+                 {"info", spdlog::level::info},   {"warn", spdlog::level::warn},
+                 {"warning", spdlog::level::warn}, {"error", spdlog::level::err},
+                 {"off", spdlog::level::off}};
+  for (const auto& l : kLevels) {
+    if (std::strcmp(text, l.name) == 0) {
+      *out = l.level;
+      return true;
+    }
+  }
+  return false;
+}
+
+// An error for whoever started the daemon; `text` may go on with indented
+// lines that say what to do next.
+void Error(const std::string& text) { std::fprintf(stderr, "ovbdfs: %s\n", text.c_str()); }
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -121,7 +156,7 @@ int main(int argc, char** argv) {
   ArgsGuard args_guard{&args};
   Options o;
   const int parsed = fuse_opt_parse(&args, &o, kOptSpec, ProcessArg);
-  CString store_arg(o.store), log_level_arg(o.log_level);
+  CString store_arg(o.store), log_level_arg(o.log_level), metrics_listen_arg(o.metrics_listen);
   if (parsed != 0) return 1;
   if (o.show_version) {
     std::printf("ovbdfs %s (libfuse %s)\n", OVBD_VERSION, fuse_pkgversion());
@@ -133,29 +168,64 @@ int main(int argc, char** argv) {
     return 0;
   }
   fuse_cmdline_opts cl{};
-  if (fuse_parse_cmdline(&args, &cl) != 0) return 1;
+  if (fuse_parse_cmdline(&args, &cl) != 0) {
+    // libfuse has said what it refused; a bad mount point gets its next step.
+    if (!o.mountpoint.empty()) {
+      const std::string why = ovbd::fuse::DiagnoseMountPoint(o.mountpoint);
+      if (!why.empty()) Error(why);
+    }
+    return 1;
+  }
   CString mountpoint(cl.mountpoint);
   if (!o.store || !cl.mountpoint) {
     Usage(argv[0]);
     return 1;
   }
 
-  // Logs go to stderr in the foreground (stdout belongs to the caller) and
-  // to syslog once daemonized.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("ovbdfs-stderr"));
-  if (o.log_level) spdlog::set_level(spdlog::level::from_str(o.log_level));
-  if (!cl.foreground) {
-    auto logger = spdlog::syslog_logger_mt("ovbdfs", "ovbdfs", LOG_PID, LOG_DAEMON);
-    spdlog::set_default_logger(logger);
-    if (o.log_level) spdlog::set_level(spdlog::level::from_str(o.log_level));
+  spdlog::level::level_enum level = spdlog::level::info;
+  if (o.log_level && !ParseLevel(o.log_level, &level)) {
+    Error(std::string("-o log_level=") + o.log_level +
+          ": not a level (trace, debug, info, warn, error or off)");
+    return 1;
+  }
+  // Logs go to stderr (stdout belongs to the caller) until the daemon is
+  // in the background, then to syslog: what goes wrong while mounting is
+  // seen by whoever mounts, with mount(8) too.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("ovbdfs"));
+  spdlog::set_level(level);
+
+  if (std::string why = ovbd::fuse::CheckFuseDevice(); !why.empty()) {
+    Error(why);
+    return 1;
   }
 
   CString store_path_owner(realpath(o.store, nullptr));
   const char* store_path = store_path_owner.get();
   if (!store_path) {
-    std::fprintf(stderr, "ovbdfs: %s: %s\n", o.store, std::strerror(errno));
+    const int err = errno;
+    if (err == ENOENT) {
+      Error(std::string("the store ") + o.store + " does not exist.\n  Make one: ovbd store init " +
+            o.store);
+    } else {
+      Error(std::string(o.store) + ": " + std::strerror(err));
+    }
     return 1;
   }
+
+  // Bound before the fork, so a bad address or a port in use fails the
+  // mount here, where it is seen; served from a thread started after it.
+  std::unique_ptr<ovbd::HttpServer> http;
+  if (o.metrics_listen) {
+    auto srv = ovbd::HttpServer::Listen(o.metrics_listen);
+    if (!srv.ok()) {
+      Error(std::string("-o metrics_listen=") + o.metrics_listen + ": " + srv.status().message());
+      return 1;
+    }
+    http = std::move(srv).value();
+  }
+  spdlog::debug("ovbdfs {}: store {}, mount point {}, flush_interval={} threads={} job_threads={}{}{}",
+                OVBD_VERSION, store_path, cl.mountpoint, o.flush_interval, o.threads, o.job_threads,
+                o.read_only ? " ro" : "", http ? " metrics on " + http->address() : std::string());
   ovbd::StoreOptions so;
   so.read_only = o.read_only;
   so.allow_foreign_owner = o.allow_foreign_store;
@@ -167,7 +237,11 @@ int main(int argc, char** argv) {
   so.on_flush_error = [](const ovbd::Status& s) { spdlog::error("periodic flush: {}", s.ToString()); };
   auto store = ovbd::Store::Open(ovbd::Env::Default(), store_path, so);
   if (!store.ok()) {
-    std::fprintf(stderr, "ovbdfs: cannot open store: %s\n", store.status().ToString().c_str());
+    if (store.status().code() == ovbd::Status::Code::kBusy) {
+      Error("cannot open the store: " + ovbd::fuse::DescribeStoreHolder(store_path));
+    } else {
+      Error("cannot open the store: " + store.status().ToString());
+    }
     return 1;
   }
 
@@ -207,10 +281,30 @@ int main(int argc, char** argv) {
   fs.set_session(se);
   int ret = 1;
   if (fuse_set_signal_handlers(se) == 0) {
-    if (fuse_session_mount(se, cl.mountpoint) == 0) {
+    if (fuse_session_mount(se, cl.mountpoint) != 0) {
+      std::string why = ovbd::fuse::DiagnoseMountFailure(cl.mountpoint, o.allow_other);
+      Error(std::string("cannot mount ") + store_path + " on " + cl.mountpoint +
+            (why.empty() ? " (see the line above)" : ":\n  " + why));
+    } else {
       fuse_daemonize(cl.foreground);
+      if (!cl.foreground) {
+        auto logger = spdlog::syslog_logger_mt("ovbdfs-syslog", "ovbdfs", LOG_PID, LOG_DAEMON);
+        logger->set_pattern("[%l] %v");  // syslog adds the time, tag and pid
+        spdlog::set_default_logger(logger);
+        spdlog::set_level(level);
+      }
       spdlog::info("mounted {} on {}", store_path, cl.mountpoint);
       store.value()->StartJobs();
+      if (http) {
+        http->Start([&fs](const ovbd::HttpRequest& r) {
+          if ((r.method == "GET" || r.method == "HEAD") && r.path() == "/metrics") {
+            return ovbd::HttpResponse{200, ovbd::kMetricsContentType, fs.RenderMetrics()};
+          }
+          return ovbd::HttpResponse{404, "text/plain; charset=utf-8",
+                                    "not found: the metrics are at /metrics\n"};
+        });
+        spdlog::info("metrics on http://{}/metrics", http->address());
+      }
       {
         if (cl.singlethread) {
           ret = fuse_session_loop(se);
@@ -225,6 +319,16 @@ int main(int argc, char** argv) {
           fuse_loop_cfg_destroy(lc);
         }
       }
+      // libfuse's signal handlers end the loop with the signal's number: a
+      // stop asked for (kill, Ctrl-C), as clean as an unmount when the
+      // final commit below succeeds.
+      if (ret == SIGTERM || ret == SIGINT || ret == SIGHUP) {
+        spdlog::info("stopping on signal {}", ret);
+        ret = 0;
+      }
+      // Unmounted or signalled: the metrics handler reads the store and
+      // the adapter, so it stops first.
+      if (http) http->Stop();
       fuse_session_unmount(se);
     }
     fuse_remove_signal_handlers(se);

@@ -32,6 +32,16 @@ void SetTime(struct timespec* t, uint64_t ns) {
   t->tv_sec = static_cast<time_t>(ns / 1000000000ull);
   t->tv_nsec = static_cast<long>(ns % 1000000000ull);
 }
+// For latencies: CLOCK_MONOTONIC through the vDSO, no system call.
+uint64_t MonotonicNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+std::string BaseName(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
 uint64_t FromTime(const struct timespec& t) {
   return static_cast<uint64_t>(t.tv_sec) * 1000000000ull + static_cast<uint64_t>(t.tv_nsec);
 }
@@ -45,10 +55,15 @@ std::vector<char>& Scratch() {
 }  // namespace
 
 struct OvbdFs::Handle {
-  enum class Kind { kVolume, kControl } kind;
+  enum class Kind { kVolume, kControl, kMetrics } kind;
   std::string name;
   std::shared_ptr<Volume> volume;             // kVolume
   std::unique_ptr<ControlSession> session;    // kControl
+  // kVolume: the volume's counters, resolved once at open. A request that
+  // records after its reply holds its own reference (the handle may be
+  // gone by then).
+  std::shared_ptr<VolumeMetrics> metrics;
+  std::string text;                           // kMetrics: rendered at open
   // mtime: recorded at the first write through the handle, then again at
   // close if written since (one manifest write each, not one per write).
   std::atomic<bool> wrote{false};
@@ -127,6 +142,39 @@ void OvbdFs::RetireGoneNames() {
   }
 }
 
+std::string OvbdFs::RenderMetrics() { return RenderStoreMetrics(*store_, &metrics_); }
+
+std::string OvbdFs::LayerNamedBy(const Handle* h, const Status& s) {
+  // Error path only: the messages of layer and upper errors start with the
+  // path of the file (see ReadableFile::Name()).
+  const std::string& msg = s.message();
+  std::shared_ptr<const Stack> st = h->volume->stack();
+  const size_t n = st->lowers.size();
+  for (size_t i = n; i-- > 0;) {
+    const std::string base = BaseName(st->lowers[i]->file().Name());
+    if (!base.empty() && msg.find(base) != std::string::npos) {
+      return "layer " + std::to_string(i + 1) + " of " + std::to_string(n) + " (" + base + ")";
+    }
+  }
+  if (st->upper && st->upper->data_file()) {
+    const std::string base = BaseName(st->upper->data_file()->Name());
+    if (!base.empty() && msg.find(base) != std::string::npos) return "the upper (" + base + ")";
+  }
+  return "";
+}
+
+void OvbdFs::ReplyIoError(fuse_req_t req, Handle* h, VolumeMetrics* m, IoOp op, uint64_t off,
+                          uint64_t len, uint64_t start_ns, const Status& s) {
+  const int err = ToErrno(s);
+  if (s.code() == Status::Code::kCorruption || s.code() == Status::Code::kIOError) {
+    io_errors_.Report(h->name, IoOpName(op), off, len, LayerNamedBy(h, s), s);
+  } else {
+    spdlog::debug("{} {} offset {} length {}: {}", IoOpName(op), h->name, off, len, s.ToString());
+  }
+  m->RecordError(op, MonotonicNs() - start_ns);
+  fuse_reply_err(req, err);
+}
+
 void OvbdFs::ReplyError(fuse_req_t req, const Status& s, const char* op, const std::string& what) {
   const int err = ToErrno(s);
   if (s.code() == Status::Code::kCorruption || s.code() == Status::Code::kIOError) {
@@ -176,6 +224,17 @@ Status OvbdFs::FillAttr(fuse_ino_t ino, struct stat* st) {
     st->st_nlink = 1;
     return Status::OK();
   }
+  if (ino == kMetricsIno) {
+    // Readable by anyone who can see the mount. Its text is made at each
+    // open, so it is as new as the time of the stat (size unknown: reads go
+    // to EOF).
+    st->st_mode = S_IFREG | 0444;
+    st->st_nlink = 1;
+    const uint64_t now = Now();
+    SetTime(&st->st_mtim, now);
+    SetTime(&st->st_ctim, now);
+    return Status::OK();
+  }
   std::string name;
   if (!NameFor(ino, &name)) return Status::NotFound("stale inode");
   OVBD_ASSIGN_OR_RETURN(VolumeInfo v, store_->Lookup(name));
@@ -217,6 +276,11 @@ void OvbdFs::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     (void)fs->FillAttr(kControlIno, &e.attr);
     return (void)fuse_reply_entry(req, &e);
   }
+  if (std::strcmp(name, kMetricsName) == 0) {  // no volume name starts with '.'
+    e.ino = kMetricsIno;
+    (void)fs->FillAttr(kMetricsIno, &e.attr);
+    return (void)fuse_reply_entry(req, &e);
+  }
   auto v = fs->store_->Lookup(name);
   if (!v.ok()) {
     // Names that can never exist are still plain ENOENT to the caller.
@@ -239,6 +303,7 @@ void OvbdFs::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_s
                      fuse_file_info*) {
   OvbdFs* fs = Self(req);
   std::string name;
+  if (ino == kMetricsIno) return (void)fuse_reply_err(req, EPERM);
   if (ino == kRootIno || ino == kControlIno) {
     // Truncation of .control (shell `>` redirection) is harmless; the rest
     // of the root's and control file's attributes are fixed.
@@ -294,6 +359,7 @@ void OvbdFs::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   names->emplace_back(".", kRootIno);
   names->emplace_back("..", kRootIno);
   names->emplace_back(kControlName, kControlIno);
+  names->emplace_back(kMetricsName, kMetricsIno);
   for (const auto& v : fs->store_->List()) names->emplace_back(v.name, fs->InoFor(v.name));
   fi->fh = reinterpret_cast<uint64_t>(names);
   fuse_reply_open(req, fi);
@@ -330,6 +396,15 @@ void OvbdFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fi->nonseekable = 1;
     return (void)fuse_reply_open(req, fi);
   }
+  if (ino == kMetricsIno) {
+    // Root passes the mode bits' check in the kernel: refuse writers here.
+    if (wants_write || (fi->flags & O_TRUNC)) return (void)fuse_reply_err(req, EACCES);
+    auto* h = new Handle{Handle::Kind::kMetrics, kMetricsName, nullptr, nullptr};
+    h->text = fs->RenderMetrics();  // one consistent view for the whole read
+    fi->fh = reinterpret_cast<uint64_t>(h);
+    fi->direct_io = 1;  // the size is not known before the open
+    return (void)fuse_reply_open(req, fi);
+  }
   std::string name;
   if (!fs->NameFor(ino, &name)) return (void)fuse_reply_err(req, ENOENT);
   if (wants_write && fs->opts_.read_only) return (void)fuse_reply_err(req, EROFS);
@@ -343,6 +418,8 @@ void OvbdFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto v = fs->store_->Acquire(name);
   if (!v.ok()) return fs->ReplyError(req, v.status(), "open", name);
   auto* h = new Handle{Handle::Kind::kVolume, name, v.value(), nullptr};
+  h->metrics = fs->metrics_.ForVolume(name);
+  spdlog::debug("open {} for {}", name, wants_write ? "writing" : "reading");
   fi->fh = reinterpret_cast<uint64_t>(h);
   fi->keep_cache = 1;  // only we change the bytes, and we do it through this mount
   fuse_reply_open(req, fi);
@@ -358,8 +435,19 @@ void OvbdFs::Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_
     fuse_reply_buf(req, part.data(), part.size());
     return;
   }
+  if (h->kind == Handle::Kind::kMetrics) {
+    const size_t at = std::min(h->text.size(), static_cast<size_t>(std::max<off_t>(off, 0)));
+    fuse_reply_buf(req, h->text.data() + at, std::min(size, h->text.size() - at));
+    return;
+  }
+  const uint64_t t0 = MonotonicNs();
+  VolumeMetrics* m = h->metrics.get();
+  spdlog::trace("read {} offset {} length {}", h->name, off, size);
   auto plan = h->volume->PlanRead(static_cast<uint64_t>(off), size);
-  if (!plan.ok()) return fs->ReplyError(req, plan.status(), "read", h->name);
+  if (!plan.ok()) {
+    return fs->ReplyIoError(req, h, m, IoOp::kRead, static_cast<uint64_t>(off), size, t0,
+                            plan.status());
+  }
   const ReadPlan& p = plan.value();
   // Count the buffers; pieces without a descriptor go through scratch memory.
   size_t nbufs = 0, scratch = 0;
@@ -371,7 +459,10 @@ void OvbdFs::Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_
       if (piece.file->NativeFd() < 0) scratch += piece.length;
     }
   }
-  if (nbufs == 0) return (void)fuse_reply_buf(req, nullptr, 0);
+  if (nbufs == 0) {
+    m->Record(IoOp::kRead, 0, MonotonicNs() - t0);
+    return (void)fuse_reply_buf(req, nullptr, 0);
+  }
   std::vector<char>& sbuf = Scratch();
   if (sbuf.size() < scratch) sbuf.resize(scratch);
   const size_t bytes = sizeof(fuse_bufvec) + (nbufs - 1) * sizeof(fuse_buf);
@@ -399,13 +490,22 @@ void OvbdFs::Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_
     } else {
       size_t got = 0;
       Status s = piece.file->ReadAt(piece.file_offset, piece.length, sbuf.data() + so, &got);
-      if (!s.ok()) return fs->ReplyError(req, s, "read", h->name);
+      if (!s.ok()) {
+        return fs->ReplyIoError(req, h, m, IoOp::kRead, static_cast<uint64_t>(off), size, t0, s);
+      }
       if (got < piece.length) std::memset(sbuf.data() + so + got, 0, piece.length - got);
       b.mem = sbuf.data() + so;
       so += piece.length;
     }
   }
-  fuse_reply_data(req, bv.get(), static_cast<fuse_buf_copy_flags>(0));
+  // The handle may be freed once the reply is out: hold the counters.
+  std::shared_ptr<VolumeMetrics> keep = h->metrics;
+  const int rc = fuse_reply_data(req, bv.get(), static_cast<fuse_buf_copy_flags>(0));
+  if (rc == 0) {
+    m->Record(IoOp::kRead, p.length, MonotonicNs() - t0);
+  } else {
+    m->RecordError(IoOp::kRead, MonotonicNs() - t0);  // the kernel did not take the reply
+  }
 }
 
 void OvbdFs::Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
@@ -419,14 +519,22 @@ void OvbdFs::Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off
     if (!s.ok()) return (void)fuse_reply_err(req, ToErrno(s));
     return (void)fuse_reply_write(req, size);
   }
+  const uint64_t t0 = MonotonicNs();
+  VolumeMetrics* m = h->metrics.get();
+  spdlog::trace("write {} offset {} length {}", h->name, off, size);
   auto n = h->volume->Write(static_cast<uint64_t>(off), buf, size);
-  if (!n.ok()) return fs->ReplyError(req, n.status(), "write", h->name);
+  if (!n.ok()) {
+    return fs->ReplyIoError(req, h, m, IoOp::kWrite, static_cast<uint64_t>(off), size, t0,
+                            n.status());
+  }
   if (!h->wrote.exchange(true)) {
     fs->RecordMtime(h->name);
   } else {
     h->mtime_pending.store(true);
   }
+  std::shared_ptr<VolumeMetrics> keep = h->metrics;  // outlives the handle
   fuse_reply_write(req, n.value());
+  m->Record(IoOp::kWrite, n.value(), MonotonicNs() - t0);
 }
 
 void OvbdFs::Flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
@@ -439,10 +547,17 @@ void OvbdFs::Flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     Status s = h->session->Flush(CallerOf(req));
     return (void)fuse_reply_err(req, s.ok() ? 0 : ToErrno(s));
   }
+  if (h->kind == Handle::Kind::kMetrics) return (void)fuse_reply_err(req, 0);
   if (h->mtime_pending.exchange(false)) fs->RecordMtime(h->name);
   if (h->volume->dirty()) {
+    const uint64_t t0 = MonotonicNs();
+    VolumeMetrics* m = h->metrics.get();
     Status s = h->volume->Flush();
-    if (!s.ok()) return fs->ReplyError(req, s, "flush", h->name);
+    if (!s.ok()) return fs->ReplyIoError(req, h, m, IoOp::kFlush, 0, 0, t0, s);
+    std::shared_ptr<VolumeMetrics> keep = h->metrics;  // outlives the handle
+    fuse_reply_err(req, 0);
+    m->Record(IoOp::kFlush, 0, MonotonicNs() - t0);
+    return;
   }
   fuse_reply_err(req, 0);
 }
@@ -451,9 +566,13 @@ void OvbdFs::Fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
   OvbdFs* fs = Self(req);
   auto* h = reinterpret_cast<Handle*>(fi->fh);
   if (h->kind != Handle::Kind::kVolume) return (void)fuse_reply_err(req, 0);
+  const uint64_t t0 = MonotonicNs();
+  VolumeMetrics* m = h->metrics.get();
   Status s = h->volume->Flush();
-  if (!s.ok()) return fs->ReplyError(req, s, "fsync", h->name);
+  if (!s.ok()) return fs->ReplyIoError(req, h, m, IoOp::kFlush, 0, 0, t0, s);
+  std::shared_ptr<VolumeMetrics> keep = h->metrics;  // outlives the handle
   fuse_reply_err(req, 0);
+  m->Record(IoOp::kFlush, 0, MonotonicNs() - t0);
 }
 
 void OvbdFs::Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
@@ -466,11 +585,18 @@ void OvbdFs::Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     // must not run while it is still being flushed.
     if (h->mtime_pending.exchange(false)) fs->RecordMtime(h->name);
     if (h->volume->dirty()) {
+      const uint64_t t0 = MonotonicNs();
       Status s = h->volume->Flush();
-      if (!s.ok()) spdlog::error("flush on release of {}: {}", h->name, s.ToString());
+      if (!s.ok()) {
+        h->metrics->RecordError(IoOp::kFlush, MonotonicNs() - t0);
+        fs->io_errors_.Report(h->name, "flush on release", 0, 0, LayerNamedBy(h, s), s);
+      } else {
+        h->metrics->Record(IoOp::kFlush, 0, MonotonicNs() - t0);
+      }
     }
     fs->store_->Release(h->name);
-  } else {
+    spdlog::debug("closed {}", h->name);
+  } else if (h->kind == Handle::Kind::kControl) {
     h->session->Release();
   }
   delete h;
@@ -490,9 +616,17 @@ void OvbdFs::Fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t le
         !(mode & FALLOC_FL_KEEP_SIZE)) {
       return (void)fuse_reply_err(req, ENOSPC);  // a disk cannot grow by zeroing
     }
+    const uint64_t t0 = MonotonicNs();
+    VolumeMetrics* m = h->metrics.get();
     Status s = h->volume->Discard(static_cast<uint64_t>(off), static_cast<uint64_t>(len));
-    if (!s.ok()) return fs->ReplyError(req, s, "fallocate", h->name);
-    return (void)fuse_reply_err(req, 0);
+    if (!s.ok()) {
+      return fs->ReplyIoError(req, h, m, IoOp::kDiscard, static_cast<uint64_t>(off),
+                              static_cast<uint64_t>(len), t0, s);
+    }
+    std::shared_ptr<VolumeMetrics> keep = h->metrics;  // outlives the handle
+    fuse_reply_err(req, 0);
+    m->Record(IoOp::kDiscard, static_cast<uint64_t>(len), MonotonicNs() - t0);
+    return;
   }
   // Preallocation has no meaning for a thin volume.
   fuse_reply_err(req, EOPNOTSUPP);

@@ -1,8 +1,11 @@
 // OvbdFs: the FUSE lowlevel adapter. It maps the mount's flat namespace
-// (volumes, snapshots, .control) to inodes and translates each request into
+// (volumes, snapshots, .control, .metrics) to inodes and translates each request into
 // one call on the store, a volume or the controller, and the result back
 // into a reply. No storage logic lives here, and no command language: the
-// `.control` file is a ControlSession per open file (src/control/).
+// `.control` file is a ControlSession per open file (src/control/), and
+// `.metrics` is rendered by src/control/metrics.cc; the adapter only records
+// each volume request into the counters it resolved when the file was
+// opened.
 //
 // Lifetime rule: a handle (fi->fh) lives until RELEASE, and the kernel sends
 // RELEASE only after every request on the handle has been answered. So a
@@ -19,7 +22,9 @@
 #include <memory>
 #include <string>
 
+#include "io_error_log.h"
 #include "ovbd/control/access.h"
+#include "ovbd/control/metrics.h"
 #include "ovbd/control/session.h"
 #include "ovbd/io/mutex.h"
 #include "ovbd/store/store.h"
@@ -39,11 +44,17 @@ class OvbdFs {
   static constexpr fuse_ino_t kRootIno = FUSE_ROOT_ID;
   static constexpr fuse_ino_t kControlIno = 2;
   static constexpr const char* kControlName = ".control";
+  // Read-only; its text (the metrics, docs/METRICS.md) is made at open.
+  static constexpr fuse_ino_t kMetricsIno = 3;
+  static constexpr const char* kMetricsName = ".metrics";
 
   OvbdFs(Store* store, MountOptions opts);
   static const fuse_lowlevel_ops& Ops();
 
   void set_session(fuse_session* se) { session_ = se; }
+
+  // The metrics exposition (what reading .metrics returns); any thread.
+  std::string RenderMetrics();
 
  private:
   struct Handle;
@@ -90,11 +101,21 @@ class OvbdFs {
   static void StatFs(fuse_req_t req, fuse_ino_t ino);
 
   void ReplyError(fuse_req_t req, const Status& s, const char* op, const std::string& what);
+  // A failed request on a volume handle: counted in `m`, logged (I/O errors
+  // and corruption, rate-limited per volume, naming offset, length and the
+  // layer) and replied to. `h` is not touched after the reply.
+  void ReplyIoError(fuse_req_t req, Handle* h, VolumeMetrics* m, IoOp op, uint64_t off,
+                    uint64_t len, uint64_t start_ns, const Status& s);
+  // Which layer of `h`'s volume a status names ("" if none).
+  static std::string LayerNamedBy(const Handle* h, const Status& s);
 
   Store* store_;
   MountOptions opts_;
   fuse_session* session_ = nullptr;
   uint64_t mount_time_ns_ = 0;
+
+  MetricsRegistry metrics_;
+  IoErrorLog io_errors_;
 
   Mutex attrs_mu_;
   Mutex ino_mu_;

@@ -80,19 +80,6 @@ FileInfo ToFileInfo(const struct stat& st) {
   return fi;
 }
 
-// Lexically normalised absolute path without a trailing '/' ("/" stays).
-std::string Normalize(const std::string& p) {
-  std::filesystem::path fp(p);
-  if (fp.is_relative()) {
-    std::error_code ec;
-    auto abs = std::filesystem::absolute(fp, ec);
-    if (!ec) fp = abs;
-  }
-  std::string s = fp.lexically_normal().string();
-  while (s.size() > 1 && s.back() == '/') s.pop_back();
-  return s;
-}
-
 // A confined root: the descriptor opened when it was first confined.
 struct RootDir {
   RootDir(std::string p, int f) : path(std::move(p)), fd(f) {}
@@ -116,7 +103,7 @@ class Registry {
     Found out;
     // Nothing confined (the tool's offline work, most tests): no cost.
     if (count_.load(std::memory_order_acquire) == 0) return out;
-    const std::string norm = Normalize(path);
+    const std::string norm = NormalizePath(path);
     MutexLock l(&mu_);
     size_t best = 0;
     for (const auto& [key, entry] : roots_) {
@@ -335,7 +322,7 @@ class PosixEnv : public Env {
   }
 
   Result<std::unique_ptr<Confinement>> Confine(const std::string& root) override {
-    const std::string key = Normalize(root);
+    const std::string key = NormalizePath(root);
     OVBD_RETURN_IF_ERROR(reg_->Add(key, root));
     return std::unique_ptr<Confinement>(std::make_unique<PosixConfinement>(reg_, key));
   }
@@ -511,6 +498,18 @@ class PosixEnv : public Env {
 };
 
 }  // namespace
+
+std::string NormalizePath(const std::string& path) {
+  std::filesystem::path fp(path);
+  if (fp.is_relative()) {
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(fp, ec);  // against the working directory
+    if (!ec) fp = abs;
+  }
+  std::string s = fp.lexically_normal().string();
+  while (s.size() > 1 && s.back() == '/') s.pop_back();
+  return s;
+}
 
 std::unique_ptr<Env> NewPosixEnv(const PosixEnvOptions& opts) {
   return std::make_unique<PosixEnv>(opts);

@@ -397,6 +397,7 @@ Status Upper::AppendRecords(const std::vector<PendingOp>& ops) {
   for (size_t i = 0; i < ops.size(); ++i) {
     uj::Record r;
     r.type = ops[i].type;
+    r.batch_index = i <= uj::kMaxBatchIndex ? static_cast<uint32_t>(i) : 0;
     r.seq = next_seq_ + i;
     r.offset = ops[i].offset;
     r.length = ops[i].length;

@@ -53,6 +53,10 @@ Status DecodeHeader(const char* in, const std::string& what, Header* h) {
 void EncodeRecord(const Record& r, char* out) {
   std::memset(out, 0, kRecordSize);
   out[4] = static_cast<char>(r.type);
+  const uint32_t bi = r.batch_index <= kMaxBatchIndex ? r.batch_index : 0;
+  out[5] = static_cast<char>(bi & 0xff);
+  out[6] = static_cast<char>((bi >> 8) & 0xff);
+  out[7] = static_cast<char>((bi >> 16) & 0xff);
   EncodeU64(out + 8, r.seq);
   EncodeU64(out + 16, r.offset);
   EncodeU64(out + 24, r.length);
@@ -63,6 +67,9 @@ bool DecodeRecord(const char* in, Record* r) {
   if (DecodeU32(in) != Crc32c(in + 4, kRecordSize - 4)) return false;
   r->type = static_cast<uint8_t>(in[4]);
   if (r->type < kData || r->type > kForget) return false;
+  r->batch_index = static_cast<uint32_t>(static_cast<uint8_t>(in[5])) |
+                   static_cast<uint32_t>(static_cast<uint8_t>(in[6])) << 8 |
+                   static_cast<uint32_t>(static_cast<uint8_t>(in[7])) << 16;
   r->seq = DecodeU64(in + 8);
   r->offset = DecodeU64(in + 16);
   r->length = DecodeU64(in + 24);
@@ -73,9 +80,10 @@ namespace {
 constexpr uint64_t kChunkRecords = 4096;  // 128 KiB per read
 
 // Counts the records at or after `from` (a record boundary) that have a good
-// checksum and a sequence number past `after`, reading only the data runs of
-// the file: holes read as zeros and cannot hold a record.
-Result<uint64_t> CountLater(const ReadableFile& f, uint64_t from, uint64_t after) {
+// checksum and belong to a commit that began after sequence number `stop`
+// (the record the scan stopped at), reading only the data runs of the file:
+// holes read as zeros and cannot hold a record.
+Result<uint64_t> CountLater(const ReadableFile& f, uint64_t from, uint64_t stop) {
   const uint64_t size = f.Size();
   auto boundary_at_or_before = [](uint64_t x) {
     return kHeaderSize + (x - kHeaderSize) / kRecordSize * kRecordSize;
@@ -95,7 +103,12 @@ Result<uint64_t> CountLater(const ReadableFile& f, uint64_t from, uint64_t after
       OVBD_RETURN_IF_ERROR(f.ReadExact(at, n * kRecordSize, buf.data()));
       for (uint64_t i = 0; i < n; ++i) {
         Record r;
-        if (DecodeRecord(buf.data() + i * kRecordSize, &r) && r.seq > after) ++later;
+        // seq - batch_index is where r's commit began; a record from before
+        // the stop (seq <= stop) is no evidence either way.
+        if (DecodeRecord(buf.data() + i * kRecordSize, &r) && r.seq > stop &&
+            r.seq - r.batch_index > stop) {
+          ++later;
+        }
       }
       at += n * kRecordSize;
     }

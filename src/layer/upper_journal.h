@@ -29,6 +29,10 @@ struct Header {
 
 struct Record {
   uint8_t type = 0;
+  // Position of the record in the commit that appended it (0 for the first;
+  // 0 for every record a compaction wrote, and past kMaxBatchIndex). Lets
+  // recovery tell a commit torn out of order by a power cut from damage.
+  uint32_t batch_index = 0;
   uint64_t seq = 0;
   uint64_t offset = 0;  // sectors
   uint64_t length = 0;  // sectors
@@ -36,6 +40,7 @@ struct Record {
 
 void EncodeHeader(const Header& h, char* out /* kHeaderSize bytes */);
 Status DecodeHeader(const char* in, const std::string& what, Header* out);
+constexpr uint32_t kMaxBatchIndex = (1u << 24) - 1;  // 24 bits on disk
 void EncodeRecord(const Record& r, char* out /* kRecordSize bytes */);
 // False when the checksum fails or the type is unknown.
 bool DecodeRecord(const char* in, Record* out);
@@ -72,9 +77,14 @@ struct Scan {
   uint64_t file_size = 0;
   Stop stop = Stop::kEnd;
   Record bad;              // the record that stopped the scan (kOutOfRange)
-  // Records after the stop with a good checksum and a sequence number past
-  // next_seq (only with look_past_stop): if any, the journal was damaged in
-  // the middle, not torn at its end by a crash.
+  // Records after the stop with a good checksum that belong to a commit
+  // *after* the one the stop is in (only with look_past_stop): if any, the
+  // journal was damaged in the middle, not torn at its end by a crash. A
+  // commit appends its records in one write and syncs before the next
+  // commit appends, so only the last commit can be torn, and a power cut may
+  // keep its sectors in any order: valid records of that same commit after
+  // a bad one are a torn tail (their commit never completed), not damage.
+  // A record's commit starts at seq - batch_index.
   uint64_t later = 0;
 };
 

@@ -23,6 +23,7 @@
 // minimum progress, so it never starves) without holding a worker thread.
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <cinttypes>
 #include <cerrno>
 #include <cmath>
@@ -37,6 +38,7 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 constexpr uint64_t kChunk = uint64_t{1} << 20;          // one copy request
+constexpr uint64_t kReadGranule = uint64_t{256} << 10;  // copy-on-read unit
 constexpr auto kStepBudget = milliseconds(20);          // copying per step
 constexpr uint64_t kStepBytes = uint64_t{16} << 20;     // at most this per step
 constexpr auto kMaxWait = milliseconds(100);            // longest wait between steps
@@ -64,6 +66,8 @@ class Store::Hydrator {
   // A failed step: retried after a backoff, or the end of the job.
   Result<std::optional<milliseconds>> Failed(const Status& why);
   void NewPass();
+  // Adds a range a foreground read took from the lowers to reads_.
+  void QueueRead(uint64_t off, uint64_t len);
   void Publish(Job& job, Clock::time_point now);
   // How long to wait before copying more under the rate limit (0: go).
   milliseconds RateWait(Clock::time_point now);
@@ -75,8 +79,11 @@ class Store::Hydrator {
   std::shared_ptr<const Stack> pass_;  // the stack this pass walks
   uint64_t cursor_ = 0;
   uint64_t copied_ = 0;  // this run
+  uint64_t pass_start_copied_ = 0;
+  int idle_passes_ = 0;
   uint64_t since_commit_ = 0;
   std::vector<char> scratch_;
+  std::deque<std::pair<uint64_t, uint64_t>> reads_;  // (offset, length) to copy first
   // Rate limit: a token bucket in bytes.
   double tokens_ = 0;
   Clock::time_point refilled_{};
@@ -92,9 +99,30 @@ class Store::Hydrator {
   Clock::time_point retry_at_{};
 };
 
+void Store::Hydrator::QueueRead(uint64_t off, uint64_t len) {
+  // Whole granules: a 4 KiB read copies its 256 KiB around it, so the upper
+  // is not cut into 4 KiB pieces (each its own extent in the data file).
+  const uint64_t size = v_->size();
+  const uint64_t b = off / kReadGranule * kReadGranule;
+  const uint64_t e = std::min(size, (off + len + kReadGranule - 1) / kReadGranule * kReadGranule);
+  if (b >= e) return;
+  if (!reads_.empty()) {
+    auto& last = reads_.back();
+    if (b <= last.first + last.second && e >= last.first) {
+      const uint64_t nb = std::min(b, last.first);
+      last.second = std::max(e, last.first + last.second) - nb;
+      last.first = nb;
+      return;
+    }
+  }
+  // Bounded: past it the scan still reaches the range in its turn.
+  if (reads_.size() < Volume::kMaxReadRanges) reads_.emplace_back(b, e - b);
+}
+
 void Store::Hydrator::NewPass() {
   pass_ = v_->stack();
   cursor_ = 0;
+  pass_start_copied_ = copied_;
   const uint64_t left = v_->BytesFromLowers(*pass_, 0, v_->size());
   h_->total.store(copied_ + left, std::memory_order_relaxed);
 }
@@ -175,15 +203,9 @@ Result<std::optional<milliseconds>> Store::Hydrator::Step(Job& job) {
   }
   if (v_->stack() != pass_) NewPass();
 
-  // Ranges foreground reads took from the lowers come first: their data is
-  // still in the cache.
-  for (const auto& [off, len] : v_->TakeReadRanges()) {
-    auto ok = Copy(off, len);
-    if (!ok.ok()) return Failed(ok.status());
-    if (!ok.value()) return std::optional<milliseconds>(milliseconds(0));
-  }
+  for (const auto& [off, len] : v_->TakeReadRanges()) QueueRead(off, len);
 
-  if (cursor_ >= v_->size()) {
+  if (reads_.empty() && cursor_ >= v_->size()) {
     // A full pass over this stack: make it durable, and finish if nothing
     // is left (else, a new pass).
     Status f = v_->Flush();
@@ -200,6 +222,18 @@ Result<std::optional<milliseconds>> Store::Hydrator::Step(Job& job) {
       v_->SetCopyOnRead(false);
       Publish(job, Clock::now());
       return std::optional<milliseconds>();
+    }
+    // Never an endless loop: passes over one stack that copy nothing but
+    // leave something to copy mean the copy cannot make progress.
+    if (v_->stack() == pass_ && copied_ == pass_start_copied_) {
+      if (++idle_passes_ >= 3) {
+        return Failed(Status::IOError(h_->vol + ": hydration makes no progress (" +
+                                          std::to_string(v_->BytesFromLowers(*pass_, 0, v_->size())) +
+                                          " bytes still read from the lowers)",
+                                      EIO));
+      }
+    } else {
+      idle_passes_ = 0;
     }
     NewPass();
     return std::optional<milliseconds>(milliseconds(1));
@@ -220,12 +254,28 @@ Result<std::optional<milliseconds>> Store::Hydrator::Step(Job& job) {
 
   const auto deadline = now + kStepBudget;
   const uint64_t start = copied_;
-  while (cursor_ < v_->size()) {
-    const uint64_t end = ChunkEnd(cursor_, v_->size());
-    auto ok = Copy(cursor_, end - cursor_);
+  for (;;) {
+    // Ranges foreground reads took from the lowers come first (their data
+    // is still in the cache), then the scan; both under the same budget,
+    // rate limit and back-off.
+    uint64_t off, end;
+    if (!reads_.empty()) {
+      auto& r = reads_.front();
+      off = r.first;
+      end = std::min(r.first + r.second, ChunkEnd(off, v_->size()));
+      r.second -= end - off;
+      r.first = end;
+      if (r.second == 0) reads_.pop_front();
+    } else if (cursor_ < v_->size()) {
+      off = cursor_;
+      end = ChunkEnd(cursor_, v_->size());
+      cursor_ = end;
+    } else {
+      break;
+    }
+    auto ok = Copy(off, end - off);
     if (!ok.ok()) return Failed(ok.status());
     if (!ok.value()) return std::optional<milliseconds>(milliseconds(0));
-    cursor_ = end;
     failures_ = 0;
     if (copied_ - start > 0 && busy) break;  // one chunk under load
     if (copied_ - start >= kStepBytes || Clock::now() >= deadline) break;
@@ -343,6 +393,9 @@ Result<HydrateState> Store::Hydrate(const std::string& vol, HydrateAction action
     rec.error.clear();
     OVBD_RETURN_IF_ERROR(RecordHydrate(vol, rec));
     h->limit = rec.rate;
+    // Reads from now on are noted for copy-on-read, before the job's first
+    // step.
+    v->SetCopyOnRead(true);
     StartHydrationJob(h);
     return HydrateState::kRunning;
   }
@@ -426,11 +479,17 @@ Result<bool> Store::FinishHydration(const std::shared_ptr<Hydration>& h, uint64_
     });
     return wrote;
   }
-  h->state = HydrateState::kDone;
-  h->set_error("");
   scope.reset();
   OVBD_RETURN_IF_ERROR(env_->CrashPoint("hydrate.after_manifest"));
-  OVBD_RETURN_IF_ERROR(CollectGarbageNow(nullptr));
+  // `done` is published only once the layers no volume names any more are
+  // collected, so whoever waits for it sees the space back. A failed
+  // collection does not undo the hydration: the next collection (any
+  // delete, or the next open) finds the same unreferenced files.
+  (void)CollectGarbageNow(nullptr);
+  if (h->epoch() == epoch) {
+    h->state = HydrateState::kDone;
+    h->set_error("");
+  }
   return true;
 }
 

@@ -5,23 +5,12 @@
 
 #include <algorithm>
 
+#include "ovbd/io/coding.h"
 #include "ovbd/layer/lsmt_writer.h"
 #include "ovbd/store/filename.h"
 #include "store_internal.h"
 
 namespace ovbd {
-
-namespace {
-std::string Hex(const unsigned char* p, size_t n) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; ++i) {
-    s.push_back(d[p[i] >> 4]);
-    s.push_back(d[p[i] & 15]);
-  }
-  return s;
-}
-}  // namespace
 
 Result<std::string> Store::ImportLayerFile(const std::string& path,
                                            std::vector<std::unique_ptr<Pin>>* pins) {
@@ -60,7 +49,7 @@ Result<std::string> Store::ImportLayerFile(const std::string& path,
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int dlen = 0;
   EVP_DigestFinal_ex(md.get(), digest, &dlen);
-  const std::string name = filename::ImportedLayerFile(Hex(digest, dlen));
+  const std::string name = filename::ImportedLayerFile(HexEncode(digest, dlen));
   // Adopting a stored file of the same content must not race its removal
   // by garbage collection: pin it while GC cannot be deciding.
   MutexLock g(&gc_mu_);

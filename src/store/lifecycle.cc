@@ -124,7 +124,9 @@ Status Store::Delete(const std::string& name) {
             mu_.AssertHeld();
             return handles_.count(name) == 0 && opening_.count(name) == 0;
           })) {
-        return Status::Busy(name + " is open (" + std::to_string(handles_[name]) + " handles)");
+        return Status::Busy(name + " is open (" + std::to_string(handles_[name]) +
+                            " handles): close it and try again (fuser -v on the volume file lists "
+                            "who holds it; losetup -d detaches a loop device)");
       }
       OVBD_ASSIGN_OR_RETURN(auto r, Resolve(name));
       m = *r.first;

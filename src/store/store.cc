@@ -74,7 +74,9 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& dir,
     auto lock = env->LockFile(JoinPath(dir, filename::kLockFile));
     if (!lock.ok()) {
       if (lock.status().code() == Status::Code::kBusy) {
-        return Status::Busy(dir + " is in use by another process (mounted? use its .control)");
+        return Status::Busy(dir + " is locked by another process: an ovbdfs that has it mounted "
+                            "(use the mount's .control, or unmount it) or an ovbd command working "
+                            "on it (wait for it to finish)");
       }
       return lock.status();
     }

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -58,6 +59,15 @@ class Progress {
 
 int Fail(const Status& s) {
   std::fprintf(stderr, "ovbd: %s\n", s.ToString().c_str());
+  // A mounted store is reached through its .control, which only the user who
+  // mounted it may write (docs/CONTROL.md, "Who may use it").
+  if ((s.os_errno() == EACCES || s.os_errno() == EPERM) &&
+      s.message().find("/.control") != std::string::npos) {
+    std::fprintf(stderr,
+                 "  The store is mounted, and its .control belongs to the user who mounted it:\n"
+                 "  run this as that user or as root (with -o allow_other, that user's group may "
+                 "too).\n");
+  }
   switch (s.code()) {
     case Status::Code::kInvalidArgument: return 2;
     case Status::Code::kCorruption: return 3;

@@ -25,6 +25,7 @@
 #include "ovbd/control/controller.h"
 #include "ovbd/control/reply.h"
 #include "ovbd/control/size.h"
+#include "ovbd/io/mounts.h"
 #include "ovbd/store/check.h"
 #include "ovbd/store/store.h"
 
@@ -33,41 +34,14 @@ namespace {
 
 Env* env() { return Env::Default(); }
 
-// Unescapes the octal escapes of /proc/self/mountinfo fields.
-std::string Unescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      out.push_back(static_cast<char>(std::strtol(s.substr(i + 1, 3).c_str(), nullptr, 8)));
-      i += 3;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
-
 // The mount point of an ovbdfs mount of `store`, or "" if none.
 std::string FindMount(const std::string& store) {
   char* real = realpath(store.c_str(), nullptr);
   if (!real) return "";
-  std::string want = real;
+  const std::string want = real;
   free(real);
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    // ... mountpoint ... - fstype source superopts
-    std::istringstream ls(line);
-    std::vector<std::string> f;
-    std::string w;
-    while (ls >> w) f.push_back(w);
-    size_t dash = 0;
-    while (dash < f.size() && f[dash] != "-") ++dash;
-    if (dash + 2 >= f.size() || f.size() < 5) continue;
-    if (f[dash + 1] != "fuse.ovbdfs") continue;
-    if (Unescape(f[dash + 2]) == want) return Unescape(f[4]);
-  }
-  return "";
+  const std::vector<std::string> mounts = OvbdfsMountsOf(want);
+  return mounts.empty() ? "" : mounts.front();
 }
 
 // Sends one command through MNT/.control and returns the JSON document of
@@ -435,9 +409,27 @@ void RegisterStoreCommands(CLI::App& app, std::function<void(const Status&)> run
       // own, `hydrate VOL rate N` only changes the limit of a paused one).
       if (!all || !action.empty()) line += " " + (action.empty() ? std::string("start") : action);
       if (rate) line += " rate " + std::to_string(*rate);
-      Status s = ViaControl(mnt, line);
-      if (!s.ok() || !wait || !starts || all) return run(s);
-      return run(WaitHydrated(name, [&] { return MountedProgress(mnt, name); }));
+      Reply reply;
+      auto doc = ControlExchange(mnt, line, &reply);
+      if (!doc.ok()) return run(doc.status());
+      PrintOutput(reply.output);
+      if (!wait || !starts) return run(Status::OK());
+      std::vector<std::string> vols;
+      if (all) {
+        // "hydrating N volume(s) A B ...": wait for each one named.
+        std::istringstream words(reply.output);
+        std::string w;
+        for (int i = 0; words >> w; ++i) {
+          if (i >= 3) vols.push_back(w);
+        }
+      } else {
+        vols.push_back(name);
+      }
+      for (const auto& v : vols) {
+        Status w = WaitHydrated(v, [&] { return MountedProgress(mnt, v); });
+        if (!w.ok()) return run(w);
+      }
+      return run(Status::OK());
     }
     // Not mounted: do the work here, unthrottled unless asked (nothing
     // else uses the disk through this store), and wait for it.

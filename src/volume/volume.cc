@@ -356,21 +356,30 @@ Status Volume::WithWritesQuiesced(const std::function<Status()>& fn) {
   return fn();
 }
 
-uint64_t Volume::BytesFromLowers(const Stack& st, uint64_t off, uint64_t len) const {
-  if (st.lowers.empty()) return 0;
-  uint64_t bytes = 0;
+namespace {
+// Calls fn(offset, length, segment) (sectors) for each piece of the byte
+// range [off, off+len) that `st` reads from a lower's data: mapped by the
+// merged index where the upper (if any) holds nothing. What hydration
+// copies.
+template <typename F>
+void ForEachLowerData(const Stack& st, uint64_t off, uint64_t len, F&& fn) {
+  if (st.lowers.empty()) return;
   auto lower = [&](uint64_t o, uint64_t n) {
-    st.index.Walk(o / kSectorSize, n / kSectorSize, [&](uint64_t, uint64_t sn, const Segment* seg) {
-      if (seg) bytes += sn * kSectorSize;
-    });
+    st.index.Walk(o / kSectorSize, n / kSectorSize,
+                  [&](uint64_t so, uint64_t sn, const Segment* seg) {
+                    if (seg) fn(so, sn, *seg);
+                  });
   };
-  if (!st.upper) {
-    lower(off, len);
-    return bytes;
-  }
+  if (!st.upper) return lower(off, len);
   st.upper->Walk(off, len, [&](uint64_t o, uint64_t n, UpperPiece p) {
     if (p == UpperPiece::kAbsent) lower(o, n);
   });
+}
+}  // namespace
+
+uint64_t Volume::BytesFromLowers(const Stack& st, uint64_t off, uint64_t len) const {
+  uint64_t bytes = 0;
+  ForEachLowerData(st, off, len, [&](uint64_t, uint64_t sn, const Segment&) { bytes += sn * kSectorSize; });
   return bytes;
 }
 
@@ -406,17 +415,9 @@ Result<uint64_t> Volume::HydrateRange(const std::shared_ptr<const Stack>& st, ui
     uint64_t moff;          // bytes, in the layer file
   };
   std::vector<Piece> pieces;
-  auto lower = [&](uint64_t o, uint64_t n) {
-    st->index.Walk(o / kSectorSize, n / kSectorSize,
-                   [&](uint64_t so, uint64_t sn, const Segment* seg) {
-                     if (!seg) return;
-                     pieces.push_back({so * kSectorSize, sn * kSectorSize,
-                                       st->lowers[seg->layer].get(),
-                                       (seg->moffset + (so - seg->offset)) * kSectorSize});
-                   });
-  };
-  st->upper->Walk(off, len, [&](uint64_t o, uint64_t n, UpperPiece p) {
-    if (p == UpperPiece::kAbsent) lower(o, n);
+  ForEachLowerData(*st, off, len, [&](uint64_t so, uint64_t sn, const Segment& seg) {
+    pieces.push_back({so * kSectorSize, sn * kSectorSize, st->lowers[seg.layer].get(),
+                      (seg.moffset + (so - seg.offset)) * kSectorSize});
   });
   if (pieces.empty()) return uint64_t{0};
   std::vector<char> own;

@@ -34,6 +34,7 @@ start_daemon "$S" "$M"
 log "3000 open/read/close cycles of .control with ovbd status alongside"
 "$PY" - "$C" "$OVBD" "$S" <<'EOF_PY' || fail "concurrent use of .control failed (see above)"
 import os, subprocess, sys, threading
+from e2e_io import read_to_eof
 ctl, ovbd, store = sys.argv[1:4]
 errors = []
 def reader(n, partial=False, write=False):
@@ -47,12 +48,7 @@ def reader(n, partial=False, write=False):
                     if not os.read(fd, 16):
                         errors.append("a partial read returned nothing")
                     continue
-                out = b""
-                while True:
-                    b = os.read(fd, 4096)
-                    if not b:
-                        break
-                    out += b
+                out = read_to_eof(fd, 4096)
                 if b"volumes: 1\n" not in out:
                     errors.append("read %d: no status block: %r" % (i, out[:200]))
                 if write and not out.startswith(b"ok: vm1 size="):
@@ -87,14 +83,8 @@ frag=it1
 corrupting && frag=XX
 "$PY" - "$C" "$M" "$frag" <<'EOF_PY' || fail "line handling across writes (see above)"
 import errno, os, sys
+from e2e_io import read_to_eof
 ctl, mnt, frag = sys.argv[1:4]
-def read_all(fd):
-    out = b""
-    while True:
-        b = os.read(fd, 65536)
-        if not b:
-            return out
-        out += b
 bad = []
 fd = os.open(ctl, os.O_RDWR)
 os.write(fd, b"create spl")
@@ -103,7 +93,7 @@ if os.path.exists(os.path.join(mnt, "spl")):
 os.write(fd, frag.encode() + b" 1M\n")
 if not os.path.exists(os.path.join(mnt, "split1")):
     bad.append("a line split across two writes did not run joined")
-first = read_all(fd).split(b"\n")[0]
+first = read_to_eof(fd).split(b"\n")[0]
 if first != b"ok: volume split1 created (1 MiB)":
     bad.append("after the joined line the handle reads %r" % first)
 # The handle has been read to its end; an over-long line must still show.
@@ -113,7 +103,7 @@ try:
 except OSError as e:
     if e.errno != errno.EINVAL:
         bad.append("a 5000-byte line gave %s" % errno.errorcode.get(e.errno))
-first = read_all(fd).split(b"\n")[0]
+first = read_to_eof(fd).split(b"\n")[0]
 if not first.startswith(b"error: ") or b"longer than 4096" not in first:
     bad.append("after an over-long line the handle reads %r" % first)
 os.close(fd)

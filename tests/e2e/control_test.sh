@@ -48,6 +48,7 @@ ctl_raw() {
   local out
   out=$("$PY" -c '
 import errno, os, sys
+from e2e_io import read_to_eof
 data = sys.stdin.buffer.read()
 fd = os.open(sys.argv[1], os.O_RDWR)
 try:
@@ -55,12 +56,7 @@ try:
     res = "ok" if n == len(data) else "short%d" % n
 except OSError as e:
     res = errno.errorcode.get(e.errno, str(e.errno))
-out = b""
-while True:
-    b = os.read(fd, 65536)
-    if not b:
-        break
-    out += b
+out = read_to_eof(fd)
 os.close(fd)
 sys.stdout.write(res + "\n" + out.decode("utf-8", "replace"))
 ' "$C")
@@ -246,16 +242,12 @@ json_read() {
   # json_read CMDS...: writes each command on one handle, prints the last read.
   "$PY" -c '
 import os, sys
+from e2e_io import read_to_eof
 fd = os.open(sys.argv[1], os.O_RDWR)
 out = b""
 for c in sys.argv[2:]:
     os.write(fd, (c + "\n").encode())
-    out = b""
-    while True:
-        b = os.read(fd, 65536)
-        if not b:
-            break
-        out += b
+    out = read_to_eof(fd)
 os.close(fd)
 sys.stdout.buffer.write(out)
 ' "$C" "$@"
@@ -277,7 +269,7 @@ try:
     d, _ = json.JSONDecoder().raw_decode(text[start:])
 except ValueError as e:
     sys.exit("no JSON document in the read: %s" % e)
-names = sorted(n for n in os.listdir(sys.argv[2]) if n != ".control")
+names = sorted(n for n in os.listdir(sys.argv[2]) if not n.startswith("."))  # .control, .metrics
 got = sorted(v["name"] for v in d["volumes"])
 if got != names:
     sys.exit("JSON names %s != listing %s" % (got, names))

@@ -59,7 +59,7 @@ def control(mnt, line):
 def run(mnt, logpath, seed, tag):
     r = random.Random(seed)
     log = open(logpath, "a", buffering=1)
-    names = [n for n in os.listdir(mnt) if n != ".control"]
+    names = [n for n in os.listdir(mnt) if not n.startswith(".")]  # .control, .metrics
     snaps = [n for n in names if "@" in n]
     vols = [n for n in names if "@" not in n]          # vol and clones
     clones = [n for n in vols if n != "vol"]
@@ -180,7 +180,7 @@ def verify(mnt, logpath, before_path, known_path, known_out):
             (deleted if w[1] == "delete" else created).add(w[2])
         elif w[0] == "sha" and len(w) == 3 and len(w[2]) == 64:
             known[w[1]] = w[2]
-    listed = set(n for n in os.listdir(mnt) if n != ".control")
+    listed = set(n for n in os.listdir(mnt) if not n.startswith("."))
     problems = []
     for n in sorted((before | created) - delete_started):
         if n not in listed:

@@ -54,8 +54,7 @@ for ((i = 1; i <= N; i++)); do
   kill_daemon "$M"
   wait_until 30 "workload notices the crash" proc_gone "$wpid" || fail "workload hangs after the daemon died"
   wrc=0
-  wait "$wpid" || wrc=$?
-  forget_pid "$wpid"
+  reap "$wpid" || wrc=$?
   ((wrc == 0)) || { cat "$logdir/workload.log" >&2; fail "workload failed (status $wrc)"; }
   cat "$logdir/workload.log" >&2
 

@@ -43,33 +43,10 @@ ctl() {
     [[ $err == EBUSY && $1 == delete* && ${EPOCHREALTIME/./} -lt $deadline ]] || break
     sleep 0.05
   done
-  fail "'$1' through .control failed with $err: $(last_result)"
+  fail "'$1' through .control failed with $err: $(control_result "$M")"
 }
-# last_result: the first line a fresh .control handle reads (the last command's result).
-last_result() {
-  local t
-  t=$(cat "$M/.control" 2>&1) || true
-  echo "${t%%$'\n'*}"
-}
-layers_kib() { du -sk "$1/layers" | cut -f1; }
 # put FILE SRC OFFSET_MIB: writes SRC at OFFSET_MIB with O_DIRECT, then fsync.
 put() { dd if="$2" of="$1" bs=1M seek="$3" oflag=direct conv=notrunc,fsync status=none; }
-# sha FILE: sha256 of the file's contents read with O_DIRECT (python's
-# hashlib: several times faster than sha256sum here).
-sha() {
-  "$PY" -c '
-import hashlib, mmap, os, sys
-fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
-buf = mmap.mmap(-1, 4 << 20)
-h = hashlib.sha256()
-while True:
-    n = os.readv(fd, [buf])
-    if n <= 0:
-        break
-    h.update(memoryview(buf)[:n])
-print(h.hexdigest())
-' "$1"
-}
 # image SIZE_MIB [SRC OFFSET_MIB]...: sha256 of the image those writes make.
 image() {
   "$PY" -c '
@@ -84,66 +61,69 @@ print(hashlib.sha256(img).hexdigest())
 }
 expect_sha() { # expect_sha FILE SHA WHAT
   local got
-  got=$(sha "$1")
+  got=$(sha_direct "$1")
   [[ $got == "$2" ]] || fail "$3: $1 reads sha256 $got, expected $2"
 }
-freed_at_least() { # freed_at_least BEFORE_KIB AFTER_KIB WHAT
-  log "$3: layers $1 KiB -> $2 KiB (freed $(($1 - $2)) KiB)"
-  (($1 - $2 >= MIN_FREED_KIB)) || fail "$3: freed only $(($1 - $2)) KiB, expected >= $MIN_FREED_KIB KiB"
+# new_case NAME SIZE_MIB: a fresh store $S (store-NAME) mounted on $M, holding
+# an empty volume vol of SIZE_MIB.
+new_case() {
+  S=$W/store-$1
+  "$OVBD" store init "$S" >/dev/null
+  start_daemon "$S" "$M"
+  ctl "create vol ${2}M"
 }
-layers_of() { # layers_of STORE NAME: its number of lower layers
-  "$OVBD" volume list --json "$1" | "$PY" -c 'import json,sys; print([v["layers"] for v in json.load(sys.stdin) if v["name"] == sys.argv[1]][0])' "$2"
+# put_snap SRC OFFSET_MIB SNAP: writes $W/SRC into vol at OFFSET_MIB, then
+# takes vol@SNAP.
+put_snap() {
+  put "$M/vol" "$W/$1" "$2"
+  ctl "snapshot vol $3"
 }
-check_store() {
-  "$OVBD" check "$1" >"$W/check.log" 2>&1 || { cat "$W/check.log" >&2; fail "ovbd check $1: $2"; }
-  log "$2: $(tail -1 "$W/check.log")"
+# delete_frees NAME WHAT: deletes NAME through .control; that must free at
+# least MIN_FREED_KIB of layers/.
+delete_frees() {
+  local before after
+  before=$(layers_kib "$S")
+  ctl "delete $1"
+  after=$(layers_kib "$S")
+  log "$2: layers $before KiB -> $after KiB (freed $((before - after)) KiB)"
+  ((before - after >= MIN_FREED_KIB)) || fail "$2: freed only $((before - after)) KiB, expected >= $MIN_FREED_KIB KiB"
+}
+# stop_and_check CASE: unmounts, then `ovbd check` of every byte of $S must be clean.
+stop_and_check() {
+  stop_daemon "$M"
+  "$OVBD" check "$S" >"$W/check.log" 2>&1 || { cat "$W/check.log" >&2; fail "ovbd check $S: ($1)"; }
+  log "($1): $(tail -1 "$W/check.log")"
 }
 
 # ---------------------------------------------------------------- (a) origin first
 log "case (a): delete the origin volume, then its snapshot"
-S=$W/store-a
-"$OVBD" store init "$S" >/dev/null
-start_daemon "$S" "$M"
-ctl "create vol 192M"
-put "$M/vol" "$W/R1" 0
-ctl "snapshot vol s1"
+new_case a 192
+put_snap R1 0 s1
 want_s1=$(image 192 "$W/R1" 0)
 expect_sha "$M/vol@s1" "$want_s1" "(a) vol@s1 as taken"
 put "$M/vol" "$W/R2" 128
 expect_sha "$M/vol" "$(image 192 "$W/R1" 0 "$W/R2" 128)" "(a) vol before the delete"
-before=$(layers_kib "$S")
-ctl "delete vol"
-after=$(layers_kib "$S")
-freed_at_least "$before" "$after" "(a) delete vol"
+delete_frees vol "(a) delete vol"
 [[ ! -e $M/vol && -f $M/vol@s1 ]] || fail "(a) after deleting vol the mount lists: $(ls "$M" | tr '\n' ' ')"
 expect_sha "$M/vol@s1" "$want_s1" "(a) vol@s1 after its origin was deleted"
 ctl "delete vol@s1"
 [[ -z $(ls -A "$S/layers") ]] || fail "(a) layers/ not empty after deleting everything: $(ls -A "$S/layers" | tr '\n' ' ')"
 [[ -z $(ls -A "$S/volumes") ]] || fail "(a) volumes/ not empty after deleting everything: $(ls -A "$S/volumes" | tr '\n' ' ')"
-assert_eq ".control" "$(ls -A "$M")" "(a) mount listing after deleting everything"
+assert_eq $'.control\n.metrics' "$(ls -A "$M")" "(a) mount listing after deleting everything"
 log "(a) layers: $(layers_kib "$S") KiB"
-stop_daemon "$M"
-check_store "$S" "(a)"
+stop_and_check a
 
 # ---------------------------------------------------------------- (b) oldest snapshot first
 log "case (b): delete the older of two snapshots whose data the newer overwrote"
-S=$W/store-b
-"$OVBD" store init "$S" >/dev/null
-start_daemon "$S" "$M"
-ctl "create vol 128M"
-put "$M/vol" "$W/R1" 0
-ctl "snapshot vol s1"
-put "$M/vol" "$W/R2" 0
-ctl "snapshot vol s2"
+new_case b 128
+put_snap R1 0 s1
+put_snap R2 0 s2
 want=$(image 128 "$W/R2" 0)
 expect_sha "$M/vol" "$want" "(b) vol before the delete"
 expect_sha "$M/vol@s2" "$want" "(b) vol@s2 before the delete"
 expect_sha "$M/vol@s1" "$(image 128 "$W/R1" 0)" "(b) vol@s1 before the delete"
 assert_eq 2 "$(layers_of "$S" vol@s2)" "(b) layers of vol@s2 before the delete"
-before=$(layers_kib "$S")
-ctl "delete vol@s1"
-after=$(layers_kib "$S")
-freed_at_least "$before" "$after" "(b) delete vol@s1"
+delete_frees vol@s1 "(b) delete vol@s1"
 assert_eq 1 "$(layers_of "$S" vol@s2)" "(b) layers of vol@s2 after the delete (merged)"
 if corrupting; then
   mapfile -t low < <(lower_files "$S" vol)
@@ -156,8 +136,7 @@ put "$M/vol" "$W/R3" 32
 want_v=$(image 128 "$W/R2" 0 "$W/R3" 32)
 expect_sha "$M/vol" "$want_v" "(b) vol written after the merge"
 expect_sha "$M/vol@s2" "$want" "(b) vol@s2 after vol was written"
-stop_daemon "$M"
-check_store "$S" "(b)"
+stop_and_check b
 start_daemon "$S" "$M"
 expect_sha "$M/vol" "$want_v" "(b) vol after a restart"
 expect_sha "$M/vol@s2" "$want" "(b) vol@s2 after a restart"
@@ -165,16 +144,10 @@ stop_daemon "$M"
 
 # ---------------------------------------------------------------- (c) middle of a chain
 log "case (c): delete the middle snapshot of a chain"
-S=$W/store-c
-"$OVBD" store init "$S" >/dev/null
-start_daemon "$S" "$M"
-ctl "create vol 192M"
-put "$M/vol" "$W/R1" 0
-ctl "snapshot vol s1"
-put "$M/vol" "$W/R2" 0
-ctl "snapshot vol s2"
-put "$M/vol" "$W/R3" 0
-ctl "snapshot vol s3"
+new_case c 192
+put_snap R1 0 s1
+put_snap R2 0 s2
+put_snap R3 0 s3
 put "$M/vol" "$W/R4" 128
 want1=$(image 192 "$W/R1" 0)
 want3=$(image 192 "$W/R3" 0)
@@ -183,10 +156,7 @@ expect_sha "$M/vol@s1" "$want1" "(c) vol@s1 before the delete"
 expect_sha "$M/vol@s2" "$(image 192 "$W/R2" 0)" "(c) vol@s2 before the delete"
 expect_sha "$M/vol@s3" "$want3" "(c) vol@s3 before the delete"
 expect_sha "$M/vol" "$wantv" "(c) vol before the delete"
-before=$(layers_kib "$S")
-ctl "delete vol@s2"
-after=$(layers_kib "$S")
-freed_at_least "$before" "$after" "(c) delete vol@s2"
+delete_frees vol@s2 "(c) delete vol@s2"
 [[ ! -e $M/vol@s2 ]] || fail "(c) vol@s2 still listed"
 assert_eq 2 "$(layers_of "$S" vol@s3)" "(c) layers of vol@s3 after the delete"
 assert_eq 1 "$(layers_of "$S" vol@s1)" "(c) layers of vol@s1 after the delete"
@@ -199,44 +169,18 @@ ctl "delete vol@s3"
 expect_sha "$M/vol" "$wantv" "(c) vol after deleting s3 too"
 expect_sha "$M/vol@s1" "$want1" "(c) vol@s1 after deleting s3 too"
 log "(c) delete vol@s3: layers $before KiB -> $(layers_kib "$S") KiB"
-stop_daemon "$M"
-check_store "$S" "(c)"
+stop_and_check c
 
 # ---------------------------------------------------------------- (d) merge under I/O
 log "case (d): the merge of a delete while the volume is written and its snapshot held open"
-S=$W/store-d
-"$OVBD" store init "$S" >/dev/null
-start_daemon "$S" "$M"
-ctl "create vol 128M"
-put "$M/vol" "$W/R1" 0
-ctl "snapshot vol s1"
-put "$M/vol" "$W/R2" 0
-ctl "snapshot vol s2"
+new_case d 128
+put_snap R1 0 s1
+put_snap R2 0 s2
 want=$(image 128 "$W/R2" 0)
 # A reader holding vol@s2 open (O_DIRECT) across the merge: it creates
 # $W/held.ready once it has the descriptor, waits for $W/held.go, then hashes
 # through the same descriptor into $W/held.sha.
-"$PY" -c '
-import hashlib, mmap, os, sys, time
-w = sys.argv[2]
-fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
-buf = mmap.mmap(-1, 4 << 20)
-open(w + "/held.ready", "w").close()
-deadline = time.monotonic() + 60
-while not os.path.exists(w + "/held.go"):
-    if time.monotonic() > deadline:
-        sys.exit("never told to read")
-    time.sleep(0.01)
-h = hashlib.sha256()
-off = 0
-while True:
-    n = os.preadv(fd, [buf], off)
-    if n <= 0:
-        break
-    h.update(memoryview(buf)[:n])
-    off += n
-open(w + "/held.sha", "w").write(h.hexdigest())
-' "$M/vol@s2" "$W" &
+sha_direct "$M/vol@s2" "$W/held.ready" "$W/held.go" >"$W/held.sha" &
 hpid=$!
 E2E_PIDS+=("$hpid")
 wait_until 20 "the reader of vol@s2 has it open" test -e "$W/held.ready" || fail "(d) the reader of vol@s2 did not start"
@@ -248,18 +192,15 @@ upper_grew() { (($(alloc_kib "$(upper_data "$S" vol)") >= 8192)) || proc_gone "$
 wait_until 30 "the writer is under way" upper_grew || fail "(d) the writer does not progress"
 proc_alive "$wpid" || log "(d) note: the writer finished before the delete started"
 ctl "delete vol@s1"
-wait "$wpid" || fail "(d) writing vol while vol@s1 was deleted failed"
-forget_pid "$wpid"
+reap "$wpid" || fail "(d) writing vol while vol@s1 was deleted failed"
 assert_eq 1 "$(layers_of "$S" vol@s2)" "(d) layers of vol@s2 after the delete (merged)"
 touch "$W/held.go"
-wait "$hpid" || fail "(d) the reader of vol@s2 failed"
-forget_pid "$hpid"
+reap "$hpid" || fail "(d) the reader of vol@s2 failed"
 held=$(cat "$W/held.sha")
 [[ $held == "$want" ]] || fail "(d) vol@s2 read through a descriptor held across the merge: sha256 $held, expected $want"
 expect_sha "$M/vol@s2" "$want" "(d) vol@s2 after the merge"
 expect_sha "$M/vol" "$(image 128 "$W/R2" 0 "$W/R3" 64)" "(d) vol written during the merge"
-stop_daemon "$M"
-check_store "$S" "(d)"
+stop_and_check d
 start_daemon "$S" "$M"
 expect_sha "$M/vol" "$(image 128 "$W/R2" 0 "$W/R3" 64)" "(d) vol after a restart"
 stop_daemon "$M"

@@ -72,15 +72,7 @@ if corrupting; then
   flip_byte "$(upper_data "$S" vol)" $((4096 + pblk * 4096 + 100))
 fi
 
-start_daemon "$S" "$M"
-e2fsck -fn "$M/vol" >"$W/fsck1.log" 2>&1 || { cat "$W/fsck1.log" >&2; fail "e2fsck -fn found problems (case 1)"; }
-loop_attach "$M/vol" -r --direct-io=on
-kmount -o ro "$LOOP" "$K"
-tree_manifest "$K" >"$W/manifest1.after"
-diff -u "$W/manifest1" "$W/manifest1.after" >&2 || fail "tree differs after remount (case 1)"
-kumount "$K"
-loop_detach "$LOOP"
-stop_daemon "$M"
+check_ext4_remounted "$S" "$M" vol "$W/manifest1" "$K" "case 1"
 log "case 1 passed"
 
 # ---------------------------------------------------------------- case 2
@@ -123,13 +115,5 @@ log "case 2: upper used $used_before -> $used_after bytes (status), $up_before -
 ((up_after > up_before + 2048)) || fail "upper data file allocation did not grow"
 assert_eq "$lower_sha" "$(sha256sum <"$lower" | cut -c1-64)" "lower layer sha256 (must be untouched)"
 
-start_daemon "$S" "$M"
-e2fsck -fn "$M/imported" >"$W/fsck2.log" 2>&1 || { cat "$W/fsck2.log" >&2; fail "e2fsck -fn found problems (case 2)"; }
-loop_attach "$M/imported" -r --direct-io=on
-kmount -o ro "$LOOP" "$K"
-tree_manifest "$K" >"$W/manifest2.after"
-diff -u "$W/manifest2" "$W/manifest2.after" >&2 || fail "tree differs after remount (case 2)"
-kumount "$K"
-loop_detach "$LOOP"
-stop_daemon "$M"
+check_ext4_remounted "$S" "$M" imported "$W/manifest2" "$K" "case 2"
 log "case 2 passed"

@@ -32,19 +32,6 @@ wl() { "$PY" "$E2E_DIR/control_workload.py" "$@"; }
 : >"$W/known"
 mid=0 # kills that landed while a command was in flight
 
-
-# reap_killed_daemon MNT: the daemon on MNT was sent SIGKILL (by the poller):
-# reaps it and clears the dead mount, as kill_daemon does after its own kill.
-reap_killed_daemon() {
-  local mnt=$1 pid=${E2E_DAEMON_OF[$1]}
-  wait_until 30 "killed ovbdfs exits" proc_gone "$pid" || fail "ovbdfs survived SIGKILL"
-  wait "$pid" 2>/dev/null || true
-  forget_pid "$pid"
-  unset "E2E_DAEMON_OF[$mnt]"
-  fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
-  wait_until 30 "dead mount $mnt goes away" not_mounted "$mnt" || fail "cannot clear the dead mount $mnt"
-}
-
 # check_crashed: ovbd check --quick of the crashed store; only findings the
 # mount's recovery takes care of are allowed.
 check_crashed() {
@@ -67,7 +54,7 @@ for ((i = 1; i <= N; i++)); do
   d=$W/run$i
   mkdir -p "$d"
   start_daemon "$S" "$M"
-  find "$M" -mindepth 1 -maxdepth 1 ! -name .control -printf "%f\n" >"$d/before"
+  find "$M" -mindepth 1 -maxdepth 1 ! -name ".*" -printf "%f\n" >"$d/before"  # not .control, .metrics
   target=$((3 + RANDOM % 30))
   log "iteration $i/$N: kill after $target commands ($(wc -l <"$d/before") names now)"
   wl run "$M" "$d/log" "$((RANDOM * 32768 + RANDOM))" "$i" 2>"$d/workload.err" &
@@ -80,8 +67,7 @@ for ((i = 1; i <= N; i++)); do
   reap_killed_daemon "$M"
   wait_until 30 "the workload notices the dead daemon" proc_gone "$wpid" || fail "the workload hangs after the kill"
   wrc=0
-  wait "$wpid" || wrc=$?
-  forget_pid "$wpid"
+  reap "$wpid" || wrc=$?
   ((wrc == 3)) || { cat "$d/workload.err" >&2; fail "the workload ended with status $wrc (expected 3: an error from the dead mount)"; }
   last=$(grep -E '^(start|done) ' "$d/log" | tail -1)
   [[ $last == start* ]] && mid=$((mid + 1))

@@ -47,6 +47,8 @@ E2E_SAN_DIR=
 # (root's PATH here may point into /root, which nobody else can read).
 SYS_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 if [[ -x /usr/bin/python3 ]]; then PY=/usr/bin/python3; else PY=$(command -v python3 || true); fi
+# The tests' python snippets import their shared helpers (e2e_io.py) from here.
+export PYTHONPATH=$E2E_DIR${PYTHONPATH:+:$PYTHONPATH}
 
 log() { printf '[%s %s] %s\n' "$E2E_NAME" "$(date +%T.%3N)" "$*" >&2; }
 
@@ -281,6 +283,15 @@ forget_pid() {
   return 0
 }
 
+# reap PID: waits for PID (a background child of this shell listed in
+# E2E_PIDS), forgets it, and returns its exit status.
+reap() {
+  local rc=0
+  wait "$1" || rc=$?
+  forget_pid "$1"
+  return "$rc"
+}
+
 proc_alive() {
   local s
   s=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
@@ -352,8 +363,7 @@ stop_daemon() {
   wait_until 60 "ovbdfs (pid $pid) exits after unmount" proc_gone "$pid" ||
     fail "ovbdfs (pid $pid) still running 60s after unmount"
   local rc=0
-  wait "$pid" || rc=$?
-  forget_pid "$pid"
+  reap "$pid" || rc=$?
   unset "E2E_DAEMON_OF[$mnt]"
   if ((rc != 0)); then
     sed 's/^/    ovbdfs: /' "${E2E_LOG_OF[$mnt]}" >&2
@@ -371,13 +381,21 @@ kill_daemon() {
   local pid=${E2E_DAEMON_OF[$mnt]:-}
   [[ -n $pid ]] || fail "kill_daemon: no daemon of ours on $mnt"
   kill -KILL "$pid"
+  reap_killed_daemon "$mnt"
+  log "ovbdfs on $mnt killed (pid $pid), dead mount cleared"
+}
+
+# reap_killed_daemon MNT: the daemon on MNT was sent SIGKILL (by kill_daemon
+# or by a test's own killer): reaps it and clears the dead mount.
+reap_killed_daemon() {
+  local mnt=$1
+  local pid=${E2E_DAEMON_OF[$mnt]:-}
+  [[ -n $pid ]] || fail "reap_killed_daemon: no daemon of ours on $mnt"
   wait_until 30 "killed ovbdfs exits" proc_gone "$pid" || fail "ovbdfs survived SIGKILL"
-  wait "$pid" 2>/dev/null || true
-  forget_pid "$pid"
+  reap "$pid" 2>/dev/null || true
   unset "E2E_DAEMON_OF[$mnt]"
   fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
   wait_until 30 "dead mount $mnt goes away" not_mounted "$mnt" || fail "cannot clear the dead mount $mnt"
-  log "ovbdfs on $mnt killed (pid $pid), dead mount cleared"
 }
 
 # ---- loop devices and kernel mounts --------------------------------------------------
@@ -475,6 +493,23 @@ tree_manifest() {
     done)
 }
 
+# check_ext4_remounted STORE MNT VOL MANIFEST KDIR WHAT: mounts STORE on MNT
+# again; the ext4 on volume VOL must pass e2fsck -fn and, mounted read-only
+# on KDIR through a loop device, hold the tree recorded in MANIFEST (by
+# tree_manifest). Unmounts it all again. WHAT names the case in failures.
+check_ext4_remounted() {
+  local store=$1 mnt=$2 vol=$3 manifest=$4 kdir=$5 what=$6
+  start_daemon "$store" "$mnt"
+  e2fsck -fn "$mnt/$vol" >"$manifest.fsck" 2>&1 || { cat "$manifest.fsck" >&2; fail "e2fsck -fn found problems ($what)"; }
+  loop_attach "$mnt/$vol" -r --direct-io=on
+  kmount -o ro "$LOOP" "$kdir"
+  tree_manifest "$kdir" >"$manifest.after"
+  diff -u "$manifest" "$manifest.after" >&2 || fail "tree differs after remount ($what)"
+  kumount "$kdir"
+  loop_detach "$LOOP"
+  stop_daemon "$mnt"
+}
+
 # make_tree DIR NFILES MAXKB SEED: a directory tree of files with random content.
 make_tree() {
   "$PY" - "$@" <<'EOF'
@@ -510,22 +545,67 @@ lower_files() {
 # alloc_kib FILE: space allocated to FILE, in KiB.
 alloc_kib() { du -k "$1" | cut -f1; }
 
+# layers_kib STORE: space allocated to STORE/layers, in KiB.
+layers_kib() { du -sk "$1/layers" | cut -f1; }
+
+# layers_of STORE NAME: the number of lower layers of volume (or snapshot) NAME.
+layers_of() {
+  "$OVBD" volume list --json "$1" |
+    "$PY" -c 'import json,sys; print([v["layers"] for v in json.load(sys.stdin) if v["name"] == sys.argv[1]][0])' "$2"
+}
+
+# sha_direct FILE [READY GO]: sha256 of FILE's contents read with O_DIRECT, so
+# the kernel's page cache cannot answer for the daemon (python's hashlib:
+# several times faster than sha256sum here). With READY and GO: opens FILE,
+# creates READY, and reads through that same descriptor once GO exists
+# (within 60s): a reader that holds FILE open across what happens meanwhile.
+sha_direct() {
+  "$PY" -c '
+import hashlib, mmap, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
+if len(sys.argv) > 2:
+    open(sys.argv[2], "w").close()
+    deadline = time.monotonic() + 60
+    while not os.path.exists(sys.argv[3]):
+        if time.monotonic() > deadline:
+            sys.exit("never told to read " + sys.argv[1])
+        time.sleep(0.01)
+buf = mmap.mmap(-1, 4 << 20)
+h = hashlib.sha256()
+while True:
+    n = os.readv(fd, [buf])
+    if n <= 0:
+        break
+    h.update(memoryview(buf)[:n])
+print(h.hexdigest())
+' "$@"
+}
+
 # assert_eq EXPECTED ACTUAL WHAT
 assert_eq() {
   [[ $1 == "$2" ]] || fail "$3: expected '$1', got '$2'"
 }
 
-# errno_of PYTHON_EXPR: runs a python statement with os imported; prints
+# errno_of PYTHON_STATEMENT: runs a python statement with os imported; prints
 # "ok" or the errno name it raised (e.g. EACCES).
-errno_of() {
-  "$PY" -c '
+errno_of() { "$PY" -c "$_E2E_ERRNO_PY" "$1"; }
+# errno_as USER PYTHON_STATEMENT: the same, run as USER.
+errno_as() { as_user "$1" "$PY" -c "$_E2E_ERRNO_PY" "$2"; }
+_E2E_ERRNO_PY='
 import errno, os, sys
 try:
     exec(sys.argv[1])
     print("ok")
 except OSError as e:
     print(errno.errorcode.get(e.errno, str(e.errno)))
-' "$1"
+'
+
+# control_result MNT: the first line a fresh handle on MNT/.control reads
+# (the result of the last command).
+control_result() {
+  local t
+  t=$(cat "$1/.control" 2>&1) || true
+  echo "${t%%$'\n'*}"
 }
 
 corrupting() { [[ ${E2E_CORRUPT:-0} == 1 ]]; }

@@ -66,28 +66,7 @@ log "fio on ext4 (2 jobs x 90M) with a snapshot every second"
 fio_pid=$!
 E2E_PIDS+=("$fio_pid")
 
-# last_result: the first line a fresh .control handle reads (the last command's result).
-last_result() {
-  local t
-  t=$(cat "$M/.control" 2>&1) || true
-  echo "${t%%$'\n'*}"
-}
 now_us() { echo "${EPOCHREALTIME/./}"; }
-# sha FILE: sha256 of FILE read with O_DIRECT (not from the page cache).
-sha() {
-  "$PY" -c '
-import hashlib, mmap, os, sys
-fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
-buf = mmap.mmap(-1, 4 << 20)
-h = hashlib.sha256()
-while True:
-    n = os.readv(fd, [buf])
-    if n <= 0:
-        break
-    h.update(memoryview(buf)[:n])
-print(h.hexdigest())
-' "$1"
-}
 
 n=0
 next=$(($(now_us) + 1000000))
@@ -98,7 +77,7 @@ while proc_alive "$fio_pid"; do
   next=$((next + 1000000))
   n=$((n + 1))
   t0=$(now_us)
-  echo "snapshot vol s$n" >"$M/.control" || fail "echo 'snapshot vol s$n' > .control failed: $(last_result)"
+  echo "snapshot vol s$n" >"$M/.control" || fail "echo 'snapshot vol s$n' > .control failed: $(control_result "$M")"
   t1=$(now_us)
   grep -qxF "vol@s$n" < <(ls "$M") || fail "vol@s$n is not listed right after the snapshot command"
   for how in O_WRONLY O_RDWR "O_WRONLY | os.O_TRUNC"; do
@@ -108,20 +87,18 @@ while proc_alive "$fio_pid"; do
   log "snapshot s$n took $(((t1 - t0) / 1000)) ms"
   # The first snapshot is read while the load and the snapshots go on.
   if ((n == 1)); then
-    sha "$M/vol@s1" >"$W/s1.sha" &
+    sha_direct "$M/vol@s1" >"$W/s1.sha" &
     sha_pid=$!
     E2E_PIDS+=("$sha_pid")
   fi
 done
 fio_rc=0
-wait "$fio_pid" || fio_rc=$?
-forget_pid "$fio_pid"
+reap "$fio_pid" || fio_rc=$?
 grep -E 'WRITE:|READ:|err=' "$W/fio.log" >&2 || true
 ((fio_rc == 0)) || { tail -40 "$W/fio.log" >&2; fail "fio failed (status $fio_rc): its verify did not pass"; }
 grep -q 'READ:' "$W/fio.log" || fail "fio did not run its verify pass"
 ((n >= MIN_SNAPS)) || fail "only $n snapshots were taken while fio ran (need $MIN_SNAPS): the load was too short"
-wait "$sha_pid" || fail "reading vol@s1 during the load failed"
-forget_pid "$sha_pid"
+reap "$sha_pid" || fail "reading vol@s1 during the load failed"
 sha_s1=$(cat "$W/s1.sha")
 log "fio passed; $n snapshots taken"
 
@@ -131,7 +108,7 @@ loop_detach "$LOOP"
 
 # Every snapshot is a consistent image.
 for ((i = 1; i <= n; i++)); do
-  echo "clone vol@s$i c$i" >"$M/.control" || fail "clone vol@s$i c$i failed: $(last_result)"
+  echo "clone vol@s$i c$i" >"$M/.control" || fail "clone vol@s$i c$i failed: $(control_result "$M")"
   if corrupting && ((i == 1)); then
     for off in 0 128 384; do # the primary superblock and both backups (4K blocks)
       dd if=/dev/zero of="$M/c$i" bs=1M seek=$off count=1 conv=notrunc status=none
@@ -160,23 +137,22 @@ for ((i = 1; i <= n; i++)); do
 done
 
 # Space: clones, then snapshots.
-du_layers() { du -sk "$S/layers" | cut -f1; }
-d0=$(du_layers)
+d0=$(layers_kib "$S")
 for ((i = 1; i <= n; i++)); do
-  echo "delete c$i" >"$M/.control" || fail "delete c$i failed: $(last_result)"
+  echo "delete c$i" >"$M/.control" || fail "delete c$i failed: $(control_result "$M")"
 done
-d1=$(du_layers)
+d1=$(layers_kib "$S")
 log "deleting $n clones: layers $d0 -> $d1 KiB"
 ((d1 < d0)) || fail "deleting the clones freed nothing ($d0 -> $d1 KiB)"
-layers_before=$("$OVBD" volume list --json "$S" | "$PY" -c 'import json,sys; print([v["layers"] for v in json.load(sys.stdin) if v["name"] == "vol"][0])')
+layers_before=$(layers_of "$S" vol)
 for ((i = n; i >= 2; i--)); do
-  echo "delete vol@s$i" >"$M/.control" || fail "delete vol@s$i failed: $(last_result)"
+  echo "delete vol@s$i" >"$M/.control" || fail "delete vol@s$i failed: $(control_result "$M")"
   [[ ! -e $M/vol@s$i ]] || fail "vol@s$i still listed after its delete"
 done
-assert_eq "$sha_s1" "$(sha "$M/vol@s1")" "sha256 of vol@s1 (read under load vs. after deleting the later snapshots)"
-echo "delete vol@s1" >"$M/.control" || fail "delete vol@s1 failed: $(last_result)"
-d2=$(du_layers)
-layers_after=$("$OVBD" volume list --json "$S" | "$PY" -c 'import json,sys; print([v["layers"] for v in json.load(sys.stdin) if v["name"] == "vol"][0])')
+assert_eq "$sha_s1" "$(sha_direct "$M/vol@s1")" "sha256 of vol@s1 (read under load vs. after deleting the later snapshots)"
+echo "delete vol@s1" >"$M/.control" || fail "delete vol@s1 failed: $(control_result "$M")"
+d2=$(layers_kib "$S")
+layers_after=$(layers_of "$S" vol)
 log "deleting $n snapshots: layers $d1 -> $d2 KiB; vol's stack $layers_before -> $layers_after layers"
 ((d2 < d1)) || fail "deleting the snapshots freed nothing ($d1 -> $d2 KiB)"
 assert_eq "vol" "$(ls "$M")" "mount listing after deleting clones and snapshots"

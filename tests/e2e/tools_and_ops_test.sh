@@ -81,13 +81,15 @@ assert sorted(d) == ["fromlayer", "imp", "vol"] and d["imp"]["size"] == 8 << 20,
 start_daemon "$S" "$M"
 log "FUSE operations"
 ls -la "$M" >"$W/ls.out"                                     # opendir readdir releasedir lookup getattr
-for n in .control imp fromlayer vol vol@off0; do
+for n in .control .metrics imp fromlayer vol vol@off0; do
   grep -qE " $n\$" "$W/ls.out" || fail "ls -la of the mount lacks $n: $(cat "$W/ls.out")"
 done
 stat -f -c '%b %S' "$M" | grep -qE '^[1-9][0-9]* [1-9]' || fail "statfs: $(stat -f "$M")"   # statfs
 cmp -s "$RAW" "$M/imp" || fail "the imported volume does not read as the raw image"       # open read release
 cmp -s -n $((8 * MiB)) "$RAW" "$M/fromlayer" || fail "the volume over l1.lsmt does not read as the raw image"
 cmp -s -i $((8 * MiB)):0 -n $((8 * MiB)) "$M/fromlayer" /dev/zero || fail "the grown part of fromlayer is not zeros"
+grep -qE '^ovbdfs_read_bytes_total\{volume="imp"\} [1-9][0-9]*$' "$M/.metrics" ||        # .metrics
+  fail ".metrics does not count the reads of imp: $(grep 'read_bytes' "$M/.metrics")"
 
 chmod 640 "$M/vol"                                           # setattr mode
 assert_eq 640 "$(stat -c %a "$M/vol")" "mode after chmod"

@@ -65,17 +65,6 @@ as_user "$U1" mkdir "$M" "$F"
 
 u1() { as_user "$U1" "$@"; }
 mounted_for() { as_user "$1" timeout 10 mountpoint -q "$2"; }
-# errno_as USER PYTHON_STATEMENT: "ok" or the errno name, run as USER.
-errno_as() {
-  as_user "$1" "$PY" -c '
-import errno, os, sys
-try:
-    exec(sys.argv[1])
-    print("ok")
-except OSError as e:
-    print(errno.errorcode.get(e.errno, str(e.errno)))
-' "$2"
-}
 # Plain `ovbdfs STORE MNT` as U1: it daemonizes; wait for the mount.
 mount_store() {
   u1 "$BOVBDFS" "$S" "$M" "$@" || fail "ovbdfs $* as $U1 failed"

@@ -36,12 +36,4 @@ kumount "$K"
 loop_detach "$LOOP"
 stop_daemon "$M"
 
-start_daemon "$S" "$M"
-e2fsck -fn "$M/base" >"$W/fsck1.log" 2>&1 || { cat "$W/fsck1.log" >&2; fail "e2fsck -fn failed after writing"; }
-loop_attach "$M/base" -r --direct-io=on
-kmount -o ro "$LOOP" "$K"
-tree_manifest "$K" >"$W/manifest.after"
-diff -u "$W/manifest" "$W/manifest.after" >&2 || fail "tree differs after remount"
-kumount "$K"
-loop_detach "$LOOP"
-stop_daemon "$M"
+check_ext4_remounted "$S" "$M" base "$W/manifest" "$K" "after writing"

@@ -13,7 +13,7 @@
 #include "ovbd/control/session.h"
 #include "ovbd/io/env.h"
 #include "ovbd/store/store.h"
-#include "test_util.h"
+#include "store_util.h"
 
 namespace ovbd {
 namespace {
@@ -38,14 +38,10 @@ std::string ReadAll(ControlSession* s) {
 
 std::string FirstLine(const std::string& s) { return s.substr(0, s.find('\n')); }
 
-class ControlSessionTest : public ::testing::Test {
+class ControlSessionTest : public test::FreshStoreTest {
  protected:
   void SetUp() override {
-    path_ = dir_.Sub("store");
-    ASSERT_TRUE(Store::Init(Env::Default(), path_).ok());
-    auto s = Store::Open(Env::Default(), path_);
-    ASSERT_TRUE(s.ok()) << s.status().ToString();
-    store_ = std::move(s).value();
+    ASSERT_NO_FATAL_FAILURE(FreshStoreTest::SetUp());
     server_ = std::make_unique<ControlServer>(store_.get(), [this] { ++retires_; });
   }
   bool Exists(const std::string& name) { return store_->Lookup(name).ok(); }
@@ -58,9 +54,6 @@ class ControlSessionTest : public ::testing::Test {
     ASSERT_TRUE(store_->CreateVolume(name, 1 << 20, {}, a).ok());
   }
 
-  test::TempDir dir_;
-  std::string path_;
-  std::unique_ptr<Store> store_;
   std::atomic<int> retires_{0};
   std::unique_ptr<ControlServer> server_;
 };

@@ -1,6 +1,7 @@
 // FaultInjectionEnv over the real filesystem (a temp dir), checked through
 // Env::Default() so the assertions see what is really on disk.
 #include "fault_env.h"
+#include "test_util.h"
 
 #include <gtest/gtest.h>
 
@@ -33,15 +34,7 @@ std::string RandomBytes(size_t n, uint64_t seed) {
 
 class FaultEnvTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "ovbd_fault_env_test.XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
+  void SetUp() override { ASSERT_FALSE(dir_.empty()) << "no temporary directory"; }
   std::string P(const std::string& name) const { return JoinPath(dir_, name); }
 
   // Creates path through env with data, durably (data and directory synced).
@@ -68,7 +61,8 @@ class FaultEnvTest : public ::testing::Test {
     EXPECT_EQ(s.os_errno(), EIO) << s.ToString();
   }
 
-  std::string dir_;
+  test::TempDir tmp_;
+  const std::string dir_ = tmp_.path();
 };
 
 TEST_F(FaultEnvTest, SyncedDataSurvivesPowerLoss) {

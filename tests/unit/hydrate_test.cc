@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -24,6 +26,14 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr uint64_t kMiB = 1 << 20;
+
+// OVBD_CRASH_ITERATIONS (default 150; the sanitizer runs use fewer) scales
+// the crash tests.
+uint64_t CrashScale(uint64_t per, uint64_t lo, uint64_t hi) {
+  const char* e = std::getenv("OVBD_CRASH_ITERATIONS");
+  const uint64_t it = e ? std::strtoull(e, nullptr, 10) : 150;
+  return std::clamp<uint64_t>(it / per, lo, hi);
+}
 
 // Waits (bounded) for pred; false on timeout.
 bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds limit = 30s) {
@@ -275,9 +285,9 @@ TEST(Hydrate, ReadsCopyTheirRangesFirst) {
   Fixture fx(Env::Default(), 23);
   auto st = fx.Open();
   auto v = st->Acquire("vm").value();
-  // One byte per second: the scan copies next to nothing, so whatever is
-  // copied comes from the reads.
-  ASSERT_TRUE(st->Hydrate("vm", HydrateAction::kStart, 1).ok());
+  // 512 KiB/s: the range read (its 256 KiB granule) comes before the scan,
+  // which meanwhile gets nowhere near 7 MiB.
+  ASSERT_TRUE(st->Hydrate("vm", HydrateAction::kStart, 512 << 10).ok());
   const uint64_t off = 5 * kMiB + 4096, len = 64 << 10;
   ASSERT_GT(v->BytesFromLowers(*v->stack(), off, len), 0u);
   std::vector<char> buf(len);
@@ -514,7 +524,8 @@ TEST(HydrateCrash, EveryStepRecovers) {
   ASSERT_GT(ops, 4u);
   std::vector<std::function<void()>> arms;
   for (const auto& p : points) arms.push_back([&fenv, p] { fenv.CrashAt(p); });
-  for (uint64_t n = 0; n < ops; n += std::max<uint64_t>(1, ops / 12)) {
+  const uint64_t spread = CrashScale(12, 3, 12);
+  for (uint64_t n = 0; n < ops; n += std::max<uint64_t>(1, ops / spread)) {
     arms.push_back([&fenv, n] { fenv.CrashAfterOps(n); });
   }
   for (size_t k = 0; k < arms.size(); ++k) {
@@ -570,7 +581,8 @@ TEST(HydrateCrash, RandomModel) {
   commit();
   std::map<std::string, std::vector<char>> snaps;
   std::set<std::string> maybe_snaps;
-  for (int round = 0; round < 25; ++round) {
+  const int rounds = static_cast<int>(CrashScale(6, 5, 25));
+  for (int round = 0; round < rounds; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
     auto st = fx.Open();
     ASSERT_TRUE(st);
@@ -601,17 +613,26 @@ TEST(HydrateCrash, RandomModel) {
       const uint64_t off = (rng() % sectors) * 512 / (rng() % 2 ? 1 : 7) / 512 * 512 + rng() % 512;
       const uint64_t len = std::min<uint64_t>(1 + rng() % 20000, size - off);
       const int what = static_cast<int>(rng() % 20);
-      if (what < 10) {
-        auto d = test::RandomBytes(rng, len);
-        if (!v->Write(off, d.data(), len).ok()) break;
-        std::memcpy(current.data() + off, d.data(), len);
-      } else if (what < 14) {
-        if (!v->Discard(off, len).ok()) break;
-        std::memset(current.data() + off, 0, len);
+      if (what < 14) {
+        // A write or discard that fails at the crash may have reached some
+        // of its sectors (a discard writes its partial edge sectors first):
+        // every sector it touches may hold its new version from now on.
+        std::vector<char> next = current;
+        std::vector<char> d;
+        if (what < 10) {
+          d = test::RandomBytes(rng, len);
+          std::memcpy(next.data() + off, d.data(), len);
+        } else {
+          std::memset(next.data() + off, 0, len);
+        }
+        for (uint64_t s = off / 512; s < (off + len + 511) / 512; ++s)
+          allowed[s].insert(std::string(next.data() + s * 512, 512));
+        const Status done = what < 10 ? v->Write(off, d.data(), len).status() : v->Discard(off, len);
+        if (!done.ok()) break;
+        current.swap(next);
       } else if (what < 19) {
         if (!v->Flush().ok()) break;
         commit();
-        continue;
       } else {
         const std::string name = "s" + std::to_string(round) + "_" + std::to_string(i);
         // A snapshot is durable when it returns; it holds the content at
@@ -624,10 +645,7 @@ TEST(HydrateCrash, RandomModel) {
         }
         snaps["vm@" + name] = at;
         commit();  // a snapshot makes everything before it durable
-        continue;
       }
-      for (uint64_t s = off / 512; s < (off + len + 511) / 512; ++s)
-        allowed[s].insert(std::string(current.data() + s * 512, 512));
     }
     st->Release("vm");
     v.reset();

@@ -11,7 +11,6 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -19,31 +18,15 @@
 
 #include "fault_env.h"
 #include "ovbd/store/store.h"
-#include "test_util.h"
+#include "sector_model.h"
+#include "store_util.h"
 
 namespace ovbd {
 namespace {
 
 constexpr uint64_t kSize = 1 << 20;
-constexpr uint64_t kSectors = kSize / 512;
 
-struct VolModel {
-  std::vector<char> current = std::vector<char>(kSize, 0);
-  std::vector<std::set<std::string>> allowed = std::vector<std::set<std::string>>(kSectors);
-  VolModel() { Commit(); }
-  void Apply(uint64_t off, const char* d, uint64_t len) {
-    if (d) {
-      std::memcpy(current.data() + off, d, len);
-    } else {
-      std::memset(current.data() + off, 0, len);
-    }
-    for (uint64_t s = off / 512; s < (off + len + 511) / 512; ++s)
-      allowed[s].insert(std::string(current.data() + s * 512, 512));
-  }
-  void Commit() {
-    for (uint64_t s = 0; s < kSectors; ++s) allowed[s] = {std::string(current.data() + s * 512, 512)};
-  }
-};
+using test::SectorModel;
 
 uint64_t Iterations() {
   const char* e = std::getenv("OVBD_CRASH_ITERATIONS");
@@ -59,7 +42,7 @@ TEST_P(StoreCrash, RandomOperationsRandomCrashes) {
   FaultInjectionEnv fenv(Env::Default(), seed);
   const std::string path = dir.Sub("store");
   ASSERT_TRUE(Store::Init(&fenv, path).ok());
-  std::map<std::string, VolModel> vols;                 // live volumes
+  std::map<std::string, SectorModel> vols;              // live volumes
   std::map<std::string, std::vector<char>> snaps;       // VOL@SNAP -> exact content
   std::set<std::string> maybe_snaps;                    // crashed mid-command: may exist
   std::vector<std::set<std::string>> maybe_groups;      // crashed snapshot --all: all or none
@@ -67,7 +50,7 @@ TEST_P(StoreCrash, RandomOperationsRandomCrashes) {
     auto s = Store::Open(&fenv, path);
     ASSERT_TRUE(s.ok());
     ASSERT_TRUE(s.value()->CreateVolume("a", kSize, {}, {}).ok());
-    vols["a"];
+    vols.emplace("a", SectorModel(std::vector<char>(kSize, 0)));
   }
   uint64_t crashes = 0, ops_total = 0;
   for (uint64_t it = 0; it < Iterations(); ++it) {
@@ -80,42 +63,30 @@ TEST_P(StoreCrash, RandomOperationsRandomCrashes) {
     for (const auto& v : st->List()) present.insert(v.name);
     for (auto& [name, model] : vols) {
       ASSERT_TRUE(present.count(name)) << "volume " << name << " lost";
-      auto v = st->Acquire(name);
-      ASSERT_TRUE(v.ok()) << v.status().ToString();
-      std::vector<char> now(kSize);
-      ASSERT_TRUE(v.value()->Read(0, kSize, now.data()).ok());
-      st->Release(name);
-      for (uint64_t s = 0; s < kSectors; ++s) {
-        ASSERT_TRUE(model.allowed[s].count(std::string(now.data() + s * 512, 512)))
-            << name << " sector " << s << " holds a version it never had since the last fsync";
-      }
-      model.current = now;
-      model.Commit();  // recovered state; made durable below before new work
+      auto now = test::ReadVolume(st, name);
+      ASSERT_EQ(now.size(), kSize) << name;
+      const auto bad = model.FirstImpossibleSector(now);
+      ASSERT_FALSE(bad) << name << " sector " << *bad
+                        << " holds a version it never had since the last fsync";
+      model.Recovered(std::move(now));  // made durable below before new work
     }
     for (const auto& name : present) {
       if (name.find('@') == std::string::npos) {
         // A clone whose command crashed may exist; adopt it (content checked
         // against its snapshot below through the maybe set).
         if (!vols.count(name)) {
-          auto v = st->Acquire(name);
-          ASSERT_TRUE(v.ok());
-          VolModel m;
-          ASSERT_TRUE(v.value()->Read(0, kSize, m.current.data()).ok());
-          st->Release(name);
-          m.Commit();
+          auto now = test::ReadVolume(st, name);
+          ASSERT_EQ(now.size(), kSize) << name;
           ASSERT_TRUE(maybe_snaps.count("clone:" + name)) << "unexpected volume " << name;
-          vols[name] = m;
+          vols.emplace(name, SectorModel(std::move(now)));
         }
         continue;
       }
       auto it_s = snaps.find(name);
       const bool maybe = maybe_snaps.count(name) > 0;
       ASSERT_TRUE(it_s != snaps.end() || maybe) << "unexpected snapshot " << name;
-      auto v = st->Acquire(name);
-      ASSERT_TRUE(v.ok()) << name << ": " << v.status().ToString();
-      std::vector<char> now(kSize);
-      ASSERT_TRUE(v.value()->Read(0, kSize, now.data()).ok());
-      st->Release(name);
+      const auto now = test::ReadVolume(st, name);
+      ASSERT_EQ(now.size(), kSize) << name;
       if (it_s != snaps.end()) {
         ASSERT_TRUE(now == it_s->second) << "snapshot " << name << " changed";
       } else {
@@ -139,14 +110,7 @@ TEST_P(StoreCrash, RandomOperationsRandomCrashes) {
     maybe_groups.clear();
     maybe_snaps.clear();
     // No leaks, nothing dangling.
-    std::set<std::string> referenced;
-    for (const auto& v : st->List()) {
-      for (const auto& l : v.lowers) referenced.insert(l);
-      if (!v.upper.empty()) {
-        referenced.insert(v.upper + ".data");
-        referenced.insert(v.upper + ".jnl");
-      }
-    }
+    const std::set<std::string> referenced = test::ReferencedLayerFiles(st);
     for (const auto& e : std::filesystem::directory_iterator(path + "/layers")) {
       ASSERT_TRUE(referenced.count(e.path().filename().string()))
           << "leaked " << e.path().filename();
@@ -161,7 +125,7 @@ TEST_P(StoreCrash, RandomOperationsRandomCrashes) {
       std::vector<std::string> names;
       for (auto& [n, m] : vols) names.push_back(n);
       const std::string vol = names[rng() % names.size()];
-      VolModel& m = vols[vol];
+      SectorModel& m = vols.at(vol);
       const int kind = static_cast<int>(rng() % 100);
       if (kind < 50) {
         uint64_t off = rng() % kSize, len = std::min<uint64_t>(1 + rng() % 40000, kSize - off);
@@ -198,7 +162,7 @@ TEST_P(StoreCrash, RandomOperationsRandomCrashes) {
         if (s.ok()) {
           for (auto& [n, mm] : vols) {
             mm.Commit();
-            snaps[n + "@" + snap] = mm.current;
+            snaps[n + "@" + snap] = mm.current();
           }
         } else {
           maybe_snaps.insert(members.begin(), members.end());
@@ -211,7 +175,7 @@ TEST_P(StoreCrash, RandomOperationsRandomCrashes) {
         Status s = st->Snapshot(vol, snap);
         if (s.ok()) {
           m.Commit();  // a snapshot commits the volume first
-          snaps[full] = m.current;
+          snaps[full] = m.current();
         } else {
           maybe_snaps.insert(full);
         }
@@ -223,10 +187,7 @@ TEST_P(StoreCrash, RandomOperationsRandomCrashes) {
         if (vols.count(nv)) continue;
         Status s = st->Clone(pick->first, nv);
         if (s.ok()) {
-          VolModel c;
-          c.current = pick->second;
-          c.Commit();
-          vols[nv] = c;
+          vols.emplace(nv, SectorModel(pick->second));
         } else {
           maybe_snaps.insert("clone:" + nv);
         }

@@ -13,6 +13,7 @@
 #include "fault_env.h"
 #include "ovbd/store/check.h"
 #include "ovbd/store/store.h"
+#include "store_util.h"
 #include "test_util.h"
 
 namespace ovbd {
@@ -20,16 +21,7 @@ namespace {
 
 constexpr uint64_t kSize = 8 << 20;
 
-std::vector<char> ReadAll(Store* s, const std::string& name) {
-  auto v = s->Acquire(name);
-  EXPECT_TRUE(v.ok()) << name << ": " << v.status().ToString();
-  if (!v.ok()) return {};
-  std::vector<char> buf(v.value()->size());
-  auto n = v.value()->Read(0, buf.size(), buf.data());
-  EXPECT_TRUE(n.ok());
-  s->Release(name);
-  return buf;
-}
+using test::ReadVolume;
 
 void WriteAt(Store* s, const std::string& name, uint64_t off, const std::vector<char>& d,
              bool flush = true) {
@@ -61,14 +53,7 @@ std::set<std::string> LayerFiles(const std::string& store) {
 
 // Every file in layers/ is referenced by some manifest, and every reference exists.
 void ExpectNoLeaksNoDangling(Store* s) {
-  std::set<std::string> referenced;
-  for (const auto& v : s->List()) {
-    for (const auto& l : v.lowers) referenced.insert(l);
-    if (!v.upper.empty()) {
-      referenced.insert(v.upper + ".data");
-      referenced.insert(v.upper + ".jnl");
-    }
-  }
+  const auto referenced = test::ReferencedLayerFiles(s);
   auto files = LayerFiles(s->dir());
   for (const auto& f : files) EXPECT_TRUE(referenced.count(f)) << "leaked file " << f;
   for (const auto& r : referenced) EXPECT_TRUE(files.count(r)) << "missing file " << r;
@@ -88,48 +73,52 @@ std::string EditFile(const std::string& path, const std::string& from, const std
   return text.value();
 }
 
-class StoreTest : public ::testing::Test {
+class StoreTest : public test::FreshStoreTest {
  protected:
-  void SetUp() override {
-    path_ = dir_.Sub("store");
-    ASSERT_TRUE(Store::Init(Env::Default(), path_).ok());
-    auto s = Store::Open(Env::Default(), path_);
-    ASSERT_TRUE(s.ok()) << s.status().ToString();
-    store_ = std::move(s).value();
-  }
   std::vector<char> Rand(size_t n) { return test::RandomBytes(rng_, n); }
 
-  test::TempDir dir_;
-  std::string path_;
-  std::unique_ptr<Store> store_;
+  // Two manifests naming one upper: closes the store and edits victim's
+  // manifest to name owner's upper instead of its own.
+  struct SharedUpper {
+    std::string owner_upper, victim_upper;
+    std::string manifest, old_text;  // victim's manifest and its text before
+  };
+  SharedUpper ShareUpper(const std::string& owner, const std::string& victim) {
+    SharedUpper u{store_->Lookup(owner)->upper, store_->Lookup(victim)->upper,
+                  path_ + "/volumes/" + victim + ".json", ""};
+    store_.reset();
+    u.old_text = EditFile(u.manifest, u.victim_upper, u.owner_upper);
+    return u;
+  }
+
   std::mt19937_64 rng_{11};
 };
 
 TEST_F(StoreTest, SnapshotCloneAndIsolation) {
   ASSERT_TRUE(store_->CreateVolume("vm1", kSize, {}, {}).ok());
   WriteAt(store_.get(), "vm1", 0, Rand(1 << 20));
-  const auto before = ReadAll(store_.get(), "vm1");
+  const auto before = ReadVolume(store_.get(), "vm1");
   ASSERT_TRUE(store_->Snapshot("vm1", "s1").ok());
   ASSERT_TRUE(store_->Clone("vm1@s1", "vm2").ok());
   WriteAt(store_.get(), "vm1", 4096, Rand(8192));
   WriteAt(store_.get(), "vm2", 65536, Rand(8192));
-  EXPECT_EQ(ReadAll(store_.get(), "vm1@s1"), before);
-  EXPECT_NE(ReadAll(store_.get(), "vm1"), before);
-  EXPECT_NE(ReadAll(store_.get(), "vm2"), before);
-  EXPECT_NE(ReadAll(store_.get(), "vm2"), ReadAll(store_.get(), "vm1"));
+  EXPECT_EQ(ReadVolume(store_.get(), "vm1@s1"), before);
+  EXPECT_NE(ReadVolume(store_.get(), "vm1"), before);
+  EXPECT_NE(ReadVolume(store_.get(), "vm2"), before);
+  EXPECT_NE(ReadVolume(store_.get(), "vm2"), ReadVolume(store_.get(), "vm1"));
   // Snapshots are read-only.
   auto snap = store_->Acquire("vm1@s1");
   ASSERT_TRUE(snap.ok());
   EXPECT_FALSE(snap.value()->Write(0, "x", 1).ok());
   store_->Release("vm1@s1");
   // Everything survives a reopen.
-  const auto vm1 = ReadAll(store_.get(), "vm1"), vm2 = ReadAll(store_.get(), "vm2");
+  const auto vm1 = ReadVolume(store_.get(), "vm1"), vm2 = ReadVolume(store_.get(), "vm2");
   store_.reset();
   auto s = Store::Open(Env::Default(), path_);
   ASSERT_TRUE(s.ok());
-  EXPECT_EQ(ReadAll(s.value().get(), "vm1"), vm1);
-  EXPECT_EQ(ReadAll(s.value().get(), "vm2"), vm2);
-  EXPECT_EQ(ReadAll(s.value().get(), "vm1@s1"), before);
+  EXPECT_EQ(ReadVolume(s.value().get(), "vm1"), vm1);
+  EXPECT_EQ(ReadVolume(s.value().get(), "vm2"), vm2);
+  EXPECT_EQ(ReadVolume(s.value().get(), "vm1@s1"), before);
   ExpectNoLeaksNoDangling(s.value().get());
 }
 
@@ -150,11 +139,11 @@ TEST_F(StoreTest, DeleteOriginFirst) {
   WriteAt(store_.get(), "vm1", 0, Rand(2 << 20));
   ASSERT_TRUE(store_->Snapshot("vm1", "s1").ok());
   WriteAt(store_.get(), "vm1", 4 << 20, Rand(2 << 20));
-  const auto snap = ReadAll(store_.get(), "vm1@s1");
+  const auto snap = ReadVolume(store_.get(), "vm1@s1");
   const uint64_t before = LayersAllocated(path_);
   ASSERT_TRUE(store_->Delete("vm1").ok());
   EXPECT_LT(LayersAllocated(path_), before - (3 << 19));  // the upper's 2 MiB are gone
-  EXPECT_EQ(ReadAll(store_.get(), "vm1@s1"), snap);
+  EXPECT_EQ(ReadVolume(store_.get(), "vm1@s1"), snap);
   EXPECT_EQ(store_->CreateVolume("vm1", kSize, {}, {}).code(), Status::Code::kExists);
   ASSERT_TRUE(store_->Delete("vm1@s1").ok());
   EXPECT_TRUE(store_->List().empty());
@@ -168,13 +157,13 @@ TEST_F(StoreTest, DeleteSnapshotFirst) {
   // Overwrite everything the snapshot holds, then snapshot again.
   WriteAt(store_.get(), "vm1", 0, Rand(2 << 20));
   ASSERT_TRUE(store_->Snapshot("vm1", "s2").ok());
-  const auto vm1 = ReadAll(store_.get(), "vm1");
+  const auto vm1 = ReadVolume(store_.get(), "vm1");
   const uint64_t before = LayersAllocated(path_);
   ASSERT_TRUE(store_->Delete("vm1@s1").ok());
   // s1's layer was wholly hidden by s2's: merged away, 2 MiB freed.
   EXPECT_LT(LayersAllocated(path_), before - (3 << 19));
-  EXPECT_EQ(ReadAll(store_.get(), "vm1"), vm1);
-  EXPECT_EQ(ReadAll(store_.get(), "vm1@s2"), vm1);
+  EXPECT_EQ(ReadVolume(store_.get(), "vm1"), vm1);
+  EXPECT_EQ(ReadVolume(store_.get(), "vm1@s2"), vm1);
   ExpectNoLeaksNoDangling(store_.get());
 }
 
@@ -186,13 +175,13 @@ TEST_F(StoreTest, DeleteMiddleOfChain) {
   ASSERT_TRUE(store_->Snapshot("vm1", "s2").ok());
   WriteAt(store_.get(), "vm1", 1 << 20, Rand(1 << 20));  // hides s2's new data
   ASSERT_TRUE(store_->Snapshot("vm1", "s3").ok());
-  const auto s1 = ReadAll(store_.get(), "vm1@s1"), s3 = ReadAll(store_.get(), "vm1@s3");
+  const auto s1 = ReadVolume(store_.get(), "vm1@s1"), s3 = ReadVolume(store_.get(), "vm1@s3");
   const uint64_t before = LayersAllocated(path_);
   ASSERT_TRUE(store_->Delete("vm1@s2").ok());
   EXPECT_LT(LayersAllocated(path_), before - (1 << 19));
-  EXPECT_EQ(ReadAll(store_.get(), "vm1@s1"), s1);
-  EXPECT_EQ(ReadAll(store_.get(), "vm1@s3"), s3);
-  EXPECT_EQ(ReadAll(store_.get(), "vm1"), s3);
+  EXPECT_EQ(ReadVolume(store_.get(), "vm1@s1"), s1);
+  EXPECT_EQ(ReadVolume(store_.get(), "vm1@s3"), s3);
+  EXPECT_EQ(ReadVolume(store_.get(), "vm1"), s3);
   ExpectNoLeaksNoDangling(store_.get());
 }
 
@@ -253,7 +242,7 @@ TEST_F(StoreTest, HostileManifestsAreRefused) {
     EXPECT_NE(st->StatusText().find("vm1 failed: "), std::string::npos) << st->StatusText();
     EXPECT_EQ(st->CreateVolume("vm1", kSize, {}, {}).code(), Status::Code::kExists);
     // The rest of the store works.
-    EXPECT_EQ(ReadAll(st, "ok").size(), kSize);
+    EXPECT_EQ(ReadVolume(st, "ok").size(), kSize);
     // Nothing is collected while a manifest cannot be trusted.
     EXPECT_FALSE(st->CollectGarbage().ok());
     s.value().reset();
@@ -274,11 +263,7 @@ TEST_F(StoreTest, SharedUpperIsRefused) {
   ASSERT_TRUE(store_->Snapshot("base", "s").ok());
   ASSERT_TRUE(store_->Clone("base@s", "c1").ok());
   ASSERT_TRUE(store_->CreateVolume("other", kSize, {}, {}).ok());
-  const std::string base_upper = store_->Lookup("base")->upper;
-  const std::string c1_upper = store_->Lookup("c1")->upper;
-  store_.reset();
-  const std::string m = path_ + "/volumes/c1.json";
-  const std::string text = EditFile(m, c1_upper, base_upper);
+  const SharedUpper shared = ShareUpper("base", "c1");
   auto s = Store::Open(Env::Default(), path_);
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_FALSE(s.value()->Acquire("base").ok());
@@ -288,12 +273,12 @@ TEST_F(StoreTest, SharedUpperIsRefused) {
   // c1's own upper is unreferenced now, but kept: a refused manifest means
   // the store's references cannot be trusted.
   s.value().reset();
-  EXPECT_TRUE(LayerFiles(path_).count(c1_upper + ".data"));
+  EXPECT_TRUE(LayerFiles(path_).count(shared.victim_upper + ".data"));
 
   // An upper that is also someone's lower layer is refused as well.
-  ASSERT_TRUE(Env::Default()->WriteFileAtomic(m, text).ok());
+  ASSERT_TRUE(Env::Default()->WriteFileAtomic(shared.manifest, shared.old_text).ok());
   EditFile(path_ + "/volumes/other.json", "\"lowers\": []",
-           "\"lowers\": [\"" + base_upper + ".data\"]");
+           "\"lowers\": [\"" + shared.owner_upper + ".data\"]");
   s = Store::Open(Env::Default(), path_);
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_FALSE(s.value()->Acquire("base").ok());
@@ -337,11 +322,7 @@ TEST_F(StoreTest, RepairKeepsFilesOfAnUnreadableManifest) {
 TEST_F(StoreTest, CheckFindsASharedUpper) {
   ASSERT_TRUE(store_->CreateVolume("base", kSize, {}, {}).ok());
   ASSERT_TRUE(store_->CreateVolume("c1", kSize, {}, {}).ok());
-  const std::string base_upper = store_->Lookup("base")->upper;
-  const std::string c1_upper = store_->Lookup("c1")->upper;
-  store_.reset();
-  const std::string m = path_ + "/volumes/c1.json";
-  const std::string text = EditFile(m, c1_upper, base_upper);
+  ShareUpper("base", "c1");
   auto rep = CheckStore(Env::Default(), path_, CheckOptions{});
   ASSERT_TRUE(rep.ok());
   bool found = false;
@@ -531,9 +512,9 @@ TEST_P(CrashPointTest, StoreIsConsistentAfterACrashAtAnyPoint) {
       ASSERT_TRUE(s.ok());
       sc.setup(s.value().get());
       ASSERT_TRUE(s.value()->FlushAll().ok());
-      vm1 = ReadAll(s.value().get(), "vm1");
-      s1 = ReadAll(s.value().get(), "vm1@s1");
-      if (s.value()->Lookup("vm3").ok()) vm3 = ReadAll(s.value().get(), "vm3");
+      vm1 = ReadVolume(s.value().get(), "vm1");
+      s1 = ReadVolume(s.value().get(), "vm1@s1");
+      if (s.value()->Lookup("vm3").ok()) vm3 = ReadVolume(s.value().get(), "vm3");
       fenv.CrashAt(p, n);
       Status st = sc.run(s.value().get());
       EXPECT_FALSE(st.ok());
@@ -560,7 +541,7 @@ TEST_P(CrashPointTest, StoreIsConsistentAfterACrashAtAnyPoint) {
     Store* st = s.value().get();
     // The data is what it was: every volume and snapshot that exists is whole.
     for (const auto& v : st->List()) {
-      auto content = ReadAll(st, v.name);
+      auto content = ReadVolume(st, v.name);
       if (v.name == "vm1@s1") {
         EXPECT_EQ(content, s1);
       } else if (v.name.rfind("vm1", 0) == 0 || v.name.rfind("vm2", 0) == 0) {
@@ -571,14 +552,14 @@ TEST_P(CrashPointTest, StoreIsConsistentAfterACrashAtAnyPoint) {
       }
     }
     if (st->Lookup("vm1").ok()) {
-      EXPECT_EQ(ReadAll(st, "vm1"), vm1);
+      EXPECT_EQ(ReadVolume(st, "vm1"), vm1);
     }
     // A consistency group is all or nothing.
     if (st->Lookup("vm3").ok()) {
-      EXPECT_EQ(ReadAll(st, "vm3"), vm3);
+      EXPECT_EQ(ReadVolume(st, "vm3"), vm3);
       EXPECT_EQ(st->Lookup("vm1@g").ok(), st->Lookup("vm3@g").ok()) << "half a snapshot group";
       if (st->Lookup("vm3@g").ok()) {
-        EXPECT_EQ(ReadAll(st, "vm3@g"), vm3);
+        EXPECT_EQ(ReadVolume(st, "vm3@g"), vm3);
       }
     }
     ExpectNoLeaksNoDangling(st);

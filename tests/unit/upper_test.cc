@@ -18,6 +18,7 @@
 #include "ovbd/layer/lsmt_writer.h"
 #include "ovbd/layer/upper.h"
 #include "ovbd/volume/volume.h"
+#include "sector_model.h"
 #include "test_util.h"
 
 namespace ovbd {
@@ -69,6 +70,18 @@ class UpperTest : public ::testing::Test {
     return std::make_unique<Volume>("v", kSize, std::vector{lower_},
                                     std::shared_ptr<Upper>(std::move(u).value()), false);
   }
+
+  // Ten 4 KiB writes of `fill`, 8 KiB apart, each flushed (a journal record
+  // each), by a volume closed afterwards.
+  void WriteTenRecords(char fill) {
+    auto v = Create();
+    const std::vector<char> d(4096, fill);
+    for (int i = 0; i < 10; ++i) {
+      ASSERT_TRUE(v->Write(i * 8192, d.data(), d.size()).ok());
+      ASSERT_TRUE(v->Flush().ok());
+    }
+  }
+  std::string JournalPath() const { return Upper::JournalPath(dir_.Sub("up")); }
 
   Env* env_ = Env::Default();
   test::TempDir dir_;
@@ -212,23 +225,19 @@ TEST_F(UpperTest, JournalCompactionKeepsContent) {
 }
 
 TEST_F(UpperTest, TornJournalTailIsDroppedAndMidJournalDamageRefused) {
-  auto v = Create();
-  std::vector<char> d(4096, 7);
-  for (int i = 0; i < 10; ++i) {
-    ASSERT_TRUE(v->Write(i * 8192, d.data(), d.size()).ok());
-    ASSERT_TRUE(v->Flush().ok());
+  ASSERT_NO_FATAL_FAILURE(WriteTenRecords(7));
+  const std::string jnl = JournalPath();
+  {
+    auto f = env_->OpenRW(jnl, false);
+    ASSERT_TRUE(f.ok());
+    const uint64_t size = f.value()->Size();
+    // Garbage appended after the last record (a torn batch): dropped silently.
+    std::string junk(40, '\x5a');
+    ASSERT_TRUE(f.value()->WriteAt(size, junk.data(), junk.size()).ok());
   }
-  v.reset();
-  const std::string jnl = Upper::JournalPath(dir_.Sub("up"));
-  auto f = env_->OpenRW(jnl, false);
-  ASSERT_TRUE(f.ok());
-  const uint64_t size = f.value()->Size();
-  // Garbage appended after the last record (a torn batch): dropped silently.
-  std::string junk(40, '\x5a');
-  ASSERT_TRUE(f.value()->WriteAt(size, junk.data(), junk.size()).ok());
-  f.value().reset();
-  v = Reopen();
+  auto v = Reopen();
   ASSERT_NE(v, nullptr);
+  const std::vector<char> d(4096, 7);
   for (int i = 0; i < 10; ++i) {
     std::vector<char> b(4096);
     ASSERT_TRUE(v->Read(i * 8192, 4096, b.data()).ok());
@@ -236,13 +245,7 @@ TEST_F(UpperTest, TornJournalTailIsDroppedAndMidJournalDamageRefused) {
   }
   v.reset();
   // A damaged record followed by valid ones: refuse to open, name the problem.
-  f = env_->OpenRW(jnl, false);
-  char byte = 0;
-  size_t got;
-  ASSERT_TRUE(f.value()->ReadAt(4096 + 32 * 3 + 20, 1, &byte, &got).ok());
-  byte ^= 1;
-  ASSERT_TRUE(f.value()->WriteAt(4096 + 32 * 3 + 20, &byte, 1).ok());
-  f.value().reset();
+  ASSERT_TRUE(test::FlipBits(env_, jnl, 4096 + 32 * 3 + 20).ok());
   auto u = Upper::Open(env_, dir_.Sub("up"), kSize);
   ASSERT_FALSE(u.ok());
   EXPECT_TRUE(u.status().IsCorruption());
@@ -415,21 +418,12 @@ TEST_F(UpperTest, SparseJournalTailCostsNothingAndLosesNoRecord) {
 }
 
 TEST_F(UpperTest, CutJournalAtDamageCountsWhatItDrops) {
-  auto v = Create();
-  std::vector<char> d(4096, 9);
-  for (int i = 0; i < 10; ++i) {
-    ASSERT_TRUE(v->Write(i * 8192, d.data(), d.size()).ok());
-    ASSERT_TRUE(v->Flush().ok());
-  }
-  v.reset();
-  const std::string jnl = Upper::JournalPath(dir_.Sub("up"));
+  ASSERT_NO_FATAL_FAILURE(WriteTenRecords(9));
+  const std::string jnl = JournalPath();
+  ASSERT_TRUE(test::FlipBits(env_, jnl, 4096 + 32 * 6 + 20).ok());
   {
     auto f = env_->OpenRW(jnl, false);
     ASSERT_TRUE(f.ok());
-    char byte = 0;
-    ASSERT_TRUE(f.value()->ReadExact(4096 + 32 * 6 + 20, 1, &byte).ok());
-    byte ^= 1;
-    ASSERT_TRUE(f.value()->WriteAt(4096 + 32 * 6 + 20, &byte, 1).ok());
     ASSERT_TRUE(f.value()->Truncate(1ull << 30).ok());  // and a sparse tail
   }
   ASSERT_FALSE(Upper::Open(env_, dir_.Sub("up"), kSize).ok());
@@ -511,29 +505,6 @@ TEST_F(UpperTest, FailedCompactionRemovesItsNewJournal) {
 
 // ---- Crash consistency -------------------------------------------------------
 
-// Per sector: every version it may legitimately hold after a crash.
-struct SectorModel {
-  std::vector<std::set<std::string>> allowed;  // sector -> hashes
-  std::vector<char> current;
-
-  explicit SectorModel(const std::vector<char>& base) : allowed(base.size() / 512), current(base) {
-    Commit();
-  }
-  static std::string Hash(const char* p) { return std::string(p, 512); }
-  void Apply(uint64_t off, const char* data, uint64_t len) {
-    if (data) {
-      std::memcpy(current.data() + off, data, len);
-    } else {
-      std::memset(current.data() + off, 0, len);
-    }
-    for (uint64_t s = off / 512; s < (off + len + 511) / 512; ++s)
-      allowed[s].insert(Hash(current.data() + s * 512));
-  }
-  void Commit() {
-    for (size_t s = 0; s < allowed.size(); ++s) allowed[s] = {Hash(current.data() + s * 512)};
-  }
-};
-
 class CrashTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(CrashTest, EverySectorOldOrNewAndEveryCommitDurable) {
@@ -548,7 +519,7 @@ TEST_P(CrashTest, EverySectorOldOrNewAndEveryCommitDurable) {
     auto u = Upper::Create(&fenv, up, kSize, lsmt::NewUuid(), "");
     ASSERT_TRUE(u.ok());
   }
-  SectorModel model(base);
+  test::SectorModel model(base);
   for (int crash = 0; crash < 8; ++crash) {
     auto u = Upper::Open(&fenv, up, kSize);
     ASSERT_TRUE(u.ok()) << "crash " << crash << ": " << u.status().ToString();
@@ -556,15 +527,12 @@ TEST_P(CrashTest, EverySectorOldOrNewAndEveryCommitDurable) {
     Volume v("v", kSize, {lower}, std::shared_ptr<Upper>(std::move(u).value()), false);
     // Recovery check: every sector is one of its allowed versions.
     auto now = ReadAll(v);
-    for (size_t s = 0; s < model.allowed.size(); ++s) {
-      ASSERT_TRUE(model.allowed[s].count(SectorModel::Hash(now.data() + s * 512)))
-          << "seed " << seed << " crash " << crash << ": sector " << s << " holds neither a "
-          << "committed nor a later version";
-    }
+    const auto bad = model.FirstImpossibleSector(now);
+    ASSERT_FALSE(bad) << "seed " << seed << " crash " << crash << ": sector " << *bad
+                      << " holds neither a committed nor a later version";
     // What we read back is now the state; it is durable by the end of the
     // next successful commit.
-    model.current = now;
-    model.Commit();
+    model.Recovered(std::move(now));
     fenv.CrashAfterOps(5 + rng() % 120);
     fenv.SetTearOnCrash(true);
     for (int i = 0; i < 400 && !fenv.crashed(); ++i) {

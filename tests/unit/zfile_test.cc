@@ -17,6 +17,7 @@
 #include "ovbd/io/crc32c.h"
 #include "ovbd/io/env.h"
 #include "mem_file.h"
+#include "test_util.h"
 
 namespace ovbd::zfile {
 namespace {
@@ -57,31 +58,12 @@ Result<std::unique_ptr<Reader>> OpenMem(std::string bytes, size_t cache = 16) {
   return Reader::Open(std::make_shared<MemFile>(std::move(bytes)), cache);
 }
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/zfile_test.XXXXXX";
-    char* p = ::mkdtemp(tmpl);
-    EXPECT_NE(p, nullptr);
-    path_ = p ? p : "/tmp";
-  }
-  ~TempDir() {
-    Env* env = Env::Default();
-    auto names = env->ListDir(path_);
-    if (names.ok())
-      for (const auto& n : *names) (void)env->Remove(JoinPath(path_, n));
-    (void)env->RemoveDir(path_);
-  }
-  std::string File(const std::string& name) const { return JoinPath(path_, name); }
-
- private:
-  std::string path_;
-};
+using test::TempDir;
 
 // Compresses `src` into a new file in `dir` and returns the file's bytes.
 std::string Compress(const TempDir& dir, const std::string& name, const ReadableFile& src,
                      const Options& o, const ProgressFn& progress = nullptr) {
-  const std::string path = dir.File(name);
+  const std::string path = dir.Sub(name);
   {
     auto dst = Env::Default()->OpenRW(path, /*create=*/true);
     EXPECT_TRUE(dst.ok()) << dst.status().ToString();
@@ -160,6 +142,16 @@ void RecomputeIndexCrc(std::string* f) {
 
 // ---- Fixtures ----
 
+// A parameterised case's name: its zfile's file name, with every character
+// gtest does not allow in a name turned into '_'.
+template <class Case>
+std::string NamedByZFile(const ::testing::TestParamInfo<Case>& i) {
+  std::string n = i.param.zfile;
+  for (char& ch : n)
+    if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return n;
+}
+
 struct FixtureCase {
   const char* zfile;
   const char* plain;
@@ -229,12 +221,7 @@ INSTANTIATE_TEST_SUITE_P(
                       FixtureCase{"l1.lsmt.ovbdzfile-lz4", "l1.lsmt", 4096, Algo::kLz4, 0x13},
                       FixtureCase{"l2.lz4.zfile", "l2.lsmt", 4096, Algo::kLz4, 0x1b},
                       FixtureCase{"l2.zstd.zfile", "l2.lsmt", 4096, Algo::kZstd, 0x1b}),
-    [](const ::testing::TestParamInfo<FixtureCase>& i) {
-      std::string n = i.param.zfile;
-      for (char& ch : n)
-        if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      return n;
-    });
+    NamedByZFile<FixtureCase>);
 
 TEST(ZFileFixture, PlainLayersAreNotZFiles) {
   for (const char* name : {"l1.lsmt", "l2.lsmt", "l2.sealed"}) {
@@ -317,12 +304,7 @@ INSTANTIATE_TEST_SUITE_P(
                       ReproCase{"l1.lsmt", "l1.lz4-bs64k.zfile", 65536, Algo::kLz4},
                       ReproCase{"l2.lsmt", "l2.zstd.zfile", 4096, Algo::kZstd},
                       ReproCase{"l1.lsmt", "l1.zstd.zfile", 4096, Algo::kZstd}),
-    [](const ::testing::TestParamInfo<ReproCase>& i) {
-      std::string n = i.param.zfile;
-      for (char& ch : n)
-        if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      return n;
-    });
+    NamedByZFile<ReproCase>);
 
 // ---- Round trips ----
 
@@ -409,7 +391,7 @@ INSTANTIATE_TEST_SUITE_P(All, RoundTripTest,
 TEST(ZFileWrite, RejectsBadOptionsAndNonEmptyDestination) {
   TempDir dir;
   MemFile src("hello");
-  auto dst = Env::Default()->OpenRW(dir.File("x"), true);
+  auto dst = Env::Default()->OpenRW(dir.Sub("x"), true);
   ASSERT_TRUE(dst.ok());
   for (uint32_t bs : {0u, 2048u, 4095u, 12288u, 131072u}) {
     Options o;

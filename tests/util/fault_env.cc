@@ -19,7 +19,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <map>
 #include <random>
 #include <set>
@@ -33,20 +32,6 @@ constexpr uint64_t kBlock = 4096;      // sparse granularity of saved and restor
 constexpr uint64_t kIoChunk = 1 << 20;  // bytes read or restored per call
 
 constexpr uint32_t Bit(FaultFilter f) { return static_cast<uint32_t>(f); }
-
-// Lexically normalized absolute path without a trailing '/': the key under
-// which files and directories are tracked.
-std::string Norm(const std::string& p) {
-  std::filesystem::path fp(p);
-  if (fp.is_relative()) {
-    std::error_code ec;
-    auto abs = std::filesystem::absolute(fp, ec);
-    if (!ec) fp = abs;
-  }
-  std::string s = fp.lexically_normal().string();
-  while (s.size() > 1 && s.back() == '/') s.pop_back();
-  return s;
-}
 
 bool AllZero(const char* p, size_t n) {
   static const char kZeros[kBlock] = {};
@@ -215,6 +200,7 @@ struct FaultInjectionEnv::Impl {
   bool tear GUARDED_BY(mu) = false;
   std::vector<std::string> seen GUARDED_BY(mu);
   std::vector<FailRule> rules GUARDED_BY(mu);
+  // Keyed by NormalizePath(): one entry per file however a caller spells it.
   std::map<std::string, std::shared_ptr<FileState>> files GUARDED_BY(mu);
   std::vector<DirRecord> records GUARDED_BY(mu);  // oldest first
   std::set<FaultLock*> locks GUARDED_BY(mu);
@@ -262,6 +248,17 @@ struct FaultInjectionEnv::Impl {
                                  std::strerror(r.err),
                              r.err);
     }
+    return Status::OK();
+  }
+
+  // CreateDir or RemoveDir (kind says which): admitted, done, and recorded
+  // as a change to the parent directory, lost unless it is synced.
+  Status ChangeDir(RecKind kind, const std::string& path) EXCLUDES(mu) {
+    MutexLock l(&mu);
+    OVBD_RETURN_IF_ERROR(Admit(FaultFilter::kNamespace, path, {}, nullptr, true));
+    OVBD_RETURN_IF_ERROR(kind == RecKind::kCreateDir ? base->CreateDir(path) : base->RemoveDir(path));
+    const std::string key = NormalizePath(path);
+    records.push_back(DirRecord{kind, DirName(key), key, {}, {}});
     return Status::OK();
   }
 
@@ -608,44 +605,13 @@ class FaultLock final : public FileLock {
   std::unique_ptr<FileLock> base_;
 };
 
-class FaultReadable final : public ReadableFile {
+// What both kinds of open file share: reads and metadata queries, each
+// admitted by the fault rules before it reaches the wrapped file F.
+template <class F>
+class FaultReader : public F {
  public:
-  FaultReadable(std::shared_ptr<Impl> impl, std::unique_ptr<ReadableFile> base, uint64_t gen)
+  FaultReader(std::shared_ptr<Impl> impl, std::unique_ptr<F> base, uint64_t gen)
       : impl_(std::move(impl)), base_(std::move(base)), gen_(gen) {}
-
-  Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override {
-    {
-      MutexLock l(&impl_->mu);
-      Status s = impl_->Admit(FaultFilter::kReads, base_->Name(), {}, &gen_, false);
-      if (!s.ok()) {
-        *got = 0;
-        return s;
-      }
-    }
-    return base_->ReadAt(off, n, buf, got);
-  }
-  uint64_t Size() const override { return base_->Size(); }
-  const std::string& Name() const override { return base_->Name(); }
-  Status CheckRange(uint64_t off, uint64_t n) const override {
-    OVBD_RETURN_IF_ERROR(impl_->AdmitMetadata(Name(), gen_));
-    return base_->CheckRange(off, n);
-  }
-  Result<DataRun> NextData(uint64_t off) const override {
-    OVBD_RETURN_IF_ERROR(impl_->AdmitMetadata(Name(), gen_));
-    return base_->NextData(off);
-  }
-
- private:
-  std::shared_ptr<Impl> impl_;
-  std::unique_ptr<ReadableFile> base_;
-  const uint64_t gen_;
-};
-
-class FaultRWFile final : public RWFile {
- public:
-  FaultRWFile(std::shared_ptr<Impl> impl, std::shared_ptr<FileState> state,
-              std::unique_ptr<RWFile> base, uint64_t gen)
-      : impl_(std::move(impl)), state_(std::move(state)), base_(std::move(base)), gen_(gen) {}
 
   Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override {
     {
@@ -664,10 +630,24 @@ class FaultRWFile final : public RWFile {
     OVBD_RETURN_IF_ERROR(impl_->AdmitMetadata(Name(), gen_));
     return base_->CheckRange(off, n);
   }
-  Result<DataRun> NextData(uint64_t off) const override {
+  Result<ReadableFile::DataRun> NextData(uint64_t off) const override {
     OVBD_RETURN_IF_ERROR(impl_->AdmitMetadata(Name(), gen_));
     return base_->NextData(off);
   }
+
+ protected:
+  const std::shared_ptr<Impl> impl_;
+  const std::unique_ptr<F> base_;
+  const uint64_t gen_;
+};
+
+using FaultReadable = FaultReader<ReadableFile>;
+
+class FaultRWFile final : public FaultReader<RWFile> {
+ public:
+  FaultRWFile(std::shared_ptr<Impl> impl, std::shared_ptr<FileState> state,
+              std::unique_ptr<RWFile> base, uint64_t gen)
+      : FaultReader(std::move(impl), std::move(base), gen), state_(std::move(state)) {}
 
   Status WriteAt(uint64_t off, const char* buf, size_t n) override {
     MutexLock l(&impl_->mu);
@@ -722,10 +702,7 @@ class FaultRWFile final : public RWFile {
   }
 
  private:
-  std::shared_ptr<Impl> impl_;
-  std::shared_ptr<FileState> state_;
-  std::unique_ptr<RWFile> base_;
-  const uint64_t gen_;
+  const std::shared_ptr<FileState> state_;
 };
 
 }  // namespace
@@ -756,7 +733,7 @@ Result<std::unique_ptr<RWFile>> FaultInjectionEnv::OpenRW(const std::string& pat
   MutexLock l(&impl_->mu);
   OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kOpen, path, {}, nullptr, create));
   OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> f, impl_->base->OpenRW(path, create));
-  const std::string key = Norm(path);
+  const std::string key = NormalizePath(path);
   std::shared_ptr<FileState>& st = impl_->files[key];
   if (create || !st) {
     if (st) st->unlinked = true;  // replaced behind our back: forget it
@@ -775,7 +752,7 @@ Result<std::unique_ptr<RWFile>> FaultInjectionEnv::OpenRW(const std::string& pat
 Status FaultInjectionEnv::Rename(const std::string& from, const std::string& to) {
   MutexLock l(&impl_->mu);
   OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kNamespace, from, to, nullptr, true));
-  const std::string kf = Norm(from), kt = Norm(to);
+  const std::string kf = NormalizePath(from), kt = NormalizePath(to);
   if (kf == kt) return impl_->base->Rename(from, to);
   Snapshot snap;
   OVBD_RETURN_IF_ERROR(
@@ -803,7 +780,7 @@ Status FaultInjectionEnv::Rename(const std::string& from, const std::string& to)
 Status FaultInjectionEnv::Remove(const std::string& path) {
   MutexLock l(&impl_->mu);
   OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kNamespace, path, {}, nullptr, true));
-  const std::string key = Norm(path);
+  const std::string key = NormalizePath(path);
   Snapshot snap;
   OVBD_RETURN_IF_ERROR(
       impl_->TakeSnapshot(path, &snap).Annotate("fault env: saving removed file " + path));
@@ -814,21 +791,11 @@ Status FaultInjectionEnv::Remove(const std::string& path) {
 }
 
 Status FaultInjectionEnv::CreateDir(const std::string& path) {
-  MutexLock l(&impl_->mu);
-  OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kNamespace, path, {}, nullptr, true));
-  OVBD_RETURN_IF_ERROR(impl_->base->CreateDir(path));
-  const std::string key = Norm(path);
-  impl_->records.push_back(DirRecord{RecKind::kCreateDir, DirName(key), key, {}, {}});
-  return Status::OK();
+  return impl_->ChangeDir(RecKind::kCreateDir, path);
 }
 
 Status FaultInjectionEnv::RemoveDir(const std::string& path) {
-  MutexLock l(&impl_->mu);
-  OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kNamespace, path, {}, nullptr, true));
-  OVBD_RETURN_IF_ERROR(impl_->base->RemoveDir(path));
-  const std::string key = Norm(path);
-  impl_->records.push_back(DirRecord{RecKind::kRemoveDir, DirName(key), key, {}, {}});
-  return Status::OK();
+  return impl_->ChangeDir(RecKind::kRemoveDir, path);
 }
 
 Status FaultInjectionEnv::SyncDir(const std::string& path) {
@@ -836,7 +803,7 @@ Status FaultInjectionEnv::SyncDir(const std::string& path) {
   OVBD_RETURN_IF_ERROR(
       impl_->Admit(FaultFilter::kSyncs | FaultFilter::kDirSync, path, {}, nullptr, true));
   OVBD_RETURN_IF_ERROR(impl_->base->SyncDir(path));
-  const std::string key = Norm(path);
+  const std::string key = NormalizePath(path);
   auto& rs = impl_->records;
   rs.erase(std::remove_if(rs.begin(), rs.end(), [&](const DirRecord& r) { return r.dir == key; }),
            rs.end());

@@ -26,6 +26,9 @@ class LogLimiter {
   // may, *suppressed receives the number of lines refused since the last
   // line that passed (and is reset).
   bool Allow(uint64_t now_us, uint64_t* suppressed) EXCLUDES(mu_);
+  // The number of lines refused since the last one that passed (reset):
+  // for a summary when no further line comes (at exit, say).
+  uint64_t TakeSuppressed() EXCLUDES(mu_);
 
  private:
   Mutex mu_;

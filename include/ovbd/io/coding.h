@@ -45,6 +45,19 @@ inline void PutU64(std::string* s, uint64_t v) {
   s->append(b, 8);
 }
 
+// Lower-case hexadecimal of n bytes, two digits each (digests in file names).
+inline std::string HexEncode(const void* data, size_t n) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::string s;
+  s.reserve(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    s.push_back(kDigits[p[i] >> 4]);
+    s.push_back(kDigits[p[i] & 15]);
+  }
+  return s;
+}
+
 // Reads a NUL-terminated string from a fixed-size on-disk field (never past it).
 inline std::string DecodeFixedString(const char* p, size_t field_size) {
   size_t n = 0;

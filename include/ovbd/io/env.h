@@ -231,5 +231,8 @@ class EnvWrapper : public Env {
 // Joins path components with exactly one '/'.
 std::string JoinPath(std::string_view a, std::string_view b);
 std::string DirName(const std::string& path);
+// The lexically normalised absolute form of path (relative to the working
+// directory), without a trailing '/' ("/" stays): one spelling per path.
+std::string NormalizePath(const std::string& path);
 
 }  // namespace ovbd

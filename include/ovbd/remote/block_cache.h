@@ -1,0 +1,100 @@
+// BlockCache: the persistent cache of remote blobs' bytes, shared by every
+// volume (and every layer address) with the same digest.
+//
+// Layout of the cache directory (docs/FORMAT.md, "Block cache"):
+//   DIR/cache.lock           flock'ed by the one process using the cache
+//   DIR/blobs/sha256-HEX.data   sparse: a block's bytes at the blob's offsets
+//   DIR/blobs/sha256-HEX.idx    the record of the blocks present
+// A block is present only once its record is durable, and its record holds
+// the block's CRC32C; a block whose bytes do not match its record (torn by a
+// crash, damaged on disk) is dropped when first read after the cache is
+// opened, and fetched again: never served.
+//
+// Bounded: when the bytes cached pass max_bytes, the least recently used
+// blocks are evicted (hole punched, record dropped), never a block being
+// read and never a block of a pinned blob. Eviction is per block, so one
+// huge blob cannot push every other blob out at once.
+//
+// Reads of a missing block call the caller's fetcher once per block, even
+// when many threads miss it at the same time (they wait for the one fetch).
+// A fetch failure fails the reads that waited for it and leaves nothing in
+// the cache.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ovbd/io/env.h"
+#include "ovbd/io/status.h"
+
+namespace ovbd::remote {
+
+struct BlockCacheOptions {
+  std::string dir;
+  uint32_t block_size = 1 << 20;             // power of two, 64 KiB..16 MiB
+  uint64_t max_bytes = uint64_t{16} << 30;   // data kept before eviction
+};
+
+// Fills buf with exactly n bytes of the blob at off (one block, or the
+// blob's short last block).
+using BlockFetcher = std::function<Status(uint64_t off, size_t n, char* buf)>;
+
+struct BlobStats {
+  std::string digest;
+  uint64_t size = 0;
+  uint64_t cached_bytes = 0;
+  bool pinned = false;
+  bool complete = false;  // every block present (and the whole blob verified)
+  uint64_t hits = 0, misses = 0, fetched_bytes = 0, errors = 0;  // since open
+};
+
+class CachedBlob;
+
+class BlockCache {
+ public:
+  // Creates the directory if needed and takes its lock (kBusy if another
+  // process has it). Loads the records; a damaged record file is reported
+  // and that blob's entries are dropped, never trusted.
+  static Result<std::shared_ptr<BlockCache>> Open(Env* env, BlockCacheOptions opts);
+  virtual ~BlockCache() = default;
+
+  // The one CachedBlob of this digest while anyone holds it. `size` must
+  // match what the cache recorded for the digest, if anything (else the
+  // old entries are dropped: a digest names one content, so a different
+  // size means a damaged record).
+  virtual Result<std::shared_ptr<CachedBlob>> Blob(const std::string& digest, uint64_t size) = 0;
+
+  virtual std::vector<BlobStats> Stats() = 0;
+  virtual uint64_t cached_bytes() = 0;
+  virtual uint32_t block_size() const = 0;
+  // Evicts unpinned, unused blocks (least recently used first) until at
+  // most max_bytes are cached; returns the bytes freed.
+  virtual Result<uint64_t> Prune(uint64_t max_bytes) = 0;
+  // Drops a blob's blocks and files, pinned or not (not while in use: kBusy).
+  virtual Status Remove(const std::string& digest) = 0;
+};
+
+class CachedBlob {
+ public:
+  virtual ~CachedBlob() = default;
+  virtual const std::string& digest() const = 0;
+  virtual uint64_t size() const = 0;
+  // n bytes at off (off+n <= size), from the cache or through `fetch`.
+  virtual Status Read(uint64_t off, size_t n, char* buf, const BlockFetcher& fetch) = 0;
+  // Whether every byte of [off, off+n) is cached (no fetch needed).
+  virtual bool Cached(uint64_t off, uint64_t n) = 0;
+  // Forgets the blocks covering [off, off+n): for a reader that found them
+  // bad (a ZFile block whose CRC fails). They are fetched again next time.
+  virtual Status Invalidate(uint64_t off, uint64_t n) = 0;
+  // A pinned blob's blocks are never evicted (a pull in progress, a
+  // hydration's source). Persistent.
+  virtual Status SetPinned(bool pinned) = 0;
+  // Marks the blob complete after the caller checked its whole content
+  // against the digest; kCorruption unless every block is present.
+  virtual Status MarkVerified() = 0;
+};
+
+}  // namespace ovbd::remote
