@@ -310,7 +310,9 @@ EOF_PY
 lines=$(grep -c 'I/O error on volume lay: read at offset' "$DAEMON_LOG" || true)
 ((lines >= 1)) || fail "no I/O error line in the log: $(tail -20 "$DAEMON_LOG")"
 ((lines <= 30)) || fail "$lines I/O error lines for 200 failed reads: not rate-limited"
-grep 'I/O error on volume lay' "$DAEMON_LOG" | head -1 | grep -qF "in layer 1 of 1 ($(basename "$LAYER"))" ||
+# grep -m1, not | head -1: head exits after its line, and a grep still
+# writing the rest of a long match list dies of SIGPIPE (pipefail).
+grep -m1 'I/O error on volume lay' "$DAEMON_LOG" | grep -qF "in layer 1 of 1 ($(basename "$LAYER"))" ||
   fail "the I/O error line does not name the layer: $(grep 'I/O error' "$DAEMON_LOG" | head -1)"
 grep -qE 'I/O error on volume lay: read at offset 1[0-9]{6} length 4096' "$DAEMON_LOG" ||
   fail "the I/O error line does not name offset and length: $(grep 'I/O error' "$DAEMON_LOG" | head -1)"

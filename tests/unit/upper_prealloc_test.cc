@@ -4,6 +4,8 @@
 // about what survives a crash.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <random>
 
@@ -159,6 +161,153 @@ TEST_F(UpperPreallocTest, SealGivesBackUnmappedReservations) {
   std::vector<char> buf(kSize);
   ASSERT_TRUE(only.Read(0, kSize, buf.data()).ok());
   EXPECT_EQ(0, std::memcmp(buf.data(), shadow_.data(), kSize));
+}
+
+TEST_F(UpperPreallocTest, FillMapsOnlyWhatItWritesAndReservesNothing) {
+  if (!PreallocWorks()) GTEST_SKIP() << "the filesystem of the test directory does not preallocate";
+  Make(Env::Default(), true);
+  Write(kGranule + 8192, 4096, 11);  // reserves granule 1
+  // Hydration's fill into the reserved granule: the lower's bytes, so the
+  // volume reads the same before and after.
+  const uint64_t foff = kGranule + 131072, flen = 65536;
+  auto n = up_->Fill(foff, lower_img_.data() + foff, flen);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(n.value(), flen);
+  uint64_t data = 0;
+  up_->Walk(kGranule, kGranule, [&](uint64_t o, uint64_t len, UpperPiece p) {
+    if (p == UpperPiece::kAbsent) return;
+    EXPECT_EQ(p, UpperPiece::kData);
+    EXPECT_TRUE((o >= kGranule + 8192 && o + len <= kGranule + 12288) ||
+                (o >= foff && o + len <= foff + flen))
+        << "[" << o << ", " << o + len << ") is mapped but was never written";
+    data += len;
+  });
+  EXPECT_EQ(data, 4096 + flen);
+  EXPECT_EQ(up_->Stats().preallocated_bytes, kGranule - 4096 - flen);
+  ExpectShadow("after a fill into a reserved granule");
+
+  // Into a granule no write reserved: the fill takes just its data.
+  const uint64_t before = Allocated();
+  const uint64_t goff = 4 * kGranule + 4096;
+  n = up_->Fill(goff, lower_img_.data() + goff, flen);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_LT(Allocated() - before, kGranule / 2) << "a fill reserved its granule";
+  EXPECT_EQ(up_->Stats().preallocated_bytes, kGranule - 4096 - flen);
+  ASSERT_TRUE(v_->Flush().ok());
+  Make(Env::Default(), false);
+  ExpectShadow("after reopen");
+}
+
+// An Env reporting as little free space as the test says.
+class LowSpaceEnv : public EnvWrapper {
+ public:
+  explicit LowSpaceEnv(Env* base) : EnvWrapper(base) {}
+  Result<FsSpace> SpaceOf(const std::string& path) override {
+    auto s = EnvWrapper::SpaceOf(path);
+    if (!s.ok()) return s;
+    s->blocks_avail = std::min<uint64_t>(s->blocks_avail, avail.load() / s->block_size);
+    return s;
+  }
+  std::atomic<uint64_t> avail{0};
+};
+
+TEST_F(UpperPreallocTest, NoReservationTakesTheLastFreeSpace) {
+  if (!PreallocWorks()) GTEST_SKIP() << "the filesystem of the test directory does not preallocate";
+  LowSpaceEnv env(Env::Default());
+  env.avail = Upper::kPreallocHeadroom + kGranule / 2;  // not a granule besides the headroom
+  Make(&env, true);
+  const uint64_t before = Allocated();
+  Write(2 * kGranule, 4096, 12);
+  EXPECT_LT(Allocated() - before, kGranule / 2) << "reserved into the headroom";
+  EXPECT_EQ(up_->Stats().preallocated_bytes, 0u);
+  ExpectShadow("after a write without a reservation");
+  // With room again, a first write elsewhere reserves as usual.
+  env.avail = Upper::kPreallocHeadroom + 16 * kGranule;
+  Write(6 * kGranule, 4096, 13);
+  EXPECT_EQ(up_->Stats().preallocated_bytes, kGranule - 4096);
+  ExpectShadow("after a reserved write");
+  // The seal also gives back what the skipped granule may hold.
+  ASSERT_TRUE(v_->Flush().ok());
+  ASSERT_TRUE(up_->Seal("test").ok());
+  EXPECT_LT(Allocated(), 256u * 1024) << "the seal kept reserved space in the layer";
+}
+
+// Data files whose next write stores its first half and then fails with
+// ENOSPC, as a filesystem filling up mid-write does.
+class ShortWriteFile : public RWFile {
+ public:
+  ShortWriteFile(std::unique_ptr<RWFile> base, std::atomic<bool>* fail)
+      : base_(std::move(base)), fail_(fail) {}
+  Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override {
+    return base_->ReadAt(off, n, buf, got);
+  }
+  uint64_t Size() const override { return base_->Size(); }
+  const std::string& Name() const override { return base_->Name(); }
+  int NativeFd() const override { return base_->NativeFd(); }
+  Status CheckRange(uint64_t off, uint64_t n) const override { return base_->CheckRange(off, n); }
+  Result<DataRun> NextData(uint64_t off) const override { return base_->NextData(off); }
+  Status WriteAt(uint64_t off, const char* buf, size_t n) override {
+    if (!fail_->exchange(false)) return base_->WriteAt(off, buf, n);
+    OVBD_RETURN_IF_ERROR(base_->WriteAt(off, buf, n / 2));
+    return Status::NoSpace(Name() + ": full (test)");
+  }
+  Status Sync() override { return base_->Sync(); }
+  Status PunchHole(uint64_t off, uint64_t len) override { return base_->PunchHole(off, len); }
+  Status Truncate(uint64_t size) override { return base_->Truncate(size); }
+  Result<uint64_t> AllocatedBytes() const override { return base_->AllocatedBytes(); }
+  Status Preallocate(uint64_t off, uint64_t len) override { return base_->Preallocate(off, len); }
+
+ private:
+  std::unique_ptr<RWFile> base_;
+  std::atomic<bool>* fail_;
+};
+
+class ShortWriteEnv : public EnvWrapper {
+ public:
+  explicit ShortWriteEnv(Env* base) : EnvWrapper(base) {}
+  Result<std::unique_ptr<RWFile>> OpenRW(const std::string& path, bool create) override {
+    OVBD_ASSIGN_OR_RETURN(auto f, EnvWrapper::OpenRW(path, create));
+    if (path.size() < 5 || path.compare(path.size() - 5, 5, ".data") != 0) return f;
+    return std::unique_ptr<RWFile>(std::make_unique<ShortWriteFile>(std::move(f), &fail_next));
+  }
+  std::atomic<bool> fail_next{false};
+};
+
+TEST_F(UpperPreallocTest, AFailedWriteGivesBackWhatItAllocated) {
+  if (!PreallocWorks()) GTEST_SKIP() << "the filesystem of the test directory does not preallocate";
+  ShortWriteEnv env(Env::Default());
+  Make(&env, true);
+  up_->set_prealloc_granule(0);  // first: allocation at write time only
+  std::mt19937_64 rng(14);
+  const auto d = test::RandomBytes(rng, 262144);
+  uint64_t before = Allocated();
+  env.fail_next = true;
+  EXPECT_TRUE(v_->Write(3 * kGranule, d.data(), d.size()).status().IsNoSpace());
+  EXPECT_EQ(Allocated(), before) << "the failed write's blocks stayed allocated";
+  ExpectShadow("after a failed write");  // the range still reads the lower
+  env.fail_next = true;
+  EXPECT_TRUE(up_->Fill(5 * kGranule, lower_img_.data() + 5 * kGranule, 262144).status().IsNoSpace());
+  EXPECT_EQ(Allocated(), before) << "the failed fill's blocks stayed allocated";
+  // A failed overwrite leaves the data that was there mapped (old or new
+  // bytes, as a disk would) and allocated.
+  Write(6 * kGranule, 65536, 15);
+  before = Allocated();
+  env.fail_next = true;
+  EXPECT_FALSE(v_->Write(6 * kGranule, d.data(), 65536).ok());
+  EXPECT_EQ(Allocated(), before);
+  uint64_t data = 0;
+  up_->Walk(6 * kGranule, 65536, [&](uint64_t, uint64_t n, UpperPiece p) {
+    if (p == UpperPiece::kData) data += n;
+  });
+  EXPECT_EQ(data, 65536u);
+  // Into a reserved granule: nothing new was allocated, the reservation stays.
+  up_->set_prealloc_granule(kGranule);
+  Write(7 * kGranule, 4096, 16);
+  before = Allocated();
+  env.fail_next = true;
+  EXPECT_FALSE(v_->Write(7 * kGranule + 65536, d.data(), 65536).ok());
+  EXPECT_EQ(Allocated(), before);
+  EXPECT_EQ(up_->Stats().preallocated_bytes, kGranule - 4096);
 }
 
 TEST_F(UpperPreallocTest, PowerLossKeepsContentExact) {
