@@ -7,6 +7,9 @@
 #   limit       bench/fuse_limit serving one plain file with ovbdfs's FUSE
 #               session settings (splice replies, pwrite): what FUSE itself
 #               costs on this machine
+#   limit-alloc the same over a file preallocated whole (fallocate: unwritten
+#               extents, no block allocation left for the writes to do), for
+#               write jobs only: the limit for a thin upper that preallocates
 #   qsd         qemu-storage-daemon's FUSE export of a qcow2 overlay over the image
 #   ovbdfs      an ovbdfs volume cloned from a snapshot of the image imported as a layer
 #
@@ -54,7 +57,7 @@
 #   RAMP        [1]                    fio ramp_time seconds (not measured)
 #   REPEAT      [3]                    runs per job, variant and engine
 #   SIZE_MB     [1024]                 image size
-#   ENGINES     [raw-direct raw-cached limit qsd ovbdfs]   (and ovbdfs2)
+#   ENGINES     [raw-direct raw-cached limit limit-alloc qsd ovbdfs]   (and ovbdfs2)
 #   JOBS        [rr4k_qd1 rr4k_qd16 rw4k_qd16 sr1m_qd16 sw1m_qd16]
 #   WRITE_MODES [fresh overwrite]      variants of the write jobs
 #   DROP_CACHES [0]                    1: drop the page cache before every run
@@ -79,7 +82,7 @@ RUNTIME=${RUNTIME:-10}
 RAMP=${RAMP:-1}
 REPEAT=${REPEAT:-3}
 SIZE_MB=${SIZE_MB:-1024}
-ENGINES=${ENGINES:-"raw-direct raw-cached limit qsd ovbdfs"}
+ENGINES=${ENGINES:-"raw-direct raw-cached limit limit-alloc qsd ovbdfs"}
 JOBS=${JOBS:-"rr4k_qd1 rr4k_qd16 rw4k_qd16 sr1m_qd16 sw1m_qd16"}
 WRITE_MODES=${WRITE_MODES:-"fresh overwrite"}
 DROP_CACHES=${DROP_CACHES:-0}
@@ -90,7 +93,7 @@ require_tools fio jq qemu-img qemu-storage-daemon fusermount3 mountpoint
 for e in $ENGINES; do
   case $e in
     raw-direct | raw-cached | qsd) ;;
-    limit) [[ -x $FUSE_LIMIT ]] || die "build bench/fuse_limit first (missing $FUSE_LIMIT)" ;;
+    limit | limit-alloc) [[ -x $FUSE_LIMIT ]] || die "build bench/fuse_limit first (missing $FUSE_LIMIT)" ;;
     ovbdfs | ovbdfs2) [[ -x $OVBDFS && -x $OVBD ]] || die "build ovbdfs first (missing $OVBDFS or $OVBD)" ;;
     *) die "unknown engine $e" ;;
   esac
@@ -214,6 +217,7 @@ prepare() {
     rm -f "$FRESH"
     truncate -s "${SIZE_MB}M" "$FRESH"
     file=$FRESH
+    [[ $engine == limit-alloc ]] && fallocate -l "${SIZE_MB}M" "$FRESH"
     # Nothing to warm in it yet, and reading its holes would fill its page
     # cache with large folios of zeros, which make 4 KiB writes into them
     # several times slower (see overwrite above).
@@ -222,7 +226,7 @@ prepare() {
   case $engine in
     raw-direct) TARGET=$file ;;
     raw-cached) TARGET=$file; DIRECT=0 ;;
-    limit)
+    limit | limit-alloc)
       local args=("$file" "$LIMIT_MNT" -f)
       [[ -n $LIMIT_OPTS ]] && args+=(-o "$LIMIT_OPTS")
       "$FUSE_LIMIT" "${args[@]}" >"$WORK/limit.log" 2>&1 &
@@ -256,7 +260,7 @@ prepare() {
 finish() {
   local engine=$1 id=$2
   case $engine in
-    limit) stop_limit ;;
+    limit | limit-alloc) stop_limit ;;
     qsd) stop_qsd; rm -f "$WORK/overlay.qcow2" ;;
     ovbdfs | ovbdfs2)
       # The kernel sends RELEASE after close() returns and the daemon flushes
@@ -286,6 +290,8 @@ run_one() {
   spec=$(job_spec "$job")
   IFS='|' read -r label metric fioargs <<<"$spec"
   id="run-$job-$rep"
+  # Over the image a preallocated file is the limit server again: skip.
+  [[ $engine == limit-alloc && $mode == - ]] && return 0
   sync
   prepare "$engine" "$id" "$mode"
   out=$WORK/$job.$mode.$engine.$rep.json
@@ -298,7 +304,7 @@ run_one() {
         $fioargs --numjobs=1 --output-format=json >"$out.fill" ||
       { finish "$engine" "$id"; die "fio (fill) failed on $engine ($job)"; }
     sync
-    [[ $engine == raw-* || $engine == limit ]] && WARM=("$FRESH")
+    [[ $engine == raw-* || $engine == limit* ]] && WARM=("$FRESH")
   fi
   warm
   # shellcheck disable=SC2086  # fioargs is a list of options
@@ -359,8 +365,8 @@ if [[ " $ENGINES " == *" ovbdfs2 "* ]]; then
   echo "ovbdfs2: $OVBDFS2${OVBDFS2_OPTS:+ -o $OVBDFS2_OPTS}"
 fi
 echo
-header="| job | raw-direct | raw-cached | limit | qsd | ovbdfs | ovbdfs/limit | ovbdfs/qsd | limit/raw-cached |"
-sep="|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+header="| job | raw-direct | raw-cached | limit | limit-alloc | qsd | ovbdfs | ovbdfs/limit | ovbdfs/limit-alloc | ovbdfs/qsd | limit/raw-cached |"
+sep="|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 if [[ -n $TWO ]]; then
   header+=" ovbdfs2 | ovbdfs2/limit | ovbdfs2/qsd | ovbdfs2/ovbdfs |"
   sep+="---:|---:|---:|---:|"
@@ -371,10 +377,10 @@ for job in $JOBS; do
   IFS='|' read -r label _ _ <<<"$(job_spec "$job")"
   for mode in $(modes_of "$job"); do
     declare -A M=()
-    for e in raw-direct raw-cached limit qsd ovbdfs ovbdfs2; do
+    for e in raw-direct raw-cached limit limit-alloc qsd ovbdfs ovbdfs2; do
       M[$e]=$(median <<<"${SAMPLES["$job $mode $e"]:-}")
     done
-    line="| $(row_label "$label" "$mode") | $(fmt "${M[raw-direct]}") | $(fmt "${M[raw-cached]}") | $(fmt "${M[limit]}") | $(fmt "${M[qsd]}") | $(fmt "${M[ovbdfs]}") | $(ratio "$job" "$mode" ovbdfs limit) | $(ratio "$job" "$mode" ovbdfs qsd) | $(ratio "$job" "$mode" limit raw-cached) |"
+    line="| $(row_label "$label" "$mode") | $(fmt "${M[raw-direct]}") | $(fmt "${M[raw-cached]}") | $(fmt "${M[limit]}") | $(fmt "${M[limit-alloc]}") | $(fmt "${M[qsd]}") | $(fmt "${M[ovbdfs]}") | $(ratio "$job" "$mode" ovbdfs limit) | $(ratio "$job" "$mode" ovbdfs limit-alloc) | $(ratio "$job" "$mode" ovbdfs qsd) | $(ratio "$job" "$mode" limit raw-cached) |"
     if [[ -n $TWO ]]; then
       line+=" $(fmt "${M[ovbdfs2]}") | $(ratio "$job" "$mode" ovbdfs2 limit) | $(ratio "$job" "$mode" ovbdfs2 qsd) | $(ratio "$job" "$mode" ovbdfs2 ovbdfs) |"
     fi

@@ -209,6 +209,10 @@ void AppendVolumeStatusFamilies(const std::vector<VolumeInfo>& volumes, MetricsW
   GaugePerVolume(volumes, w, "ovbdfs_volume_used_bytes",
                  "Space the volume's writable upper takes on the store's filesystem.", writable,
                  [](const VolumeInfo& v) { return v.allocated; });
+  GaugePerVolume(volumes, w, "ovbdfs_volume_preallocated_bytes",
+                 "Of the used space, what the open upper reserved ahead of first writes and holds "
+                 "nothing yet (0 when not open).",
+                 writable, [](const VolumeInfo& v) { return v.preallocated; });
   GaugePerVolume(volumes, w, "ovbdfs_volume_layers", "Read-only lower layers under the volume.", all,
                  [](const VolumeInfo& v) { return static_cast<uint64_t>(v.lowers.size()); });
   GaugePerVolume(volumes, w, "ovbdfs_open_handles", "Open file handles of the volume or snapshot.",
@@ -318,6 +322,9 @@ MetricsInput CollectMetricsInput(const Store& store) {
     auto full = store.Lookup(v.name);
     if (full.ok()) v.allocated = full->allocated;
   }
+  // The preallocated part of it, never more than it (as in status).
+  store.FillPreallocated(&in.volumes);
+  for (VolumeInfo& v : in.volumes) v.preallocated = std::min(v.preallocated, v.allocated);
   in.jobs = store.Jobs();
   in.unusable_volumes = store.FailedManifests().size();
   return in;

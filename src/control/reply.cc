@@ -104,6 +104,7 @@ std::string RenderJsonReport(const std::vector<Reply>& replies, const std::strin
                      {"gid", v.attrs.gid}};
     if (!v.failed.empty()) o["failed"] = v.failed;
     if (!v.is_snapshot) {
+      o["preallocated_bytes"] = v.preallocated;
       const HydrateInfo& h = v.hydrate;
       o["hydrate"] = {{"state", HydrateStateName(h.state)},
                       {"copied", h.copied},

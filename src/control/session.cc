@@ -164,8 +164,10 @@ void ControlSession::SetResult(std::vector<Reply> replies) {
 
 std::string ControlSession::Render() {
   if (json_) {
-    return RenderJsonReport(replies_, result_text_, server_->store_->List(),
-                            server_->store_->FailedManifests(), server_->store_->Jobs());
+    std::vector<VolumeInfo> vols = server_->store_->List();
+    server_->store_->FillPreallocated(&vols);
+    return RenderJsonReport(replies_, result_text_, vols, server_->store_->FailedManifests(),
+                            server_->store_->Jobs());
   }
   std::string head;
   if (have_result_) {

@@ -69,6 +69,16 @@ Status PosixFile::PunchHole(uint64_t off, uint64_t len) {
   return Status::OK();
 }
 
+Status PosixFile::Preallocate(uint64_t off, uint64_t len) {
+  if (len == 0) return Status::OK();
+  while (::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(len)) !=
+         0) {
+    if (errno == EOPNOTSUPP) return Status::NotSupported(name_ + ": preallocation not supported");
+    if (errno != EINTR) return Errno("preallocate in", name_);
+  }
+  return Status::OK();
+}
+
 Status PosixFile::Truncate(uint64_t size) {
   if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return Errno("truncate", name_);
   size_.store(size, std::memory_order_relaxed);

@@ -59,6 +59,10 @@ Result<std::unique_ptr<Upper>> Upper::Create(Env* env, const std::string& base,
     lsmt::EncodeHeader(DataHeader(uuid, parent_uuid, virtual_size), block);
     Status s = d.value()->WriteAt(0, block, sizeof block);
     if (s.ok()) s = CheckSizeFits(d.value().get(), virtual_size);
+    // The file spans the whole data area from the start (sparse, nothing
+    // allocated): writes never move its end, and preallocated space and
+    // discards both lie inside it (a hole cannot be punched past the end).
+    if (s.ok()) s = d.value()->Truncate(DataOffset(virtual_size));
     if (s.ok()) s = d.value()->Sync();
     if (!s.ok()) return undo(s);
     u->data_ = std::move(d).value();
@@ -119,6 +123,14 @@ Result<std::unique_ptr<Upper>> Upper::Open(Env* env, const std::string& base,
   MutexLock l(&u->commit_mu_);
   OVBD_ASSIGN_OR_RETURN(u->jnl_, env->OpenRW(JournalPath(base), false));
   OVBD_RETURN_IF_ERROR(u->Replay(read_only));
+  // An upper made shorter (older files grew with their writes) spans the
+  // whole data area from now on, as a new one does. Not one cut short
+  // behind our back: that must stay visible (DataBytesNeeded > size).
+  const uint64_t area = DataOffset(virtual_size);
+  if (!read_only && u->data_->Size() < area && u->data_->Size() >= u->DataBytesNeeded()) {
+    OVBD_RETURN_IF_ERROR(u->data_->Truncate(area));
+    OVBD_RETURN_IF_ERROR(u->data_->Sync());
+  }
   return u;
 }
 
@@ -221,11 +233,53 @@ void Upper::Apply(uint64_t off_sec, uint64_t len_sec, uint8_t type) {
 Status Upper::Write(uint64_t off, const char* buf, size_t len) {
   OVBD_RETURN_IF_ERROR(CheckWritable(off, len));
   if (len == 0) return Status::OK();
-  RangeLocks::Guard range(ranges_, off, len, /*exclusive=*/false);
-  // Data first; the map (and later the journal) only then points at it.
-  OVBD_RETURN_IF_ERROR(data_->WriteAt(DataOffset(off), buf, len));
-  Apply(off / kSectorSize, len / kSectorSize, uj::kData);
-  return Status::OK();
+  Status s;
+  {
+    RangeLocks::Guard range(ranges_, off, len, /*exclusive=*/false);
+    Reserve(off, len);
+    // Data first; the map (and later the journal) only then points at it.
+    s = data_->WriteAt(DataOffset(off), buf, len);
+    if (s.ok()) {
+      Apply(off / kSectorSize, len / kSectorSize, uj::kData);
+      return Status::OK();
+    }
+  }
+  // Exclusive, so no other write of the range is between its data and its
+  // map: what the map does not hold as data now is nobody's.
+  RangeLocks::Guard range(ranges_, off, len, /*exclusive=*/true);
+  ReleaseFailedWrite(off, len);
+  return s;
+}
+
+void Upper::ReleaseFailedWrite(uint64_t off, uint64_t len) {
+  // A write that failed part-way (ENOSPC, EIO) may have allocated blocks
+  // for what it did write. Inside the file's end (it spans the data area)
+  // the filesystem keeps them, unlike blocks of a failed write past the
+  // end, so a full filesystem's last blocks would go to sectors nothing
+  // maps and the journal's next record would find none. Reserved granules
+  // allocated nothing new: left alone, so the reservation stays.
+  std::vector<std::pair<uint64_t, uint64_t>> gaps;  // not data, [begin, end)
+  Walk(off, len, [&](uint64_t o, uint64_t n, UpperPiece p) {
+    if (p == UpperPiece::kData) return;
+    if (!gaps.empty() && gaps.back().second == o) {
+      gaps.back().second = o + n;
+    } else {
+      gaps.emplace_back(o, o + n);
+    }
+  });
+  if (gaps.empty()) return;
+  const auto reserved = GranuleRanges(/*claimed=*/false);
+  size_t r = 0;
+  for (auto [b, e] : gaps) {
+    while (r < reserved.size() && reserved[r].second <= b) ++r;
+    for (size_t k = r; k < reserved.size() && b < e; ++k) {
+      const auto [rb, re] = reserved[k];
+      if (rb >= e) break;
+      if (rb > b) (void)data_->PunchHole(DataOffset(b), rb - b);
+      b = std::max(b, re);
+    }
+    if (b < e) (void)data_->PunchHole(DataOffset(b), e - b);
+  }
 }
 
 Status Upper::Zero(uint64_t off, uint64_t len) {
@@ -266,11 +320,145 @@ Result<uint64_t> Upper::Fill(uint64_t off, const char* buf, size_t len) {
   });
   uint64_t written = 0;
   for (const Piece& p : absent) {
-    OVBD_RETURN_IF_ERROR(data_->WriteAt(DataOffset(p.off), buf + (p.off - off), p.len));
+    // No Reserve(): the copy comes in large pieces, and reserving whole
+    // granules would take space for the lowers' holes too.
+    Status s = data_->WriteAt(DataOffset(p.off), buf + (p.off - off), p.len);
+    if (!s.ok()) {
+      ReleaseFailedWrite(p.off, p.len);  // still absent: the range lock is ours
+      return s;
+    }
     Apply(p.off / kSectorSize, p.len / kSectorSize, uj::kData);
     written += p.len;
   }
   return written;
+}
+
+void Upper::set_prealloc_granule(uint64_t bytes) {
+  MutexLock l(&prealloc_mu_);
+  prealloc_granule_ = bytes / lsmt::kHeaderSize * lsmt::kHeaderSize;
+  prealloc_claimed_.clear();
+  prealloc_reserved_.clear();
+}
+
+uint64_t Upper::prealloc_granule() const {
+  MutexLock l(&prealloc_mu_);
+  return prealloc_granule_;
+}
+
+namespace {
+bool BitSet(const std::vector<uint64_t>& bits, uint64_t g) {
+  return g / 64 < bits.size() && ((bits[g / 64] >> (g % 64)) & 1);
+}
+void SetBit(std::vector<uint64_t>* bits, uint64_t g) {
+  if (bits->size() <= g / 64) bits->resize(g / 64 + 1, 0);
+  (*bits)[g / 64] |= uint64_t{1} << (g % 64);
+}
+}  // namespace
+
+void Upper::Reserve(uint64_t off, uint64_t len) {
+  if (prealloc_unsupported_.load(std::memory_order_relaxed)) return;
+  uint64_t g0, g1, gran;  // granules [g0, g1) not claimed yet, all of them claimed now
+  {
+    MutexLock l(&prealloc_mu_);
+    gran = prealloc_granule_;
+    if (gran == 0) return;
+    const uint64_t first = off / gran, last = (off + len - 1) / gran;
+    g0 = first;
+    while (g0 <= last && BitSet(prealloc_claimed_, g0)) ++g0;
+    if (g0 > last) return;  // the common case: one bit test
+    g1 = g0;
+    // One call for a run of new granules; a claimed one ends the run (the
+    // rest, if any, is reserved by the next write there).
+    while (g1 <= last && !BitSet(prealloc_claimed_, g1)) SetBit(&prealloc_claimed_, g1++);
+  }
+  // Outside the lock: other writers of other granules do not wait for it. A
+  // write racing into a granule being reserved just allocates as usual.
+  // Only inside the file: space reserved past its end could not be punched.
+  const uint64_t begin = DataOffset(g0 * gran);
+  const uint64_t end = std::min(DataOffset(std::min(g1 * gran, vsize_.load())), data_->Size());
+  if (begin >= end) return;
+  // Never the filesystem's last free space: fallocate takes what it can
+  // before it fails with ENOSPC, and the journal's next record, a
+  // compaction or the seal's index would then find none (a volume whose
+  // commit fails stops taking writes). Not knowing counts as too little.
+  auto space = env_->SpaceOf(DirName(base_));
+  if (!space.ok()) return;
+  const uint64_t avail = space->blocks_avail * space->block_size;
+  if (avail < kPreallocHeadroom || avail - kPreallocHeadroom < end - begin) return;
+  Status s = data_->Preallocate(begin, end - begin);
+  if (s.code() == Status::Code::kNotSupported) prealloc_unsupported_ = true;
+  // Failed: maybe part of the range was kept. Claimed, so a seal gives it
+  // back; not counted as reserved, so the stats do not count on it.
+  if (!s.ok()) return;
+  MutexLock l(&prealloc_mu_);
+  if (prealloc_granule_ != gran) return;  // forgotten meanwhile
+  for (uint64_t g = g0; g < g1; ++g) SetBit(&prealloc_reserved_, g);
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Upper::GranuleRanges(bool claimed) const {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  const uint64_t vs = vsize_.load();
+  MutexLock l(&prealloc_mu_);
+  const uint64_t gran = prealloc_granule_;
+  if (gran == 0) return out;
+  const std::vector<uint64_t>& words = claimed ? prealloc_claimed_ : prealloc_reserved_;
+  for (size_t w = 0; w < words.size(); ++w) {
+    uint64_t bits = words[w];
+    while (bits) {
+      const int b = __builtin_ctzll(bits);
+      bits &= bits - 1;
+      const uint64_t g = w * 64 + static_cast<uint64_t>(b);
+      const uint64_t begin = g * gran, end = std::min(begin + gran, vs);
+      if (begin >= end) continue;
+      if (!out.empty() && out.back().second == begin) {
+        out.back().second = end;
+      } else {
+        out.emplace_back(begin, end);
+      }
+    }
+  }
+  return out;
+}
+
+uint64_t Upper::PreallocatedBytes() const {
+  // Reserved granules minus what the map says of them.
+  const auto ranges = GranuleRanges(/*claimed=*/false);
+  uint64_t reserved = 0, mapped_in = 0;
+  for (const auto& [b, e] : ranges) reserved += e - b;
+  if (reserved == 0) return 0;
+  ReaderLock lk(&mu_);
+  for (const auto& [b, e] : ranges) {
+    map_.Walk(b / kSectorSize, (e - b) / kSectorSize,
+              [&](uint64_t, uint64_t n, const ExtentMap::Extent* x, uint64_t) {
+                if (x) mapped_in += n * kSectorSize;  // data, or zeroed (punched)
+              });
+  }
+  return reserved - std::min(reserved, mapped_in);
+}
+
+Status Upper::ReleaseUnmappedReservations(const std::vector<Segment>& segments) {
+  // Segments are sorted and disjoint (sectors). Punch every part of a
+  // claimed granule that no data segment covers: nothing maps it, so no read
+  // of the sealed layer (nor of the upper, should the seal be undone) looks
+  // there, and the punch changes no content anyone sees.
+  size_t i = 0;
+  for (const auto& [begin, end] : GranuleRanges(/*claimed=*/true)) {
+    uint64_t pos = begin;
+    while (i < segments.size() &&
+           (segments[i].offset + segments[i].length) * kSectorSize <= pos) {
+      ++i;
+    }
+    for (size_t k = i; k < segments.size() && pos < end; ++k) {
+      const Segment& sg = segments[k];
+      const uint64_t sb = sg.offset * kSectorSize, se = (sg.offset + sg.length) * kSectorSize;
+      if (sb >= end) break;
+      if (sg.zeroed) continue;  // punched when it was zeroed; a gap like any other
+      if (sb > pos) OVBD_RETURN_IF_ERROR(data_->PunchHole(DataOffset(pos), sb - pos));
+      pos = std::max(pos, se);
+    }
+    if (pos < end) OVBD_RETURN_IF_ERROR(data_->PunchHole(DataOffset(pos), end - pos));
+  }
+  return Status::OK();
 }
 
 bool Upper::dirty() const {
@@ -422,6 +610,8 @@ Upper::Sealed Upper::Freeze(const std::string& message) {
 
 Status Upper::WriteSeal(const lsmt::Header& trailer, const std::vector<Segment>& segments) {
   lsmt::Header h = trailer;
+  // Reserved but unwritten space must not stay in the layer for good.
+  OVBD_RETURN_IF_ERROR(ReleaseUnmappedReservations(segments));
   auto end = lsmt::WriteIndexAndTrailer(data_.get(), h.index_offset, segments, h,
                                         /*pad=*/true, /*sync=*/false);
   if (!end.ok()) return end.status();
@@ -476,6 +666,11 @@ Status Upper::Resize(uint64_t new_size) {
   if (new_size % kSectorSize) return Status::InvalidArgument("size must be a multiple of 512");
   if (new_size < vsize_.load()) return Status::InvalidArgument("volumes cannot shrink");
   OVBD_RETURN_IF_ERROR(CheckSizeFits(data_.get(), new_size));
+  // The file spans the whole data area (see Create); not a sealed one,
+  // whose index follows it.
+  if (!sealed_ && !read_only_ && data_->Size() == DataOffset(vsize_.load())) {
+    OVBD_RETURN_IF_ERROR(data_->Truncate(DataOffset(new_size)));
+  }
   vsize_ = new_size;
   return Status::OK();
 }
@@ -489,6 +684,7 @@ UpperStats Upper::Stats() const {
   }
   auto alloc = data_->AllocatedBytes();
   st.allocated_bytes = alloc.ok() ? alloc.value() : 0;
+  st.preallocated_bytes = std::min(PreallocatedBytes(), st.allocated_bytes);
   st.journal_bytes = jnl_end_seen_.load(std::memory_order_relaxed);
   st.journal_records = jnl_records_seen_.load(std::memory_order_relaxed);
   st.commits = commits_;

@@ -21,9 +21,13 @@ std::string Store::StatusLine(const VolumeInfo& v) const {
   }
   if (open) {
     VolumeStats st = open->Stats();
-    std::snprintf(buf, sizeof buf, " used=%" PRIu64 " mapped=%" PRIu64 " extents=%" PRIu64 " open=%zu",
-                  st.upper.allocated_bytes, st.upper.mapped_sectors * 512, st.upper.extents,
-                  v.open_handles);
+    // preallocated: of used, reserved ahead of first writes and holding
+    // nothing yet (a seal or a delete gives it back).
+    std::snprintf(buf, sizeof buf,
+                  " used=%" PRIu64 " preallocated=%" PRIu64 " mapped=%" PRIu64 " extents=%" PRIu64
+                  " open=%zu",
+                  st.upper.allocated_bytes, st.upper.preallocated_bytes,
+                  st.upper.mapped_sectors * 512, st.upper.extents, v.open_handles);
     line += buf;
     if (Status h = open->health(); !h.ok()) line += " failed: " + h.ToString();
   } else if (!v.upper.empty()) {

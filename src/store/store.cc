@@ -203,6 +203,20 @@ Result<VolumeInfo> Store::Lookup(const std::string& name) const {
   return v;
 }
 
+void Store::FillPreallocated(std::vector<VolumeInfo>* vols) const {
+  std::vector<std::pair<VolumeInfo*, std::shared_ptr<Volume>>> open;
+  {
+    MutexLock lk(&mu_);
+    for (VolumeInfo& v : *vols) {
+      v.preallocated = 0;
+      if (v.is_snapshot) continue;
+      if (auto o = open_.find(v.name); o != open_.end()) open.emplace_back(&v, o->second);
+    }
+  }
+  // Outside the lock: each waits for its volume's map.
+  for (const auto& [v, vol] : open) v->preallocated = vol->PreallocatedBytes();
+}
+
 std::vector<FailedManifest> Store::FailedManifests() const {
   MutexLock lk(&mu_);
   std::vector<FailedManifest> out;

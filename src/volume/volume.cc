@@ -466,4 +466,9 @@ VolumeStats Volume::Stats() const {
   return s;
 }
 
+uint64_t Volume::PreallocatedBytes() const {
+  auto st = stack();
+  return st->upper ? st->upper->PreallocatedBytes() : 0;
+}
+
 }  // namespace ovbd

@@ -286,6 +286,7 @@ TEST(MetricsRenderTest, CountersGaugesAndHistogramsOfEveryVolume) {
   MetricsInput in;
   in.volumes = {Vol("idle", 1 << 20), Vol("vm1", 64 << 20), Vol("vm1@s1", 32 << 20, true)};
   in.volumes[1].allocated = 8192;
+  in.volumes[1].preallocated = 4096;
   in.volumes[1].lowers = {"a", "b"};
   in.volumes[1].open_handles = 3;
   in.volumes[1].failed = "io error: x";
@@ -346,6 +347,9 @@ TEST(MetricsRenderTest, CountersGaugesAndHistogramsOfEveryVolume) {
   EXPECT_EQ(p.Value("ovbdfs_volume_size_bytes", {{"volume", "vm1@s1"}}), 32 << 20);
   EXPECT_EQ(p.Value("ovbdfs_volume_used_bytes", v1), 8192);
   EXPECT_TRUE(std::isnan(p.Value("ovbdfs_volume_used_bytes", {{"volume", "vm1@s1"}})));  // no upper
+  EXPECT_EQ(p.Value("ovbdfs_volume_preallocated_bytes", v1), 4096);
+  EXPECT_EQ(p.Value("ovbdfs_volume_preallocated_bytes", {{"volume", "idle"}}), 0);
+  EXPECT_TRUE(std::isnan(p.Value("ovbdfs_volume_preallocated_bytes", {{"volume", "vm1@s1"}})));
   EXPECT_EQ(p.Value("ovbdfs_volume_layers", v1), 2);
   EXPECT_EQ(p.Value("ovbdfs_volume_layers", {{"volume", "vm1@s1"}}), 1);
   EXPECT_EQ(p.Value("ovbdfs_open_handles", v1), 3);

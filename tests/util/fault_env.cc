@@ -692,6 +692,15 @@ class FaultRWFile final : public FaultReader<RWFile> {
     return base_->AllocatedBytes();
   }
 
+  // Reserves space only: no byte reads differently, so there is nothing for
+  // a power loss to undo and it is not a mutating operation (CrashAfterOps
+  // does not count it). Fails like any call once crashed.
+  Status Preallocate(uint64_t off, uint64_t len) override {
+    MutexLock l(&impl_->mu);
+    OVBD_RETURN_IF_ERROR(impl_->Admit(FaultFilter::kPrealloc, Name(), {}, &gen_, false));
+    return base_->Preallocate(off, len);
+  }
+
  private:
   const std::shared_ptr<FileState> state_;
 };

@@ -70,6 +70,7 @@ enum class FaultFilter : uint32_t {
   kNamespace = 1u << 5,  // Rename, Remove, CreateDir, RemoveDir
   kMetadata = 1u << 6,   // Stat, ListDir, SpaceOf, AllocatedBytes, CheckRange, NextData
   kDirSync = 1u << 7,    // Env::SyncDir only (kSyncs covers it too)
+  kPrealloc = 1u << 8,   // RWFile::Preallocate (changes no content, never undone by a crash)
   kAll = 0xffffffffu,
 };
 constexpr FaultFilter operator|(FaultFilter a, FaultFilter b) {

@@ -151,7 +151,7 @@ std::string FormatSeconds(uint64_t ns);
 
 // What a rendering shows besides the counters: the store's status.
 struct MetricsInput {
-  std::vector<VolumeInfo> volumes;  // sorted by name; `allocated` filled for volumes
+  std::vector<VolumeInfo> volumes;  // sorted by name; `allocated`, `preallocated` filled for volumes
   std::vector<JobInfo> jobs;
   size_t unusable_volumes = 0;      // manifests refused when the store was opened
 };
@@ -169,8 +169,8 @@ std::string RenderMetrics(
     const MetricsInput& in,
     const std::vector<std::pair<std::string, std::shared_ptr<VolumeMetrics>>>& counters);
 
-// Reads the store's status (List, the used space of each volume, jobs,
-// refused manifests).
+// Reads the store's status (List, the used and preallocated space of each
+// volume, jobs, refused manifests).
 MetricsInput CollectMetricsInput(const Store& store);
 // Collects, prunes `registry` of deleted names, and renders.
 std::string RenderStoreMetrics(const Store& store, MetricsRegistry* registry);

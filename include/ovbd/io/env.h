@@ -88,6 +88,16 @@ class RWFile : public ReadableFile {
   virtual Status Truncate(uint64_t size) = 0;
   // Bytes actually allocated on the backing filesystem (st_blocks * 512).
   virtual Result<uint64_t> AllocatedBytes() const = 0;
+  // Reserves space for [off, off+len) ahead of writes (fallocate with
+  // FALLOC_FL_KEEP_SIZE): the size and what every byte reads stay as they
+  // were (holes keep reading zeros), later writes into the range need no
+  // block allocation. Advisory: nothing may depend on it for content. The
+  // default reserves nothing.
+  virtual Status Preallocate(uint64_t off, uint64_t len) {
+    (void)off;
+    (void)len;
+    return Status::OK();
+  }
 };
 
 struct FileInfo {

@@ -30,6 +30,7 @@ class PosixFile : public RWFile {
   Status PunchHole(uint64_t off, uint64_t len) override;
   Status Truncate(uint64_t size) override;
   Result<uint64_t> AllocatedBytes() const override;
+  Status Preallocate(uint64_t off, uint64_t len) override;
 
  private:
   int fd_;

@@ -19,12 +19,29 @@
 //
 // Sealing appends an LSMT index (built from the map, O(index)) and trailer
 // to the data file, which thereby becomes a valid committed LSMT layer.
+//
+// Preallocation: the first write into a granule of the virtual range
+// (prealloc_granule(), 1 MiB by default) first reserves the granule's space
+// in the data file (RWFile::Preallocate, fallocate with KEEP_SIZE), so the
+// filesystem does not allocate block by block. It is only a reservation:
+// the map alone decides what a range reads (a preallocated range the map
+// does not mention reads from the lowers), a discard still frees exactly
+// its range, and the seal gives back every preallocated range the sealed
+// index does not map. Preallocated-but-unwritten space is counted in
+// allocated_bytes (it is taken on disk) and shown apart as
+// preallocated_bytes. Two things never reserve: hydration's Fill (it copies
+// in large pieces, and only the lowers' data: whole granules would also
+// take the space of the lowers' holes, which hydration does not count on),
+// and any write while the filesystem has less than kPreallocHeadroom free
+// besides the granules (a reservation must not take the space the journal
+// and the seal still need; fallocate failing with ENOSPC keeps what it got).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ovbd/io/env.h"
@@ -38,7 +55,13 @@ namespace ovbd {
 struct UpperStats {
   uint64_t mapped_sectors = 0;    // sectors holding data
   uint64_t extents = 0;           // map entries (data + zeroed)
-  uint64_t allocated_bytes = 0;   // space taken by the data file
+  uint64_t allocated_bytes = 0;   // space taken by the data file (st_blocks), preallocation included
+  // Of allocated_bytes, what this upper reserved ahead of writes (since it
+  // was opened) and that holds nothing yet: the granules it preallocated
+  // minus what the map says of them (data, or zeroed and so punched). What
+  // a seal gives back; reservations of an earlier run are not tracked.
+  // Computed without I/O (PreallocatedBytes()).
+  uint64_t preallocated_bytes = 0;
   uint64_t journal_bytes = 0;
   uint64_t journal_records = 0;
   uint64_t commits = 0;
@@ -82,7 +105,8 @@ class Upper {
   // leaves every other sector alone. The check and the write are one step
   // against Write, Zero and Forget of overlapping ranges (RangeLocks), so a
   // foreground write or discard, before or during the fill, is never
-  // overwritten. Returns the bytes written.
+  // overwritten. Returns the bytes written. Reserves nothing (see the top);
+  // into a granule a write reserved, it maps just the sectors it wrote.
   Result<uint64_t> Fill(uint64_t off, const char* buf, size_t len);
 
   // Calls fn(offset_bytes, length_bytes, UpperPiece) for each piece of the
@@ -165,6 +189,20 @@ class Upper {
   // A copy of the current map as LSMT segments (moffset in data-file sectors).
   std::vector<Segment> Segments() const;
 
+  // Granule of preallocation in bytes of virtual range (a multiple of 4096;
+  // 0 turns it off). Set before writes; changing it forgets which granules
+  // were reserved.
+  static constexpr uint64_t kDefaultPreallocGranule = uint64_t{1} << 20;
+  void set_prealloc_granule(uint64_t bytes) EXCLUDES(prealloc_mu_);
+  uint64_t prealloc_granule() const EXCLUDES(prealloc_mu_);
+  // Free space (Env::SpaceOf of the upper's directory) a reservation must
+  // leave on the filesystem; below it writes allocate as they come.
+  static constexpr uint64_t kPreallocHeadroom = uint64_t{64} << 20;
+  // UpperStats::preallocated_bytes without the stat of the data file (and
+  // without its clamp to allocated_bytes): for status listings. O(reserved
+  // granules + extents in them).
+  uint64_t PreallocatedBytes() const EXCLUDES(prealloc_mu_, mu_);
+
  private:
   struct PendingOp {
     uint8_t type;
@@ -177,6 +215,21 @@ class Upper {
   Status Replay(bool read_only) REQUIRES(commit_mu_) EXCLUDES(mu_);
   Status AppendRecords(const std::vector<PendingOp>& ops) REQUIRES(commit_mu_);
   Status Compact(const std::vector<Segment>& segs) REQUIRES(commit_mu_);
+  // Reserves the granules [off, off+len) touches that are not claimed yet.
+  // Never fails: a failed or skipped reservation only means the filesystem
+  // allocates at write time, as without preallocation.
+  void Reserve(uint64_t off, uint64_t len) EXCLUDES(prealloc_mu_);
+  // The claimed (or else the reserved) granules as merged virtual byte
+  // ranges [begin, end).
+  std::vector<std::pair<uint64_t, uint64_t>> GranuleRanges(bool claimed) const
+      EXCLUDES(prealloc_mu_);
+  // After a failed data write of [off, off+len), with that range locked
+  // exclusive: punches what the map does not hold as data there (outside
+  // reserved granules), so blocks the write got before failing are given
+  // back. Best effort.
+  void ReleaseFailedWrite(uint64_t off, uint64_t len) EXCLUDES(prealloc_mu_, mu_);
+  // Frees the space of claimed granules that `segments` does not map as data.
+  Status ReleaseUnmappedReservations(const std::vector<Segment>& segments);
 
   // Set while the upper is made (Create, Open), then never changed.
   Env* env_ = nullptr;
@@ -205,6 +258,18 @@ class Upper {
   // Orders fills against writes of the same range (range_locks.h). Taken
   // before mu_ and never while commit_mu_ is held.
   RangeLocks ranges_;
+
+  // Granules of the virtual range, one bit each: claimed by a first write
+  // (whether or not the reservation was made: a write tests only this, and
+  // a seal punches what is unmapped in all of them, since a failed
+  // fallocate may have kept part of its range), and of those, reserved (the
+  // fallocate succeeded: what preallocated_bytes counts). Taken alone, never
+  // together with another of the upper's mutexes.
+  mutable Mutex prealloc_mu_;
+  uint64_t prealloc_granule_ GUARDED_BY(prealloc_mu_) = kDefaultPreallocGranule;
+  std::vector<uint64_t> prealloc_claimed_ GUARDED_BY(prealloc_mu_);
+  std::vector<uint64_t> prealloc_reserved_ GUARDED_BY(prealloc_mu_);
+  std::atomic<bool> prealloc_unsupported_{false};
 
   // The map; readers share it, writers update it after their data write.
   mutable SharedMutex mu_;

@@ -95,6 +95,10 @@ struct VolumeInfo {
   std::string upper;
   size_t open_handles = 0;
   uint64_t allocated = 0;  // bytes the upper takes on disk (Lookup only)
+  // Of those, what the open upper reserved ahead of writes and holds
+  // nothing yet (Upper::PreallocatedBytes); 0 for a volume not open.
+  // FillPreallocated only.
+  uint64_t preallocated = 0;
   std::string failed;      // why the open volume stopped taking writes; empty if it did not
   HydrateInfo hydrate;     // volumes only
 };
@@ -127,6 +131,11 @@ class Store {
   // Every volume and snapshot, sorted by name.
   std::vector<VolumeInfo> List() const EXCLUDES(mu_);
   Result<VolumeInfo> Lookup(const std::string& name) const EXCLUDES(mu_);
+  // Sets `preallocated` of the open volumes in `vols` (List or Lookup
+  // results). For status reports only: it walks each such volume's map
+  // over its reserved granules, which List and Lookup, asked on every
+  // getattr and permission check, do not.
+  void FillPreallocated(std::vector<VolumeInfo>* vols) const EXCLUDES(mu_);
   // Manifests that were refused when the store was opened, with the reason.
   std::vector<FailedManifest> FailedManifests() const EXCLUDES(mu_);
   // Background jobs, running and recently ended.

@@ -108,6 +108,9 @@ class Volume {
   Status health() const;
 
   VolumeStats Stats() const;
+  // What the upper reserved ahead of writes and holds nothing yet
+  // (Upper::PreallocatedBytes); 0 without an upper. No I/O.
+  uint64_t PreallocatedBytes() const;
 
   // --- hydration: copying what the volume reads from its lowers into its
   // upper while it stays in use (the store's hydrate job drives it).
