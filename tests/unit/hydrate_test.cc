@@ -334,7 +334,9 @@ TEST(Hydrate, WritesAndDiscardsDuringHydrationAreKept) {
     // Reads during hydration, some of which copy on read.
     std::vector<char> r(len);
     ASSERT_TRUE(v->Read(rng() % (v->size() - len), len, r.data()).ok());
-    if (++ops % 100 == 0) ASSERT_TRUE(v->Flush().ok());
+    if (++ops % 100 == 0) {
+      ASSERT_TRUE(v->Flush().ok());
+    }
     ASSERT_LT(ops, 200000) << "hydration never finished";
   }
   ASSERT_EQ(Info(st.get(), "vm").state, HydrateState::kDone) << Info(st.get(), "vm").error;
@@ -555,7 +557,9 @@ TEST(HydrateCrash, EveryStepRecovers) {
     const HydrateState s = Info(st.get(), "vm").state;
     if (s != HydrateState::kDone) {
       // Running (resumed by itself) or failed at the crash: resume.
-      if (s != HydrateState::kRunning) ASSERT_TRUE(st->Hydrate("vm", HydrateAction::kResume).ok());
+      if (s != HydrateState::kRunning) {
+        ASSERT_TRUE(st->Hydrate("vm", HydrateAction::kResume).ok());
+      }
       ASSERT_TRUE(WaitState(st.get(), "vm", HydrateState::kDone)) << Info(st.get(), "vm").error;
     }
     EXPECT_TRUE(st->Lookup("vm")->lowers.empty());
@@ -651,7 +655,9 @@ TEST(HydrateCrash, RandomModel) {
     v.reset();
     if (crash && !fenv.crashed()) fenv.CrashAfterOps(0);  // crash now if it has not yet
     st.reset();
-    if (crash) ASSERT_TRUE(fenv.SimulatePowerLoss(PowerLossMode::kRandomSectors).ok());
+    if (crash) {
+      ASSERT_TRUE(fenv.SimulatePowerLoss(PowerLossMode::kRandomSectors).ok());
+    }
   }
   // Last: no crash, hydration finishes over whatever stack the rounds left.
   fenv.DisarmCrashes();
