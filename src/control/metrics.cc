@@ -220,6 +220,61 @@ void AppendVolumeStatusFamilies(const std::vector<VolumeInfo>& volumes, MetricsW
   GaugePerVolume(volumes, w, "ovbdfs_volume_failed",
                  "1 when the volume stopped taking writes (status says why; remount to recover).",
                  writable, [](const VolumeInfo& v) { return v.failed.empty() ? 0u : 1u; });
+
+  // Hydration: one state sample per volume (label `state`, as status
+  // names it), and its progress while it has any (not idle).
+  w->Family("ovbdfs_volume_hydrate_state", "gauge",
+            "Always 1: the volume's hydration state (idle, running, paused, done, error).");
+  for (const VolumeInfo& v : volumes) {
+    if (!writable(v)) continue;
+    w->Sample("ovbdfs_volume_hydrate_state",
+              {{"volume", v.name}, {"state", HydrateStateName(v.hydrate.state)}}, 1);
+  }
+  auto hydrating = [](const VolumeInfo& v) {
+    return !v.is_snapshot && v.hydrate.state != HydrateState::kIdle;
+  };
+  GaugePerVolume(volumes, w, "ovbdfs_volume_hydrate_copied_bytes",
+                 "Bytes hydration has copied from the lowers into the upper (this run).", hydrating,
+                 [](const VolumeInfo& v) { return v.hydrate.copied; });
+  GaugePerVolume(volumes, w, "ovbdfs_volume_hydrate_total_bytes",
+                 "Bytes copied plus what is left to copy.", hydrating,
+                 [](const VolumeInfo& v) { return v.hydrate.total; });
+  GaugePerVolume(volumes, w, "ovbdfs_volume_hydrate_rate_bytes_per_second",
+                 "Hydration's recent copy rate.", hydrating,
+                 [](const VolumeInfo& v) { return v.hydrate.rate; });
+  GaugePerVolume(volumes, w, "ovbdfs_volume_hydrate_retries",
+                 "Failed hydration steps retried in this run.", hydrating,
+                 [](const VolumeInfo& v) { return v.hydrate.retries; });
+}
+
+void AppendRemoteBlobFamilies(const std::vector<remote::BlobStats>& blobs, MetricsWriter* w) {
+  struct Field {
+    const char* name;
+    const char* type;
+    const char* help;
+    uint64_t remote::BlobStats::*value;
+  };
+  static const Field kFields[] = {
+      {"ovbdfs_remote_layer_size_bytes", "gauge", "Size of the remote blob.",
+       &remote::BlobStats::size},
+      {"ovbdfs_remote_layer_cached_bytes", "gauge", "Of the blob, what the block cache holds.",
+       &remote::BlobStats::cached_bytes},
+      {"ovbdfs_remote_cache_hits_total", "counter",
+       "Blocks of the blob that reads found in the cache.", &remote::BlobStats::hits},
+      {"ovbdfs_remote_cache_misses_total", "counter",
+       "Blocks of the blob that reads had to fetch (or wait for).", &remote::BlobStats::misses},
+      {"ovbdfs_remote_fetched_bytes_total", "counter",
+       "Bytes of the blob fetched from its registry or server.", &remote::BlobStats::fetched_bytes},
+      {"ovbdfs_remote_errors_total", "counter",
+       "Fetches of the blob that failed, and cache I/O that failed.", &remote::BlobStats::errors},
+      {"ovbdfs_remote_corrupt_blocks_total", "counter",
+       "Cached blocks of the blob that failed their checksum (dropped and fetched again).",
+       &remote::BlobStats::corrupt},
+  };
+  for (const Field& f : kFields) {
+    w->Family(f.name, f.type, f.help);
+    for (const remote::BlobStats& b : blobs) w->Sample(f.name, {{"layer", b.digest}}, b.*f.value);
+  }
 }
 
 std::string RenderMetrics(
@@ -243,6 +298,8 @@ std::string RenderMetrics(
   w.Sample("ovbdfs_build_info", {{"version", OVBD_VERSION}}, 1);
 
   AppendVolumeStatusFamilies(in.volumes, &w);
+
+  AppendRemoteBlobFamilies(in.remote_blobs, &w);
 
   w.Family("ovbdfs_unusable_volumes", "gauge",
            "Manifests refused when the store was opened (status lists them with the reason).");
@@ -327,6 +384,7 @@ MetricsInput CollectMetricsInput(const Store& store) {
   for (VolumeInfo& v : in.volumes) v.preallocated = std::min(v.preallocated, v.allocated);
   in.jobs = store.Jobs();
   in.unusable_volumes = store.FailedManifests().size();
+  in.remote_blobs = store.RemoteCacheStats();
   return in;
 }
 

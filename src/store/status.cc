@@ -47,6 +47,10 @@ std::string Store::StatusLine(const VolumeInfo& v) const {
   return line;
 }
 
+std::vector<remote::BlobStats> Store::RemoteCacheStats() const {
+  return opts_.remote ? opts_.remote->CacheStats() : std::vector<remote::BlobStats>{};
+}
+
 std::string Store::StatusText(const std::string& name) const {
   std::vector<VolumeInfo> vols;
   if (name.empty()) {
@@ -69,8 +73,8 @@ std::string Store::StatusText(const std::string& name) const {
     }
     // Remote layers read since the cache was opened: what crossed the
     // network for each (per blob, so shared by every volume using it).
-    if (opts_.remote) {
-      for (const auto& b : opts_.remote->CacheStats()) {
+    {
+      for (const auto& b : RemoteCacheStats()) {
         char buf[384];
         std::snprintf(buf, sizeof buf,
                       "remote %s size=%" PRIu64 " cached=%" PRIu64 " hits=%" PRIu64

@@ -145,6 +145,12 @@ tree_manifest "$W/k" >"$W/B.manifest"
 diff -u "$W/tree.manifest" "$W/B.manifest" >&2 || fail "the tree on B differs"
 cmp <(dd if="$W/mB/vm" bs=1M skip=60 count=1 status=none) "$W/marker" || fail "marker MiB differs"
 all=$(fetched "$W/mB")
+# .metrics counts the same per blob.
+met=$("$PY" -c '
+import re, sys
+t = open(sys.argv[1] + "/.metrics").read()
+print(sum(int(v) for v in re.findall(r"^ovbdfs_remote_fetched_bytes_total\{layer=\"sha256:[0-9a-f]{64}\"\} (\d+)$", t, re.M)))' "$W/mB")
+assert_eq "$all" "$met" "bytes fetched: status against .metrics"
 kumount "$W/k"
 loop_detach "$LOOP"
 stop_daemon "$W/mB"
@@ -186,6 +192,8 @@ start_daemon "$W/B" "$W/mB" "${DOPTS[@]}"
 # ---- hydrate, then no registry and no cache -----------------------------------------
 "$OVBD" hydrate "$W/B" vm --wait >"$W/hyd.out" 2>&1 || { cat "$W/hyd.out" >&2; fail "hydrate --wait"; }
 [[ $(layers_of "$W/B" vm) == 0 ]] || fail "vm still has lowers after hydration"
+grep -qx 'ovbdfs_volume_hydrate_state{volume="vm",state="done"} 1' "$W/mB/.metrics" ||
+  fail "hydrated vm: .metrics does not say so: $(grep hydrate_state "$W/mB/.metrics")"
 stop_registry
 "$OVBD" delete "$W/B" vm2 >/dev/null
 stop_daemon "$W/mB"

@@ -363,6 +363,61 @@ TEST(MetricsRenderTest, CountersGaugesAndHistogramsOfEveryVolume) {
   EXPECT_EQ(p.Count("ovbdfs_build_info"), 1u);
 }
 
+TEST(MetricsRenderTest, HydrationProgressAndRemoteLayers) {
+  MetricsInput in;
+  in.volumes = {Vol("idle", 1 << 20), Vol("vm1", 64 << 20), Vol("vm1@s1", 32 << 20, true)};
+  in.volumes[1].hydrate.state = HydrateState::kRunning;
+  in.volumes[1].hydrate.copied = 3 << 20;
+  in.volumes[1].hydrate.total = 10 << 20;
+  in.volumes[1].hydrate.rate = 1 << 20;
+  in.volumes[1].hydrate.retries = 2;
+  remote::BlobStats a, b;
+  a.digest = "sha256:" + std::string(64, 'a');
+  a.size = 1 << 30;
+  a.cached_bytes = 4 << 20;
+  a.hits = 7;
+  a.misses = 4;
+  a.fetched_bytes = 4 << 20;
+  a.errors = 1;
+  a.corrupt = 1;
+  b.digest = "sha256:" + std::string(64, 'b');
+  b.size = 100;
+  in.remote_blobs = {a, b};
+
+  const std::string text = RenderMetrics(in, {});
+  const Parsed p = Parse(text);
+  ASSERT_TRUE(p.errors.empty()) << Errors(p) << text;
+  const std::map<std::string, std::string> v1 = {{"volume", "vm1"}};
+  EXPECT_EQ(p.Value("ovbdfs_volume_hydrate_state", {{"volume", "vm1"}, {"state", "running"}}), 1);
+  EXPECT_EQ(p.Value("ovbdfs_volume_hydrate_state", {{"volume", "idle"}, {"state", "idle"}}), 1);
+  EXPECT_EQ(p.Count("ovbdfs_volume_hydrate_state"), 2u);  // not for snapshots
+  EXPECT_EQ(p.Value("ovbdfs_volume_hydrate_copied_bytes", v1), 3 << 20);
+  EXPECT_EQ(p.Value("ovbdfs_volume_hydrate_total_bytes", v1), 10 << 20);
+  EXPECT_EQ(p.Value("ovbdfs_volume_hydrate_rate_bytes_per_second", v1), 1 << 20);
+  EXPECT_EQ(p.Value("ovbdfs_volume_hydrate_retries", v1), 2);
+  // Progress only while there is any.
+  EXPECT_TRUE(std::isnan(p.Value("ovbdfs_volume_hydrate_copied_bytes", {{"volume", "idle"}})));
+
+  const std::map<std::string, std::string> la = {{"layer", a.digest}};
+  EXPECT_EQ(p.Value("ovbdfs_remote_layer_size_bytes", la), 1 << 30);
+  EXPECT_EQ(p.Value("ovbdfs_remote_layer_cached_bytes", la), 4 << 20);
+  EXPECT_EQ(p.Value("ovbdfs_remote_cache_hits_total", la), 7);
+  EXPECT_EQ(p.Value("ovbdfs_remote_cache_misses_total", la), 4);
+  EXPECT_EQ(p.Value("ovbdfs_remote_fetched_bytes_total", la), 4 << 20);
+  EXPECT_EQ(p.Value("ovbdfs_remote_errors_total", la), 1);
+  EXPECT_EQ(p.Value("ovbdfs_remote_corrupt_blocks_total", la), 1);
+  EXPECT_EQ(p.Value("ovbdfs_remote_layer_size_bytes", {{"layer", b.digest}}), 100);
+  EXPECT_EQ(p.Value("ovbdfs_remote_fetched_bytes_total", {{"layer", b.digest}}), 0);
+  EXPECT_EQ(p.type.at("ovbdfs_remote_fetched_bytes_total"), "counter");
+  EXPECT_EQ(p.type.at("ovbdfs_remote_layer_cached_bytes"), "gauge");
+
+  // A store without remote layers still declares the families, empty.
+  in.remote_blobs.clear();
+  const Parsed q = Parse(RenderMetrics(in, {}));
+  ASSERT_TRUE(q.errors.empty()) << Errors(q);
+  EXPECT_EQ(q.Count("ovbdfs_remote_fetched_bytes_total"), 0u);
+}
+
 TEST(MetricsRenderTest, LabelValuesSurviveEscaping) {
   // Store names cannot hold these bytes, but the format must not break if
   // a label ever does.

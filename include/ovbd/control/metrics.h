@@ -27,6 +27,7 @@
 
 #include "ovbd/io/job_runner.h"
 #include "ovbd/io/mutex.h"
+#include "ovbd/remote/block_cache.h"
 #include "ovbd/store/store.h"
 
 namespace ovbd {
@@ -154,6 +155,7 @@ struct MetricsInput {
   std::vector<VolumeInfo> volumes;  // sorted by name; `allocated`, `preallocated` filled for volumes
   std::vector<JobInfo> jobs;
   size_t unusable_volumes = 0;      // manifests refused when the store was opened
+  std::vector<remote::BlobStats> remote_blobs;  // the block cache's, per blob
 };
 
 // The extension point for metrics taken from the store's status: appends
@@ -161,6 +163,11 @@ struct MetricsInput {
 // open handles, ...), one sample per volume or snapshot. A new field of
 // VolumeInfo that operators should see gets its family here.
 void AppendVolumeStatusFamilies(const std::vector<VolumeInfo>& volumes, MetricsWriter* w);
+
+// The families of the remote blobs the block cache holds or read: its
+// size, cached bytes, hits, misses, bytes fetched, errors, corrupt blocks,
+// one sample per blob (label `layer`, its digest).
+void AppendRemoteBlobFamilies(const std::vector<remote::BlobStats>& blobs, MetricsWriter* w);
 
 // The whole exposition: build information, the status families, jobs,
 // the counters of every name in `volumes` or `counters` (zero for a name

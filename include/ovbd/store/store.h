@@ -201,6 +201,9 @@ class Store {
 
   // Human-readable status of one volume or all.
   std::string StatusText(const std::string& name = "") const EXCLUDES(mu_);
+  // What the block cache counted for each remote blob it holds or read
+  // since it was opened (nothing when the store has no remote layers).
+  std::vector<remote::BlobStats> RemoteCacheStats() const;
 
   std::string LayerPath(const std::string& file) const;
   // The bytes of lower layer `file` as stored (not decompressed): the local
