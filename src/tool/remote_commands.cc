@@ -223,9 +223,22 @@ Status Push(const std::string& dir, const std::string& snapshot, const std::stri
   return Status::OK();
 }
 
-Status CacheStatus() {
+// The cache, or an error that says what to do when a mounted daemon holds
+// it (one process uses a cache directory at a time).
+Result<std::shared_ptr<remote::BlockCache>> OpenToolCache() {
   OVBD_ASSIGN_OR_RETURN(auto rb, ToolRemote());
-  OVBD_ASSIGN_OR_RETURN(auto cache, rb->cache());
+  auto cache = rb->cache();
+  if (cache.status().code() == Status::Code::kBusy) {
+    return Status::Busy(cache.status().message() +
+                        "; a mounted ovbdfs uses it: its counters are in `ovbd status STORE` "
+                        "(the remote lines) and the mount's .metrics, and its bound is the "
+                        "mount's -o cache_size= (or give this command another --cache-dir)");
+  }
+  return cache;
+}
+
+Status CacheStatus() {
+  OVBD_ASSIGN_OR_RETURN(auto cache, OpenToolCache());
   uint64_t total = 0;
   for (const auto& b : cache->Stats()) {
     total += b.cached_bytes;
@@ -243,8 +256,7 @@ Status CachePrune(const std::string& max_text) {
   if (!max_text.empty()) {
     OVBD_ASSIGN_OR_RETURN(max, ParseSize(max_text));
   }
-  OVBD_ASSIGN_OR_RETURN(auto rb, ToolRemote());
-  OVBD_ASSIGN_OR_RETURN(auto cache, rb->cache());
+  OVBD_ASSIGN_OR_RETURN(auto cache, OpenToolCache());
   OVBD_ASSIGN_OR_RETURN(uint64_t freed, cache->Prune(max));
   std::printf("freed %s; %s cached\n", FormatSize(freed).c_str(), FormatSize(cache->cached_bytes()).c_str());
   return Status::OK();

@@ -74,23 +74,21 @@ stop_registry() {
   log "docker-registry stopped"
 }
 
-# fetched STORE_MNT: bytes fetched from the network since the daemon started
-# (sum of the remote lines of its status).
-fetched() {
-  cat "$1/.control" >/dev/null
-  echo status >"$1/.control"
+# remote_sum STORE_MNT FIELD: the sum of FIELD= over the remote lines of
+# the mount's status report (the block a fresh read of .control ends with;
+# the most recent command's result before it is left out).
+remote_sum() {
   "$PY" -c '
 import re, sys
 t = open(sys.argv[1] + "/.control").read()
-print(sum(int(m) for m in re.findall(r"^remote \S+ .*fetched=(\d+)", t, re.M)))' "$1"
+heads = list(re.finditer(r"^volumes: \d+$", t, re.M))
+t = t[heads[-1].start():] if heads else t
+print(sum(int(m) for m in re.findall(r"^remote \S+ .*\b" + sys.argv[2] + r"=(\d+)", t, re.M)))' "$1" "$2"
 }
-blob_bytes() {
-  echo status >"$1/.control"
-  "$PY" -c '
-import re, sys
-t = open(sys.argv[1] + "/.control").read()
-print(sum(int(m) for m in re.findall(r"^remote \S+ size=(\d+)", t, re.M)))' "$1"
-}
+# fetched STORE_MNT: bytes fetched from the network since the daemon started.
+fetched() { remote_sum "$1" fetched; }
+# blob_bytes STORE_MNT: the size of the remote blobs read since it started.
+blob_bytes() { remote_sum "$1" size; }
 
 start_registry
 IMAGE=registry://127.0.0.1:$REG_PORT/e2e/base
@@ -151,6 +149,11 @@ import re, sys
 t = open(sys.argv[1] + "/.metrics").read()
 print(sum(int(v) for v in re.findall(r"^ovbdfs_remote_fetched_bytes_total\{layer=\"sha256:[0-9a-f]{64}\"\} (\d+)$", t, re.M)))' "$W/mB")
 assert_eq "$all" "$met" "bytes fetched: status against .metrics"
+# The mounted daemon holds the cache: ovbd says so, and where to look.
+if "$OVBD" --cache-dir "$W/cacheB" cache status >"$W/cs.out" 2>&1; then
+  fail "ovbd cache status opened a cache a mounted daemon holds"
+fi
+grep -q 'a mounted ovbdfs uses it' "$W/cs.out" || fail "ovbd cache status of a held cache: $(cat "$W/cs.out")"
 kumount "$W/k"
 loop_detach "$LOOP"
 stop_daemon "$W/mB"
