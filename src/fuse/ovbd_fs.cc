@@ -589,16 +589,7 @@ void OvbdFs::Flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   }
   if (h->kind == Handle::Kind::kMetrics) return (void)fuse_reply_err(req, 0);
   if (h->mtime_pending.exchange(false)) fs->RecordMtime(h->name);
-  if (h->volume->dirty()) {
-    const uint64_t t0 = MonotonicNs();
-    VolumeMetrics* m = h->metrics.get();
-    Status s = h->volume->Flush();
-    if (!s.ok()) return fs->ReplyIoError(req, h, m, IoOp::kFlush, 0, 0, t0, s);
-    std::shared_ptr<VolumeMetrics> keep = h->metrics;  // outlives the handle
-    fuse_reply_err(req, 0);
-    m->Record(IoOp::kFlush, 0, MonotonicNs() - t0);
-    return;
-  }
+  if (h->volume->dirty()) return fs->FlushAndReply(req, h);
   fuse_reply_err(req, 0);
 }
 
@@ -606,10 +597,14 @@ void OvbdFs::Fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
   OvbdFs* fs = Self(req);
   auto* h = reinterpret_cast<Handle*>(fi->fh);
   if (h->kind != Handle::Kind::kVolume) return (void)fuse_reply_err(req, 0);
+  fs->FlushAndReply(req, h);
+}
+
+void OvbdFs::FlushAndReply(fuse_req_t req, Handle* h) {
   const uint64_t t0 = MonotonicNs();
   VolumeMetrics* m = h->metrics.get();
   Status s = h->volume->Flush();
-  if (!s.ok()) return fs->ReplyIoError(req, h, m, IoOp::kFlush, 0, 0, t0, s);
+  if (!s.ok()) return ReplyIoError(req, h, m, IoOp::kFlush, 0, 0, t0, s);
   std::shared_ptr<VolumeMetrics> keep = h->metrics;  // outlives the handle
   fuse_reply_err(req, 0);
   m->Record(IoOp::kFlush, 0, MonotonicNs() - t0);

@@ -69,6 +69,8 @@ class OvbdFs {
   // Every handle is owned here from open to release; fi->fh is its address.
   uint64_t Adopt(std::unique_ptr<Handle> h) EXCLUDES(handles_mu_);
   void CloseHandle(Handle* h) EXCLUDES(handles_mu_);  // a release, short of the reply
+  // Commits the volume's writes, then replies (the error, or 0).
+  void FlushAndReply(fuse_req_t req, Handle* h);
 
   // Inode numbers are handed out per name on first sight and stay stable
   // while the name exists (never reused: a name deleted and made again gets

@@ -24,6 +24,7 @@
 #include "ovbd/store/store.h"
 #include "ovbd/version.h"
 #include "ovbd/volume/volume.h"
+#include "progress_bar.h"
 #include "remote_commands.h"
 #include "store_client.h"
 
@@ -31,32 +32,6 @@ namespace ovbd::tool {
 namespace {
 
 Env* env() { return Env::Default(); }
-
-// A progress bar on stderr, only when stdout is a terminal.
-class Progress {
- public:
-  explicit Progress(std::string label) : label_(std::move(label)), on_(isatty(1)) {}
-  ~Progress() {
-    if (on_ && shown_) std::fprintf(stderr, "\n");
-  }
-  void operator()(uint64_t done, uint64_t total) {
-    if (!on_ || total == 0) return;
-    int pct = static_cast<int>(done * 100 / total);
-    if (pct == last_) return;
-    last_ = pct;
-    shown_ = true;
-    int bar = pct / 4;
-    std::fprintf(stderr, "\r%-10s [%.*s%*s] %3d%%", label_.c_str(), bar,
-                 "#########################", 25 - bar, "", pct);
-    std::fflush(stderr);
-  }
-
- private:
-  std::string label_;
-  bool on_;
-  bool shown_ = false;
-  int last_ = -1;
-};
 
 int Fail(const Status& s) {
   std::fprintf(stderr, "ovbd: %s\n", s.ToString().c_str());
@@ -113,7 +88,7 @@ Status LayerCreate(const std::string& from, const std::string& out, const std::s
   Status s;
   {
     OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> f, env()->OpenRW(staged, true));
-    Progress p("layer");
+    ProgressBar p("layer");
     s = lsmt::CreateFromRaw(*raw, f.get(), wo, std::ref(p));
   }
   if (s.ok() && z) {
@@ -122,7 +97,7 @@ Status LayerCreate(const std::string& from, const std::string& out, const std::s
     OVBD_ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> in, env()->OpenReadable(staged));
     {
       OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> f, env()->OpenRW(ztmp, true));
-      Progress p("compress");
+      ProgressBar p("compress");
       s = zfile::Write(*in, f.get(), *z, std::ref(p));
     }
     (void)env()->Remove(staged);
@@ -209,14 +184,14 @@ Status LayerCheck(const std::string& path) {
   if (is_z) {
     OVBD_ASSIGN_OR_RETURN(std::unique_ptr<zfile::Reader> z, zfile::Reader::Open(file, 0));
     {
-      Progress p("blocks");
+      ProgressBar p("blocks");
       OVBD_RETURN_IF_ERROR(z->CheckAllBlocks(std::ref(p)));
     }
     file = std::shared_ptr<const ReadableFile>(std::move(z));
   }
   OVBD_ASSIGN_OR_RETURN(auto layer, lsmt::Layer::Open(file));
   {
-    Progress p("data");
+    ProgressBar p("data");
     OVBD_RETURN_IF_ERROR(layer->CheckData(std::ref(p)));
   }
   std::printf("%s: ok (%zu index entries%s)\n", path.c_str(), layer->segments().size(),
@@ -240,7 +215,7 @@ Status Flatten(const std::vector<std::string>& layers, const std::string& out) {
   OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> f, env()->OpenRW(tmp, true));
   constexpr size_t kChunk = 4 << 20;
   std::vector<char> buf(kChunk);
-  Progress p("flatten");
+  ProgressBar p("flatten");
   for (uint64_t off = 0; off < size; off += kChunk) {
     OVBD_ASSIGN_OR_RETURN(size_t n, vol.Read(off, kChunk, buf.data()));
     // Leave holes where the merged view reads zeros.

@@ -20,44 +20,20 @@
 
 #include "ovbd/control/size.h"
 #include "ovbd/io/coding.h"
+#include "ovbd/io/string_file.h"
 #include "ovbd/layer/layer_open.h"
 #include "ovbd/layer/lsmt_writer.h"
 #include "ovbd/layer/zfile.h"
 #include "ovbd/remote/oci_manifest.h"
 #include "ovbd/store/filename.h"
 #include "ovbd/store/store.h"
+#include "progress_bar.h"
 
 namespace ovbd::tool {
 
 namespace {
 
 Env* env() { return Env::Default(); }
-
-// A progress line on a terminal (stderr), nothing otherwise.
-class Bar {
- public:
-  explicit Bar(std::string label) : label_(std::move(label)), on_(isatty(2)) {}
-  ~Bar() {
-    if (on_ && shown_) std::fprintf(stderr, "\n");
-  }
-  void operator()(uint64_t done, uint64_t total) {
-    if (!on_ || total == 0) return;
-    const int pct = static_cast<int>(done * 100 / total);
-    if (pct == last_) return;
-    last_ = pct;
-    shown_ = true;
-    const int bar = pct / 4;
-    std::fprintf(stderr, "\r%-24s [%.*s%*s] %3d%% %s", label_.c_str(), bar,
-                 "#########################", 25 - bar, "", pct, FormatSize(total).c_str());
-    std::fflush(stderr);
-  }
-
- private:
-  std::string label_;
-  bool on_;
-  bool shown_ = false;
-  int last_ = -1;
-};
 
 Result<std::string> Sha256Of(const ReadableFile& f) {
   std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> md(EVP_MD_CTX_new(), EVP_MD_CTX_free);
@@ -74,24 +50,6 @@ Result<std::string> Sha256Of(const ReadableFile& f) {
   EVP_DigestFinal_ex(md.get(), d, &dlen);
   return "sha256:" + HexEncode(d, dlen);
 }
-
-// A small in-memory file (the image config).
-class StringFile final : public ReadableFile {
- public:
-  StringFile(std::string data, std::string name) : data_(std::move(data)), name_(std::move(name)) {}
-  Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override {
-    *got = 0;
-    if (off >= data_.size()) return Status::OK();
-    *got = std::min<size_t>(n, data_.size() - off);
-    std::memcpy(buf, data_.data() + off, *got);
-    return Status::OK();
-  }
-  uint64_t Size() const override { return data_.size(); }
-  const std::string& Name() const override { return name_; }
-
- private:
-  std::string data_, name_;
-};
 
 std::string TempDir() {
   const char* t = std::getenv("TMPDIR");
@@ -161,7 +119,7 @@ Result<Blob> BlobOf(Store& st, const std::string& lower, TempFile* tmp_lsmt, Tem
     OVBD_ASSIGN_OR_RETURN(auto out, env()->OpenRW(tmp_z->path, true));
     zfile::Options zo;
     zo.algo = zfile::Algo::kLz4;
-    Bar bar("compress " + lower.substr(0, 14));
+    ProgressBar bar("compress " + lower.substr(0, 14), 24, true);
     OVBD_RETURN_IF_ERROR(zfile::Write(*src, out.get(), zo, [&](uint64_t d, uint64_t t) { bar(d, t); }));
   }
   (void)env()->Remove(tmp_lsmt->path);
@@ -200,7 +158,7 @@ Status Push(const std::string& dir, const std::string& snapshot, const std::stri
     if (has) {
       std::printf("layer %s: already there (%s)\n", d.digest.c_str(), FormatSize(d.size).c_str());
     } else {
-      Bar bar("upload " + d.digest.substr(7, 12));
+      ProgressBar bar("upload " + d.digest.substr(7, 12), 24, true);
       OVBD_RETURN_IF_ERROR(rb->registry().UploadBlob(ref.registry, ref.repo, d.digest, *b.file,
                                                      [&](uint64_t x, uint64_t t) { bar(x, t); }));
       std::printf("layer %s: pushed (%s)\n", d.digest.c_str(), FormatSize(d.size).c_str());
