@@ -6,6 +6,8 @@
 // Besides the usual FUSE options (ro, allow_other, ...) it takes:
 //   flush_interval=SECONDS  commit dirty volumes this often (default 5; 0 = only on fsync)
 //   threads=N               maximum worker threads (default 8)
+//   job_threads=N           threads for background jobs (default 2)
+//   allow_foreign_store     accept a store another non-root user owns
 //   log_level=LEVEL         trace|debug|info|warn|error|off (default info)
 //   metrics_listen=ADDR     serve GET /metrics over HTTP on a loopback HOST:PORT
 //   cache_dir=DIR           block cache of remote layers

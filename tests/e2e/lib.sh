@@ -64,6 +64,14 @@ skip() {
   exit 77
 }
 
+# skip_part REASON: says as loudly as skip that one part of the test does not
+# run, and goes on with the rest (the test can still pass).
+skip_part() {
+  printf '\n[%s] ************************************************************\n' "$E2E_NAME" >&2
+  printf '[%s] SKIPPED PART: %s\n' "$E2E_NAME" "$*" >&2
+  printf '[%s] ************************************************************\n\n' "$E2E_NAME" >&2
+}
+
 _e2e_on_err() {
   local rc=$1 line=$2 cmd=$3
   ((E2E_CLEANING)) && return 0

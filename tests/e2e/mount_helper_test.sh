@@ -14,6 +14,9 @@
 #   6. a `user` line in /etc/fstab: a non-root user mounts and unmounts its
 #      own store with plain `mount MNT` / `umount MNT` (mount(8) runs the
 #      helper, and so ovbdfs, with the user's privileges; /dev/fuse 0666).
+#   7. every -o option src/fuse/main.cc parses (its kOptSpec) has its entry
+#      in the installed ovbdfs(8), in the installed mount-helper/README.md's
+#      option tables, and in `ovbdfs --help`.
 # The /sbin link, the /etc/fstab line, the user and /dev/fuse's mode exist
 # only for the duration of the test.
 . "$(dirname "$0")/lib.sh"
@@ -61,6 +64,25 @@ umount_and_wait() {
   umount "$M" || fail "umount $M failed"
   wait_until 30 "ovbdfs exits after umount" proc_gone "$pid" || fail "ovbdfs still running after umount"
 }
+
+# ---- 7 (first: it needs no mount). every -o option ovbdfs parses is documented
+MAN8=$(find "$P" -path '*/man8/ovbdfs.8' | head -n 1)
+MHREADME=$(find "$P" -path '*/doc/*/mount-helper/README.md' | head -n 1)
+[[ -n $MAN8 && -n $MHREADME ]] || fail "cmake --install did not install ovbdfs.8 and mount-helper/README.md"
+"$P/bin/ovbdfs" --help >"$W/help.txt" 2>&1 || fail "ovbdfs --help failed"
+opts=$(sed -n '/^const fuse_opt kOptSpec/,/FUSE_OPT_END/p' "$E2E_DIR/../../src/fuse/main.cc" |
+  grep -oE '\{"[a-z_]+|FUSE_OPT_KEY\("[a-z_]+' | grep -oE '[a-z_]+$' | sort -u)
+[[ $(wc -w <<<"$opts") -ge 10 ]] || fail "found only these options in main.cc's kOptSpec: $opts"
+undocumented=()
+for o in $opts; do
+  # ovbdfs.8: an .TP entry `.B "\-o NAME"` or `.BI "\-o NAME=" value`.
+  grep -qE "^\.B[IR]? \"?\\\\-o $o([=\" ]|\$)" "$MAN8" || undocumented+=("$o (ovbdfs.8)")
+  # README: a table row starting with `NAME` or `NAME=...`.
+  grep -qE "^\| \`$o[=\`]" "$MHREADME" || undocumented+=("$o (mount-helper/README.md)")
+  grep -qE -- "-o $o([= ]|\$)" "$W/help.txt" || undocumented+=("$o (ovbdfs --help)")
+done
+((${#undocumented[@]} == 0)) || fail "-o options without their documentation: ${undocumented[*]}"
+log "every -o option of ovbdfs is in ovbdfs(8), mount-helper/README.md and --help:" $opts
 
 # ---- 1. no helper: mount(8) drops PATH
 if [[ -e $HELPER || -L $HELPER ]]; then
