@@ -190,6 +190,7 @@ Progress LocalProgress(const HydrateInfo& h) {
 Status WaitHydrated(const std::string& vol, const std::function<Result<Progress>()>& poll) {
   const bool tty = isatty(2);
   int last_decile = -1;
+  std::fflush(stdout);  // what was printed comes before the progress lines
   for (;;) {
     OVBD_ASSIGN_OR_RETURN(Progress p, poll());
     const int pct = p.total ? static_cast<int>(p.copied * 100 / p.total) : (p.state == "done" ? 100 : 0);
