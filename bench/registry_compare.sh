@@ -515,8 +515,8 @@ run_start() {
   if [[ $kind == lazy ]]; then
     # The cache was empty and nothing was evicted: what it holds is what
     # the create (layer validation) and the daemon fetched.
-    R["start_lazy_fetched $r"]=$(stat_field "$stats" 2)
-    note=", $(mib "${R["start_lazy_fetched $r"]}") MiB fetched"
+    R["start_lazy_fetched $r"]=$(mib "$(stat_field "$stats" 2)")
+    note=", ${R["start_lazy_fetched $r"]} MiB fetched"
   fi
   rm -rf "$st" "$cache"
   log "$(printf 'round %d cold start %-4s %7.2f s (create %.2f s)%s' "$r" "$kind" "${R["start_${kind}_s $r"]}" \
@@ -586,7 +586,7 @@ echo "| 3. 4k randread $RR_LABEL, direct, empty cache, ≤ $RR_IOS reads or ${RR
 echo "| 3. the same: blob bytes fetched per byte read | $(med rr_per) | – | – | – | $(samples rr_per) |"
 echo "| 4. cold start: \`create --from\`, ovbdfs, ext4 mount, read the files (s), against the same with \`--pull\` | $(med start_lazy_s %.2f) | $(med start_pull_s %.2f) | $(ratio start_pull_s start_lazy_s) | – | $(samples start_lazy_s); $(samples start_pull_s) |"
 echo "| 4. of which \`volume create\` (s) | $(med start_lazy_create %.2f) | $(med start_pull_create %.2f) | – | – | $(samples start_lazy_create); $(samples start_pull_create) |"
-echo "| 4. blob bytes fetched (MiB), against the whole blob | $(awk -v b="$(med start_lazy_fetched %.0f)" 'BEGIN { printf "%.1f", b / 1048576 }') | $(mib "$FS_BLOB_BYTES") | – | – | |"
+echo "| 4. blob bytes fetched (MiB), against the whole blob | $(med start_lazy_fetched) | $(mib "$FS_BLOB_BYTES") | – | – | $(samples start_lazy_fetched) |"
 echo
 echo "Ratios: 1 is ovbdfs's blob bytes per second over curl's (curl moves the same compressed bytes; the volume-bytes rate also counts the holes and the decompression, so it is not compared); 2 is warm over local; 4 is the pull's time over the lazy start's (above 1: the lazy start is faster)."
 echo "Measurement 3: $(med rr_ios %.0f) reads per run (median), $(med rr_miss %.0f)% of their block lookups were misses (the rest found a block an earlier read of the run had fetched); $(med rr_fetched %.0f | awk '{ printf "%.1f", $1 / 1048576 }') MiB fetched per run. Warm runs fetched $(samples warm_fetched) bytes."
