@@ -84,7 +84,14 @@ Result<std::vector<tcp::endpoint>> ResolveHost(const Url& url, Clock::time_point
   return std::move(st->eps);
 }
 
-HttpConnection::HttpConnection(ssl::context* tls) : tls_ctx_(tls) {}
+HttpConnection::HttpConnection(ssl::context* tls) : tls_ctx_(tls) {
+  // Beast reads from the socket as much as the buffer has room for (at
+  // least 512 bytes, at most 64 KiB per read). The body's bytes leave the
+  // buffer as they are parsed, so a buffer left to grow by itself stays at
+  // its first size, and a 1 MiB block came in 2048 reads of 512 bytes (and
+  // as many waits on the socket): most of a cold read's time.
+  buf_.reserve(kReadChunk);
+}
 
 HttpConnection::~HttpConnection() {
   // Closed without a TLS close_notify: waiting for the peer's would be one

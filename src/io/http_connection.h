@@ -36,6 +36,9 @@ using Clock = std::chrono::steady_clock;
 // The body is a view of the caller's (a pushed layer can be large: no copy).
 using Request = boost::beast::http::request<boost::beast::http::span_body<const char>>;
 
+// Room for one read from the socket: Beast's own cap on a read.
+constexpr size_t kReadChunk = 64 << 10;
+
 // The addresses of url.host, without blocking past `deadline` (a name
 // lookup runs on a thread of its own, left to finish alone if it is late).
 Result<std::vector<boost::asio::ip::tcp::endpoint>> ResolveHost(const Url& url,
