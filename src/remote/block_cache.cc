@@ -410,6 +410,19 @@ Status MakeDir(Env* env, const std::string& path) {
   return env->SyncDir(DirName(NormalizePath(path)));
 }
 
+// `path` and every missing directory above it, top down, each made
+// durable: the default ~/.cache/ovbdfs of a user who has no ~/.cache yet
+// (XDG: made when first needed).
+Status MakeDirs(Env* env, const std::string& path) {
+  std::vector<std::string> missing;
+  for (std::string p = NormalizePath(path); !env->Exists(p); p = DirName(p)) {
+    missing.push_back(p);
+    if (DirName(p) == p) break;
+  }
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) OVBD_RETURN_IF_ERROR(MakeDir(env, *it));
+  return Status::OK();
+}
+
 }  // namespace
 
 Result<std::shared_ptr<BlockCache>> BlockCache::Open(Env* env, BlockCacheOptions opts) {
@@ -419,7 +432,7 @@ Result<std::shared_ptr<BlockCache>> BlockCache::Open(Env* env, BlockCacheOptions
     return Status::InvalidArgument("block cache: block size " + std::to_string(bs) +
                                    " is not a power of two from 64 KiB to 16 MiB");
   }
-  OVBD_RETURN_IF_ERROR(MakeDir(env, opts.dir).Annotate("block cache"));
+  OVBD_RETURN_IF_ERROR(MakeDirs(env, opts.dir).Annotate("block cache"));
   auto lock = env->LockFile(JoinPath(opts.dir, "cache.lock"));
   if (!lock.ok()) {
     if (lock.status().code() == Status::Code::kBusy) {

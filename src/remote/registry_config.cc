@@ -1,5 +1,6 @@
 // The registry configuration file: what the daemon's registry_config= and
 // ovbd's --registry-config read.
+#include <cctype>
 #include <nlohmann/json.hpp>
 
 #include "ovbd/remote/remote_blobs.h"
@@ -10,6 +11,17 @@ namespace {
 using nlohmann::json;
 constexpr int64_t kMaxTimeoutMs = 10 * 60 * 1000;
 constexpr int kMaxRetries = 20;
+
+std::string Lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// HOST[:PORT], nothing else (the registry part of a registry:// address).
+bool IsRegistry(const std::string& r) {
+  if (r.empty() || r.find_first_of("/?#@") != std::string::npos) return false;
+  return Url::Parse("https://" + r + "/").ok();
+}
 
 Status Bad(const std::string& why) { return Status::InvalidArgument("registry configuration: " + why); }
 
@@ -47,6 +59,16 @@ Status ParseRegistryConfig(std::string_view text, RemoteOptions* opts) {
         // before it speaks plain HTTP to a host that is not loopback.
         opts->http.allow_plain_http = true;
       }
+    } else if (key == "https") {
+      // Loopback registries are spoken to over plain HTTP unless listed
+      // here: a TLS registry (or TLS front) on this machine.
+      if (!v.is_array()) return Bad("https must be a list of registries (HOST[:PORT])");
+      for (const auto& r : v) {
+        if (!r.is_string() || !IsRegistry(r.get<std::string>())) {
+          return Bad("https must hold registries (HOST[:PORT])");
+        }
+        opts->registry.https.push_back(r.get<std::string>());
+      }
     } else if (key == "timeout_ms") {
       OVBD_ASSIGN_OR_RETURN(int64_t ms, Millis(v, "timeout_ms"));
       opts->http.request_timeout = std::chrono::milliseconds(ms);
@@ -66,8 +88,13 @@ Status ParseRegistryConfig(std::string_view text, RemoteOptions* opts) {
       opts->registry.credentials_file = v.get<std::string>();
     } else {
       return Bad("unknown setting '" + key +
-                 "' (known: mirrors, plain_http, timeout_ms, connect_timeout_ms, retries, "
+                 "' (known: mirrors, plain_http, https, timeout_ms, connect_timeout_ms, retries, "
                  "ca_file, credentials)");
+    }
+  }
+  for (const std::string& r : opts->registry.https) {
+    for (const std::string& p : opts->registry.plain_http) {
+      if (Lower(r) == Lower(p)) return Bad(r + " is listed in both plain_http and https");
     }
   }
   return Status::OK();

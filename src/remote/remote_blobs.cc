@@ -3,6 +3,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 
@@ -29,7 +30,14 @@ class RemoteFile final : public ReadableFile {
     if (off >= size || n == 0) return Status::OK();
     n = static_cast<size_t>(std::min<uint64_t>(n, size - off));
     Status s = blob_->Read(off, n, buf, fetch_);
-    if (!s.ok()) return s.Annotate(name_);
+    if (s.code() == Status::Code::kCorruption) return s.Annotate(name_);
+    if (!s.ok()) {
+      // Bytes that cannot be had, whatever the reason (credentials refused,
+      // a certificate not trusted, a blob the server lacks, a server gone),
+      // are EIO to the layers above and to whoever reads the volume, as an
+      // unreadable local layer would be; the message keeps the reason.
+      return Status::IOError(s.Annotate(name_).message(), EIO);
+    }
     *got = n;
     return Status::OK();
   }

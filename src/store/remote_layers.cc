@@ -115,15 +115,39 @@ Result<std::shared_ptr<lsmt::Layer>> Store::OpenRemoteLayer(const std::string& f
   OVBD_ASSIGN_OR_RETURN(auto located, LocateRemote(file));
   const remote::BlobRef& ref = located.first;
   OVBD_ASSIGN_OR_RETURN(auto blob, opts_.remote->Open(ref, located.second));
-  auto layer = OpenLayer(std::move(blob), opts_.layer);
+  auto layer = OpenLayer(blob, opts_.layer);
+  if (!layer.ok() && layer.status().IsCorruption() && blob->Refetch(0, blob->Size())) {
+    // The cache keeps what a server sent, checked against nothing but its
+    // own CRC: a header or index that does not hold up may be what a
+    // faulty server (or mirror) sent once. Dropped and fetched again, once,
+    // before the layer is called corrupt; else it would stay unreadable
+    // from a cache that never forgets it.
+    layer = OpenLayer(std::move(blob), opts_.layer);
+  }
   if (!layer.ok()) return layer.status().Annotate(ref.ToString());
   return layer;
 }
 
 Status Store::WriteRemoteStub(const std::string& file, const remote::BlobRef& ref, uint64_t size) {
   const std::string path = LayerPath(filename::RemoteStubOf(file));
-  if (env_->Exists(path)) return Status::OK();  // the same digest: any address serves
-  return env_->WriteFileAtomic(path, EncodeStub(ref, size));
+  const std::string text = EncodeStub(ref, size);
+  if (env_->Exists(path)) {
+    // The same digest is the same bytes from any address, but not every
+    // address can be reached, or read with the credentials at hand: the
+    // one just given (whose image was just read) replaces the older one,
+    // so a volume made from a registry is read from it even when another
+    // image brought the layer first. The size is the digest's own: an
+    // image that gives another one is wrong, and changes nothing.
+    OVBD_ASSIGN_OR_RETURN(std::string old_text, env_->ReadSmallFile(path, kMaxStubBytes));
+    if (old_text == text) return Status::OK();
+    remote::BlobRef old_ref;
+    uint64_t old_size = 0;
+    if (DecodeStub(old_text, path, &old_ref, &old_size).ok() && old_size != size) {
+      return Status::Corruption(ref.ToString() + ": the image gives its size as " + std::to_string(size) +
+                                " bytes, but the store has it as " + std::to_string(old_size));
+    }
+  }
+  return env_->WriteFileAtomic(path, text);
 }
 
 Status Store::CreateFromImage(const std::string& name, const std::string& image, bool pull,

@@ -628,6 +628,32 @@ TEST_F(BlockCacheTest, ASecondOpenerIsRefused) {
   EXPECT_TRUE(BlockCache::Open(env_, Opts()).ok());
 }
 
+TEST_F(BlockCacheTest, MissingParentDirectoriesAreMade) {
+  // The default ~/.cache/ovbdfs of a user who has no ~/.cache yet.
+  BlockCacheOptions o = Opts();
+  o.dir = tmp_.path() + "/home/.cache/ovbdfs";
+  Content c(2 * kBs, 5);
+  Remote remote(c);
+  {
+    auto cache = BlockCache::Open(env_, o);
+    ASSERT_TRUE(cache.ok()) << cache.status().ToString();
+    auto b = Get(**cache, c);
+    ASSERT_TRUE(b);
+    ExpectRead(*b, c, 0, c.size(), remote.fetcher());
+  }
+  EXPECT_TRUE(env_->Exists(o.dir + "/blobs"));
+  auto again = BlockCache::Open(env_, o);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  auto b = Get(**again, c);
+  ASSERT_TRUE(b);
+  ExpectRead(*b, c, 0, c.size(), remote.fetcher());
+  EXPECT_EQ(remote.calls(), 2u) << "what was fetched before the reopen is fetched again";
+  // A file where a directory must be is an error, not a crash.
+  ASSERT_TRUE(env_->WriteFileAtomic(tmp_.path() + "/file", "x").ok());
+  o.dir = tmp_.path() + "/file/cache";
+  EXPECT_FALSE(BlockCache::Open(env_, o).ok());
+}
+
 TEST_F(BlockCacheTest, HostileDigestsAndOptionsAreRefused) {
   auto cache = OpenCache(env_);
   ASSERT_TRUE(cache);

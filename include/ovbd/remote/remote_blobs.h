@@ -37,8 +37,8 @@ struct RemoteOptions {
 
 // Reads a registry configuration file (JSON, docs/FORMAT.md "Registry
 // configuration") into `opts`: mirrors, registries spoken to over plain
-// HTTP, timeouts, retries, a CA bundle. Unknown keys are refused, so a
-// misspelt setting is not silently ignored.
+// HTTP, loopback ones spoken to over TLS, timeouts, retries, a CA bundle.
+// Unknown keys are refused, so a misspelt setting is not silently ignored.
 Status ParseRegistryConfig(std::string_view json, RemoteOptions* opts);
 
 // What users give the daemon (-o cache_dir=, cache_size=, credentials=,

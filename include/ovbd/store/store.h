@@ -149,9 +149,10 @@ class Store {
   // Creates a volume over the layers of an image in a registry
   // ("registry://HOST[:PORT]/REPO:TAG" or "...@sha256:DIGEST"). The layers
   // stay remote and are read lazily through the block cache (their
-  // addresses kept in layers/sha256-HEX.remote), unless `pull`: then each
-  // is downloaded now, checked against its digest, and stored locally.
-  // Layers already stored locally are used as they are.
+  // addresses kept in layers/sha256-HEX.remote; a layer another image
+  // brought is read from this image's registry from now on), unless
+  // `pull`: then each is downloaded now, checked against its digest, and
+  // stored locally. Layers already stored locally are used as they are.
   Status CreateFromImage(const std::string& name, const std::string& image, bool pull,
                          const FileAttrs& attrs, const ImportOptions& opts = {}) EXCLUDES(mu_);
   // Imports a raw disk image as the single lower layer of a new volume.
@@ -265,7 +266,9 @@ class Store {
   Result<std::shared_ptr<lsmt::Layer>> OpenRemoteLayer(const std::string& file) EXCLUDES(mu_);
   // The address and size the stub of remote lower `file` names.
   Result<std::pair<remote::BlobRef, uint64_t>> LocateRemote(const std::string& file) EXCLUDES(mu_);
-  // Writes the stub of a remote layer (atomically) unless it exists.
+  // Writes the stub of a remote layer (atomically): a new one, or over one
+  // naming another address (the newest address given is where the layer is
+  // read from). Corruption if the existing stub gives the blob another size.
   Status WriteRemoteStub(const std::string& file, const remote::BlobRef& ref, uint64_t size)
       EXCLUDES(mu_);
 
