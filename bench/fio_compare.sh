@@ -251,8 +251,16 @@ prepare() {
       "$OVBD" clone "$(store_of "$engine")" base@golden "$id" >/dev/null
       wait_for 10 test -f "$(mnt_of "$engine")/$id" || die "clone $id did not appear"
       TARGET=$(mnt_of "$engine")/$id
-      # Every layer and upper file of the store (only this run's clone is open).
-      WARM=("$(store_of "$engine")"/layers/*)
+      # The store's read-only layers. Not the uppers: a new clone's data file
+      # is all holes at its full length, and reading it would fill the page
+      # cache with large folios of zeros that make 4 KiB writes into them
+      # several times slower (as for the sparse files above).
+      WARM=()
+      local f
+      for f in "$(store_of "$engine")"/layers/*; do
+        [[ $f == *.data && -e ${f%.data}.jnl ]] && continue
+        WARM+=("$f")
+      done
       ;;
   esac
 }
