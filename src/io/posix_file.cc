@@ -79,6 +79,12 @@ Status PosixFile::Preallocate(uint64_t off, uint64_t len) {
   return Status::OK();
 }
 
+void PosixFile::StartWriteback(uint64_t off, uint64_t len) {
+  // Advisory: a failure here only means the next fdatasync does the work.
+  if (len > 0) (void)::sync_file_range(fd_, static_cast<off_t>(off), static_cast<off_t>(len),
+                                       SYNC_FILE_RANGE_WRITE);
+}
+
 Status PosixFile::Truncate(uint64_t size) {
   if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return Errno("truncate", name_);
   size_.store(size, std::memory_order_relaxed);

@@ -701,6 +701,10 @@ class FaultRWFile final : public FaultReader<RWFile> {
     return base_->Preallocate(off, len);
   }
 
+  // A hint that changes neither content nor durability (what is durable is
+  // still decided by Sync): forwarded, never recorded.
+  void StartWriteback(uint64_t off, uint64_t len) override { base_->StartWriteback(off, len); }
+
  private:
   const std::shared_ptr<FileState> state_;
 };

@@ -98,6 +98,14 @@ class RWFile : public ReadableFile {
     (void)len;
     return Status::OK();
   }
+  // Starts writing back [off, off+len) without waiting (sync_file_range
+  // with SYNC_FILE_RANGE_WRITE): a hint for streaming writers, so that the
+  // next Sync() finds most of their data on its way to the disk already.
+  // Makes nothing durable and changes no content. The default does nothing.
+  virtual void StartWriteback(uint64_t off, uint64_t len) {
+    (void)off;
+    (void)len;
+  }
 };
 
 struct FileInfo {

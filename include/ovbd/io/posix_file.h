@@ -31,6 +31,7 @@ class PosixFile : public RWFile {
   Status Truncate(uint64_t size) override;
   Result<uint64_t> AllocatedBytes() const override;
   Status Preallocate(uint64_t off, uint64_t len) override;
+  void StartWriteback(uint64_t off, uint64_t len) override;
 
  private:
   int fd_;
