@@ -27,6 +27,10 @@
 #include <cinttypes>
 #include <cerrno>
 #include <cmath>
+#include <future>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include "ovbd/store/filename.h"
 #include "store_internal.h"
@@ -63,6 +67,11 @@ class Store::Hydrator {
  private:
   // One chunk or read range; false when the stack changed (new pass).
   Result<bool> Copy(uint64_t off, uint64_t len);
+  // Starts a commit of what was copied so far on committer_, unless one is
+  // still running; the result of the last one that ended, if it failed.
+  Status CommitInBackground();
+  // Waits for the commit in flight, if any; its result.
+  Status AwaitCommit();
   // A failed step: retried after a backoff, or the end of the job.
   Result<std::optional<milliseconds>> Failed(const Status& why);
   void NewPass();
@@ -82,6 +91,15 @@ class Store::Hydrator {
   uint64_t pass_start_copied_ = 0;
   int idle_passes_ = 0;
   uint64_t since_commit_ = 0;
+  // The periodic commit (every kCommitEvery copied) runs here, beside the
+  // copy: its fdatasync waits for the disk to write back what was copied,
+  // and a copy that stood still meanwhile would leave the CPU idle while
+  // the disk works and the disk idle while the CPU decompresses. At most one
+  // commit is in flight; the pass's final commit (before the lowers are
+  // dropped) waits for it and then commits on the job's thread as before.
+  // Made on first use; its destructor joins after the commit in flight.
+  std::unique_ptr<boost::asio::thread_pool> committer_;
+  std::future<Status> commit_;
   std::vector<char> scratch_;
   std::deque<std::pair<uint64_t, uint64_t>> reads_;  // (offset, length) to copy first
   // Rate limit: a token bucket in bytes.
@@ -170,6 +188,26 @@ Result<bool> Store::Hydrator::Copy(uint64_t off, uint64_t len) {
   return true;
 }
 
+Status Store::Hydrator::CommitInBackground() {
+  if (commit_.valid()) {
+    if (commit_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      return Status::OK();  // still running: the next step starts the next one
+    }
+    OVBD_RETURN_IF_ERROR(commit_.get());
+  }
+  if (!committer_) committer_ = std::make_unique<boost::asio::thread_pool>(1);
+  std::packaged_task<Status()> task([v = v_] { return v->Flush(); });
+  commit_ = task.get_future();
+  boost::asio::post(*committer_, std::move(task));
+  since_commit_ = 0;
+  return Status::OK();
+}
+
+Status Store::Hydrator::AwaitCommit() {
+  if (!commit_.valid()) return Status::OK();
+  return commit_.get();
+}
+
 Result<std::optional<milliseconds>> Store::Hydrator::Failed(const Status& why) {
   h_->retries.fetch_add(1, std::memory_order_relaxed);
   if (++failures_ > kMaxRetries) {
@@ -208,7 +246,8 @@ Result<std::optional<milliseconds>> Store::Hydrator::Step(Job& job) {
   if (reads_.empty() && cursor_ >= v_->size()) {
     // A full pass over this stack: make it durable, and finish if nothing
     // is left (else, a new pass).
-    Status f = v_->Flush();
+    Status f = AwaitCommit();
+    if (f.ok()) f = v_->Flush();
     if (!f.ok()) return Failed(f);
     since_commit_ = 0;
     auto done = store_->FinishHydration(h_, epoch_, v_, pass_);
@@ -283,10 +322,10 @@ Result<std::optional<milliseconds>> Store::Hydrator::Step(Job& job) {
   }
   if (failures_ == 0 && copied_ > start) h_->set_error("");
   if (since_commit_ >= kCommitEvery) {
-    // Bounded loss on a crash: at most this much is copied again.
-    Status f = v_->Flush();
+    // Bounded loss on a crash: at most about this much (twice, while a
+    // commit is still running) is copied again.
+    Status f = CommitInBackground();
     if (!f.ok()) return Failed(f);
-    since_commit_ = 0;
   }
   Publish(job, Clock::now());
   return std::optional<milliseconds>(milliseconds(0));
