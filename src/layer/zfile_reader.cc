@@ -158,7 +158,15 @@ class ZFileReader final : public Reader {
 
   Status Init();
 
-  Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override;
+  Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override {
+    return Read(off, n, buf, got, cache_.get());
+  }
+  Status ReadMappedOnce(uint64_t off, size_t n, char* buf) const override {
+    size_t got = 0;
+    OVBD_RETURN_IF_ERROR(Read(off, n, buf, &got, nullptr));
+    if (got != n) return PastEndError(*this, off + got, n - got, off + got);
+    return Status::OK();
+  }
   uint64_t Size() const override { return info_.original_size; }
   const std::string& Name() const override { return name_; }
   int NativeFd() const override { return -1; }
@@ -174,6 +182,9 @@ class ZFileReader final : public Reader {
     return Status::Corruption(name_ + ": block " + std::to_string(block) + " at offset " +
                               std::to_string(offsets_[block]) + ": " + what);
   }
+  // ReadAt through `cache` (null: decompressed blocks are neither looked up
+  // nor kept; whole blocks are decompressed straight into buf).
+  Status Read(uint64_t off, size_t n, char* buf, size_t* got, BlockCache* cache) const;
   // Reads the stored bytes of blocks [first, end) into dst.
   Status ReadRun(uint64_t first, uint64_t end, char* dst) const;
   // Verifies and decompresses one block whose stored bytes are at `stored`
@@ -371,7 +382,7 @@ Status ZFileReader::DecodeBlock(uint64_t block, const char* stored, char* dst) c
   return Status::OK();
 }
 
-Status ZFileReader::ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const {
+Status ZFileReader::Read(uint64_t off, size_t n, char* buf, size_t* got, BlockCache* cache) const {
   *got = 0;
   const uint64_t size = info_.original_size;
   if (n == 0 || off >= size) return Status::OK();
@@ -390,8 +401,8 @@ Status ZFileReader::ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const
 
   uint64_t b = off / bs;
   while (b <= last) {
-    if (cache_) {
-      if (BlockCache::Data d = cache_->Get(b)) {
+    if (cache) {
+      if (BlockCache::Data d = cache->Get(b)) {
         copy_out(b, d.get());
         ++b;
         continue;
@@ -400,7 +411,7 @@ Status ZFileReader::ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const
     // A run of consecutive uncached blocks fetched with one base read.
     uint64_t e = b + 1;
     while (e <= last && offsets_[e + 1] - offsets_[b] <= kMaxRunBytes &&
-           !(cache_ && cache_->Contains(e)))
+           !(cache && cache->Contains(e)))
       ++e;
     BufferPool::Lease stored = buffers_.Acquire(offsets_[e] - offsets_[b]);
     OVBD_RETURN_IF_ERROR(ReadRun(b, e, stored.data()));
@@ -408,11 +419,11 @@ Status ZFileReader::ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const
       for (uint64_t i = b; i < e; ++i) {
         const char* src = stored.data() + (offsets_[i] - offsets_[b]);
         const uint64_t raw = RawLen(i);
-        if (cache_) {
+        if (cache) {
           std::shared_ptr<char[]> d(new char[raw]);
           OVBD_RETURN_IF_ERROR(DecodeBlock(i, src, d.get()));
           copy_out(i, d.get());
-          cache_->Put(i, std::move(d));
+          cache->Put(i, std::move(d));
         } else if (i * bs >= off && i * bs + raw <= end) {
           OVBD_RETURN_IF_ERROR(DecodeBlock(i, src, buf + (i * bs - off)));
         } else {

@@ -67,6 +67,13 @@ class Store::Hydrator {
  private:
   // One chunk or read range; false when the stack changed (new pass).
   Result<bool> Copy(uint64_t off, uint64_t len);
+  // Copy of the scan's chunk at `off`, read ahead if it was (else read
+  // now), with the read of the chunk after it started before the fill.
+  Result<bool> CopyScan(uint64_t off, uint64_t len);
+  // Fills a chunk read into the upper; false when the stack changed.
+  Result<bool> Fill(const Volume::HydrateChunk& c);
+  // Waits for the read ahead in flight, if any, and forgets it.
+  void DropAhead();
   // Starts a commit of what was copied so far on committer_, unless one is
   // still running; the result of the last one that ended, if it failed.
   Status CommitInBackground();
@@ -101,6 +108,16 @@ class Store::Hydrator {
   std::unique_ptr<boost::asio::thread_pool> committer_;
   std::future<Status> commit_;
   std::vector<char> scratch_;
+  // The scan reads its next chunk on reader_ while the job's thread fills
+  // the last one into the upper: decompression and the lowers' reads then
+  // overlap the upper's writes (two threads on different files; two
+  // copiers writing the one data file were slower, as ext4 serializes its
+  // writes). ahead_chunk_ belongs to reader_ while ahead_ is pending.
+  Volume::HydrateChunk chunk_, ahead_chunk_;
+  std::future<Status> ahead_;
+  uint64_t ahead_off_ = 0;
+  // Declared after what its task uses: destroyed (joined) first.
+  std::unique_ptr<boost::asio::thread_pool> reader_;
   std::deque<std::pair<uint64_t, uint64_t>> reads_;  // (offset, length) to copy first
   // Rate limit: a token bucket in bytes.
   double tokens_ = 0;
@@ -138,6 +155,7 @@ void Store::Hydrator::QueueRead(uint64_t off, uint64_t len) {
 }
 
 void Store::Hydrator::NewPass() {
+  DropAhead();
   pass_ = v_->stack();
   cursor_ = 0;
   pass_start_copied_ = copied_;
@@ -177,6 +195,53 @@ milliseconds Store::Hydrator::RateWait(Clock::time_point now) {
 
 Result<bool> Store::Hydrator::Copy(uint64_t off, uint64_t len) {
   auto w = v_->HydrateRange(pass_, off, len, &scratch_);
+  if (!w.ok()) {
+    if (w.status().code() == Status::Code::kBusy && v_->stack() != pass_) return false;
+    return w.status();
+  }
+  copied_ += w.value();
+  since_commit_ += w.value();
+  tokens_ -= static_cast<double>(w.value());
+  if (w.value() > 0) progressed_ = Clock::now();
+  return true;
+}
+
+void Store::Hydrator::DropAhead() {
+  if (ahead_.valid()) (void)ahead_.get();  // read from a stack no longer walked
+}
+
+Result<bool> Store::Hydrator::CopyScan(uint64_t off, uint64_t len) {
+  Status read;
+  bool have = false;
+  if (ahead_.valid()) {
+    read = ahead_.get();
+    if (ahead_off_ == off && ahead_chunk_.st == pass_) {
+      std::swap(chunk_, ahead_chunk_);
+      have = true;
+    }
+  }
+  if (!have) read = v_->ReadForHydrate(pass_, off, len, &chunk_);
+  if (!read.ok()) {
+    if (v_->stack() != pass_) return false;
+    return read;
+  }
+  const uint64_t size = v_->size();
+  const uint64_t next = off + len;
+  if (next < size) {
+    if (!reader_) reader_ = std::make_unique<boost::asio::thread_pool>(1);
+    ahead_off_ = next;
+    std::packaged_task<Status()> task(
+        [v = v_, st = pass_, next, n = ChunkEnd(next, size) - next, c = &ahead_chunk_] {
+          return v->ReadForHydrate(st, next, n, c);
+        });
+    ahead_ = task.get_future();
+    boost::asio::post(*reader_, std::move(task));
+  }
+  return Fill(chunk_);
+}
+
+Result<bool> Store::Hydrator::Fill(const Volume::HydrateChunk& c) {
+  auto w = v_->FillHydrated(c);
   if (!w.ok()) {
     if (w.status().code() == Status::Code::kBusy && v_->stack() != pass_) return false;
     return w.status();
@@ -298,6 +363,7 @@ Result<std::optional<milliseconds>> Store::Hydrator::Step(Job& job) {
     // is still in the cache), then the scan; both under the same budget,
     // rate limit and back-off.
     uint64_t off, end;
+    bool scan = false;
     if (!reads_.empty()) {
       auto& r = reads_.front();
       off = r.first;
@@ -309,10 +375,11 @@ Result<std::optional<milliseconds>> Store::Hydrator::Step(Job& job) {
       off = cursor_;
       end = ChunkEnd(cursor_, v_->size());
       cursor_ = end;
+      scan = true;
     } else {
       break;
     }
-    auto ok = Copy(off, end - off);
+    auto ok = scan ? CopyScan(off, end - off) : Copy(off, end - off);
     if (!ok.ok()) return Failed(ok.status());
     if (!ok.value()) return std::optional<milliseconds>(milliseconds(0));
     failures_ = 0;

@@ -405,38 +405,52 @@ std::vector<std::pair<uint64_t, uint64_t>> Volume::TakeReadRanges() {
 
 Result<uint64_t> Volume::HydrateRange(const std::shared_ptr<const Stack>& st, uint64_t off,
                                       uint64_t len, std::vector<char>* scratch) {
+  HydrateChunk c;
+  if (scratch) c.buf.swap(*scratch);
+  Status r = ReadForHydrate(st, off, len, &c);
+  Result<uint64_t> w = r.ok() ? FillHydrated(c) : Result<uint64_t>(r);
+  if (scratch) c.buf.swap(*scratch);
+  return w;
+}
+
+Status Volume::ReadForHydrate(const std::shared_ptr<const Stack>& st, uint64_t off, uint64_t len,
+                              HydrateChunk* c) const {
+  c->st = st;
+  c->pieces.clear();
   if (read_only_ || !st->upper) return Status::ReadOnly(name_ + " is read-only");
-  if (st->lowers.empty() || len == 0) return uint64_t{0};
+  if (st->lowers.empty() || len == 0) return Status::OK();
   // What to copy: the lowers' data under the upper's absent ranges, as
   // runs contiguous in the volume (a run may cross layers).
-  struct Piece {
-    uint64_t off, len;      // bytes, in the volume
-    const lsmt::Layer* layer;
-    uint64_t moff;          // bytes, in the layer file
-  };
-  std::vector<Piece> pieces;
   ForEachLowerData(*st, off, len, [&](uint64_t so, uint64_t sn, const Segment& seg) {
-    pieces.push_back({so * kSectorSize, sn * kSectorSize, st->lowers[seg.layer].get(),
-                      (seg.moffset + (so - seg.offset)) * kSectorSize});
+    c->pieces.push_back({so * kSectorSize, sn * kSectorSize, st->lowers[seg.layer].get(),
+                         (seg.moffset + (so - seg.offset)) * kSectorSize});
   });
-  if (pieces.empty()) return uint64_t{0};
-  std::vector<char> own;
-  std::vector<char>& buf = scratch ? *scratch : own;
-  const uint64_t span = pieces.back().off + pieces.back().len - pieces.front().off;
-  if (buf.size() < span) buf.resize(span);
-  const uint64_t base = pieces.front().off;
-  for (const Piece& p : pieces) {
-    Status s = p.layer->ReadData(p.moff, p.len, buf.data() + (p.off - base));
+  if (c->pieces.empty()) return Status::OK();
+  const uint64_t base = c->pieces.front().off;
+  const uint64_t span = c->pieces.back().off + c->pieces.back().len - base;
+  if (c->buf.size() < span) c->buf.resize(span);
+  for (const HydrateChunk::Piece& p : c->pieces) {
+    // Each byte is read once: the layer's own cache of decompressed blocks
+    // is left to foreground reads.
+    Status s = p.layer->ReadDataOnce(p.moff, p.len, c->buf.data() + (p.off - base));
     if (!s.ok()) {
+      c->pieces.clear();
       return s.Annotate(name_ + ": hydrating [" + std::to_string(p.off) + ", " +
                         std::to_string(p.off + p.len) + ") from layer " + p.layer->file().Name());
     }
   }
+  return Status::OK();
+}
+
+Result<uint64_t> Volume::FillHydrated(const HydrateChunk& c) {
+  if (c.pieces.empty()) return uint64_t{0};
+  const auto& pieces = c.pieces;
+  const uint64_t base = pieces.front().off;
   WriteGate::Writer gate(gate_);
   if (failed_flag_.load()) return health();
-  // Inside the gate no stack can be installed: if `st` is still current,
+  // Inside the gate no stack can be installed: if c.st is still current,
   // the lowers just read are the ones below this upper.
-  if (stack() != st) return Status::Busy(name_ + ": stack changed while hydrating");
+  if (stack() != c.st) return Status::Busy(name_ + ": stack changed while hydrating");
   uint64_t written = 0;
   size_t i = 0;
   while (i < pieces.size()) {
@@ -444,7 +458,7 @@ Result<uint64_t> Volume::HydrateRange(const std::shared_ptr<const Stack>& st, ui
     while (j < pieces.size() && pieces[j].off == pieces[j - 1].off + pieces[j - 1].len) ++j;
     const uint64_t roff = pieces[i].off;
     const uint64_t rlen = pieces[j - 1].off + pieces[j - 1].len - roff;
-    auto w = st->upper->Fill(roff, buf.data() + (roff - base), rlen);
+    auto w = c.st->upper->Fill(roff, c.buf.data() + (roff - base), rlen);
     if (!w.ok()) {
       return w.status().Annotate(name_ + ": hydrating [" + std::to_string(roff) + ", " +
                                  std::to_string(roff + rlen) + ") into the upper");

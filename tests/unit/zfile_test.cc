@@ -361,6 +361,15 @@ TEST_P(RoundTripTest, SizesAndContents) {
         EXPECT_TRUE(*got == data);
       }
       EXPECT_TRUE((*r)->CheckAllBlocks().ok());
+      // A read-once scan (hydration) gives the same bytes, at any alignment.
+      for (uint64_t from : {uint64_t{0}, uint64_t{1}, bs - 1, bs, bs + 7}) {
+        if (from >= size) continue;
+        std::vector<char> once(size - from);
+        Status s = (*r)->ReadMappedOnce(from, once.size(), once.data());
+        ASSERT_TRUE(s.ok()) << s.ToString();
+        EXPECT_TRUE(std::string(once.data(), once.size()) == data.substr(from));
+        EXPECT_FALSE((*r)->ReadMappedOnce(from, once.size() + 1, once.data()).ok());
+      }
       // Reads past the end are short, at the end empty.
       char b[64];
       size_t got = 99;
@@ -671,8 +680,49 @@ TEST_F(ZFileHostile, CorruptBlockNamesTheBlock) {
       ASSERT_TRUE((*r)->ReadAt(6 * 4096, 4096, buf.data(), &got).ok());
       EXPECT_EQ(std::string(buf.data(), got), plain_.substr(6 * 4096, 4096));
       ASSERT_TRUE((*r)->ReadAt(5 * 4096 + 100, 10, buf.data(), &got).IsCorruption());
+      s = (*r)->ReadMappedOnce(4 * 4096, 3 * 4096, buf.data());
+      ASSERT_TRUE(s.IsCorruption()) << s.ToString();
+      EXPECT_NE(s.message().find("block 5 "), std::string::npos) << s.ToString();
     }
   }
+}
+
+// A file that counts the reads that reach it.
+class CountingFile final : public ReadableFile {
+ public:
+  explicit CountingFile(std::string bytes) : f_(std::move(bytes), "counted.zfile") {}
+  Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override {
+    ++reads;
+    return f_.ReadAt(off, n, buf, got);
+  }
+  uint64_t Size() const override { return f_.Size(); }
+  const std::string& Name() const override { return f_.Name(); }
+  mutable int reads = 0;
+
+ private:
+  MemFile f_;
+};
+
+TEST_F(ZFileHostile, AReadOnceScanNeitherUsesNorFillsTheBlockCache) {
+  auto base = std::make_shared<CountingFile>(good_);
+  auto r = Reader::Open(base, 64);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  std::vector<char> buf(8 * 4096);
+  // A scan of blocks 0..7 leaves nothing cached: a read of them reaches the
+  // file again.
+  ASSERT_TRUE((*r)->ReadMappedOnce(0, buf.size(), buf.data()).ok());
+  EXPECT_EQ(std::string(buf.data(), buf.size()), plain_.substr(0, buf.size()));
+  const int after_scan = base->reads;
+  size_t got = 0;
+  ASSERT_TRUE((*r)->ReadAt(0, buf.size(), buf.data(), &got).ok());
+  EXPECT_GT(base->reads, after_scan);
+  // Now cached for foreground reads: those hit the cache, the scan does not.
+  const int cached = base->reads;
+  ASSERT_TRUE((*r)->ReadAt(0, buf.size(), buf.data(), &got).ok());
+  EXPECT_EQ(base->reads, cached);
+  ASSERT_TRUE((*r)->ReadMappedOnce(0, buf.size(), buf.data()).ok());
+  EXPECT_GT(base->reads, cached);
+  EXPECT_EQ(std::string(buf.data(), buf.size()), plain_.substr(0, buf.size()));
 }
 
 TEST_F(ZFileHostile, CorruptBlockWithMatchingCrcFailsDecompression) {

@@ -56,6 +56,14 @@ class ReadableFile {
   // means the file shrank under us. That is an I/O error (EIO) naming the
   // file and the missing range, never zeros and never a short result.
   Status ReadMapped(uint64_t off, size_t n, char* buf) const;
+  // ReadMapped for a scan that reads each byte once (hydration): a file
+  // with a cache of its own in memory (a ZFile's decompressed blocks)
+  // neither consults nor fills it, so the scan costs no cache churn and
+  // foreground reads keep their hot blocks. Bytes and errors are those of
+  // ReadMapped.
+  virtual Status ReadMappedOnce(uint64_t off, size_t n, char* buf) const {
+    return ReadMapped(off, n, buf);
+  }
 
   // Checks that [off, off+n) still lies inside the file as it is now: for
   // callers that hand NativeFd() out (a splice cannot report a short read

@@ -47,6 +47,12 @@ class Layer {
     if (failed_.load(std::memory_order_acquire)) return FailedStatus();
     return file_->ReadMapped(moff_bytes, n, buf);
   }
+  // ReadData for a scan that reads each byte once (hydration): a ZFile's
+  // cache of decompressed blocks is neither consulted nor filled.
+  Status ReadDataOnce(uint64_t moff_bytes, size_t n, char* buf) const {
+    if (failed_.load(std::memory_order_acquire)) return FailedStatus();
+    return file_->ReadMappedOnce(moff_bytes, n, buf);
+  }
 
   // Marks the layer unusable (its file changed behind our back): every
   // later read of its data fails instead of serving whatever is there now.

@@ -127,8 +127,32 @@ class Volume {
   // the volume's stack (a snapshot or merge installs another: then nothing
   // is written and the result is kBusy: read again from the new stack).
   // Returns the bytes written. Errors name the range and the layer.
+  // HydrateRange is ReadForHydrate then FillHydrated; a caller that wants
+  // the next range read while the last one is written calls them apart.
   Result<uint64_t> HydrateRange(const std::shared_ptr<const Stack>& st, uint64_t off,
                                 uint64_t len, std::vector<char>* scratch = nullptr);
+
+  // A range read from the lowers, waiting to be filled into the upper.
+  struct HydrateChunk {
+    struct Piece {
+      uint64_t off, len;  // bytes, in the volume
+      const lsmt::Layer* layer;
+      uint64_t moff;  // bytes, in the layer file
+    };
+    std::shared_ptr<const Stack> st;  // the stack the pieces were read from
+    std::vector<Piece> pieces;        // what st reads from its lowers, in order
+    std::vector<char> buf;            // their bytes, from pieces.front().off
+  };
+  // The read half: what `st` reads from its lowers in [off, off+len), read
+  // into *c (its buffer reused). Takes no lock of the volume's: the lowers
+  // are immutable and `st` keeps them alive, so it may run on any thread
+  // beside foreground I/O and the fill of an earlier chunk.
+  Status ReadForHydrate(const std::shared_ptr<const Stack>& st, uint64_t off, uint64_t len,
+                        HydrateChunk* c) const;
+  // The write half: fills c's bytes into the upper where it is still
+  // absent (foreground writes made meanwhile win), inside the write gate,
+  // and only while c.st is still the volume's stack (else kBusy).
+  Result<uint64_t> FillHydrated(const HydrateChunk& c);
   // While on, the ranges reads take from the lowers are noted for the
   // hydration job to copy next (copy-on-read), and foreground operations
   // are counted for its back-off.
