@@ -50,6 +50,7 @@ constexpr auto kIdleFor = milliseconds(5);              // foreground quiet this
 constexpr auto kMinProgressGap = milliseconds(100);     // under load: a chunk this often
 constexpr uint64_t kCommitEvery = uint64_t{256} << 20;  // bytes between commits
 constexpr int kMaxRetries = 5;                          // consecutive failures before `error`
+constexpr size_t kReadAhead = 4;                        // chunks the scan reads ahead of its fill
 
 uint64_t ChunkEnd(uint64_t off, uint64_t size) {
   return std::min(size, (off / kChunk + 1) * kChunk);
@@ -67,13 +68,18 @@ class Store::Hydrator {
  private:
   // One chunk or read range; false when the stack changed (new pass).
   Result<bool> Copy(uint64_t off, uint64_t len);
-  // Copy of the scan's chunk at `off`, read ahead if it was (else read
-  // now), with the read of the chunk after it started before the fill.
+  // Copy of the scan's chunk at `off`: read ahead if it was (else read
+  // now), with the reads of the chunks after it queued before the fill.
   Result<bool> CopyScan(uint64_t off, uint64_t len);
   // Fills a chunk read into the upper; false when the stack changed.
   Result<bool> Fill(const Volume::HydrateChunk& c);
-  // Waits for the read ahead in flight, if any, and forgets it.
+  // Queues reads on reader_ of the chunks from `from` on, up to
+  // kReadAhead chunks ahead of the fill.
+  void ReadAhead(uint64_t from);
+  // Waits for the reads ahead in flight and forgets them.
   void DropAhead();
+  // A chunk whose buffer can be reused, or a new one.
+  std::unique_ptr<Volume::HydrateChunk> TakeSpare();
   // Starts a commit of what was copied so far on committer_, unless one is
   // still running; the result of the last one that ended, if it failed.
   Status CommitInBackground();
@@ -108,15 +114,22 @@ class Store::Hydrator {
   std::unique_ptr<boost::asio::thread_pool> committer_;
   std::future<Status> commit_;
   std::vector<char> scratch_;
-  // The scan reads its next chunk on reader_ while the job's thread fills
+  // The scan reads its next chunks on reader_ while the job's thread fills
   // the last one into the upper: decompression and the lowers' reads then
   // overlap the upper's writes (two threads on different files; two
   // copiers writing the one data file were slower, as ext4 serializes its
-  // writes). ahead_chunk_ belongs to reader_ while ahead_ is pending.
-  Volume::HydrateChunk chunk_, ahead_chunk_;
-  std::future<Status> ahead_;
-  uint64_t ahead_off_ = 0;
-  // Declared after what its task uses: destroyed (joined) first.
+  // writes). A few chunks are queued, not one, so that neither thread
+  // waits for the other to be scheduled after every chunk on a busy
+  // machine. A chunk belongs to reader_ while its future is pending.
+  struct Ahead {
+    uint64_t off;
+    std::unique_ptr<Volume::HydrateChunk> chunk;
+    std::future<Status> read;
+  };
+  std::deque<Ahead> ahead_;  // in offset order, contiguous
+  std::vector<std::unique_ptr<Volume::HydrateChunk>> spare_;  // buffers to reuse
+  std::unique_ptr<Volume::HydrateChunk> chunk_;  // the one being filled
+  // Declared after what its tasks use: destroyed (joined) first.
   std::unique_ptr<boost::asio::thread_pool> reader_;
   std::deque<std::pair<uint64_t, uint64_t>> reads_;  // (offset, length) to copy first
   // Rate limit: a token bucket in bytes.
@@ -207,37 +220,56 @@ Result<bool> Store::Hydrator::Copy(uint64_t off, uint64_t len) {
 }
 
 void Store::Hydrator::DropAhead() {
-  if (ahead_.valid()) (void)ahead_.get();  // read from a stack no longer walked
+  for (Ahead& a : ahead_) {
+    (void)a.read.get();  // read from a stack no longer walked
+    spare_.push_back(std::move(a.chunk));
+  }
+  ahead_.clear();
+}
+
+std::unique_ptr<Volume::HydrateChunk> Store::Hydrator::TakeSpare() {
+  if (spare_.empty()) return std::make_unique<Volume::HydrateChunk>();
+  auto c = std::move(spare_.back());
+  spare_.pop_back();
+  return c;
+}
+
+void Store::Hydrator::ReadAhead(uint64_t from) {
+  const uint64_t size = v_->size();
+  if (!ahead_.empty()) from = ChunkEnd(ahead_.back().off, size);
+  while (ahead_.size() < kReadAhead && from < size) {
+    if (!reader_) reader_ = std::make_unique<boost::asio::thread_pool>(1);
+    std::unique_ptr<Volume::HydrateChunk> c = TakeSpare();
+    const uint64_t n = ChunkEnd(from, size) - from;
+    std::packaged_task<Status()> task([v = v_, st = pass_, from, n, p = c.get()] {
+      return v->ReadForHydrate(st, from, n, p);
+    });
+    ahead_.push_back({from, std::move(c), task.get_future()});
+    boost::asio::post(*reader_, std::move(task));
+    from += n;
+  }
 }
 
 Result<bool> Store::Hydrator::CopyScan(uint64_t off, uint64_t len) {
+  if (!ahead_.empty() && ahead_.front().off != off) DropAhead();  // the scan moved
+  if (chunk_) spare_.push_back(std::move(chunk_));
   Status read;
-  bool have = false;
-  if (ahead_.valid()) {
-    read = ahead_.get();
-    if (ahead_off_ == off && ahead_chunk_.st == pass_) {
-      std::swap(chunk_, ahead_chunk_);
-      have = true;
-    }
+  if (!ahead_.empty()) {
+    Ahead a = std::move(ahead_.front());
+    ahead_.pop_front();
+    read = a.read.get();
+    chunk_ = std::move(a.chunk);
+  } else {
+    chunk_ = TakeSpare();
+    read = v_->ReadForHydrate(pass_, off, len, chunk_.get());
   }
-  if (!have) read = v_->ReadForHydrate(pass_, off, len, &chunk_);
   if (!read.ok()) {
+    DropAhead();  // retried from here after the backoff
     if (v_->stack() != pass_) return false;
     return read;
   }
-  const uint64_t size = v_->size();
-  const uint64_t next = off + len;
-  if (next < size) {
-    if (!reader_) reader_ = std::make_unique<boost::asio::thread_pool>(1);
-    ahead_off_ = next;
-    std::packaged_task<Status()> task(
-        [v = v_, st = pass_, next, n = ChunkEnd(next, size) - next, c = &ahead_chunk_] {
-          return v->ReadForHydrate(st, next, n, c);
-        });
-    ahead_ = task.get_future();
-    boost::asio::post(*reader_, std::move(task));
-  }
-  return Fill(chunk_);
+  ReadAhead(off + len);
+  return Fill(*chunk_);
 }
 
 Result<bool> Store::Hydrator::Fill(const Volume::HydrateChunk& c) {
