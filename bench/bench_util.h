@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <system_error>
 
 #include "ovbd/io/status.h"
 
@@ -21,19 +22,27 @@ namespace ovbd::bench {
 }
 
 // A temp directory of the program's own (ovbd-PROGRAM-XXXXXX), made on the
-// first call and removed at exit.
+// first call and removed at exit. (By the destructor of a static: an atexit
+// handler registered while the static is being made would run after it is
+// gone, and remove whatever its freed bytes name.)
 inline const std::string& TempDir() {
-  static const std::string dir = [] {
-    const std::string name = std::string("ovbd-") + program_invocation_short_name + "-XXXXXX";
-    std::string tmpl = (std::filesystem::temp_directory_path() / name).string();
-    if (!mkdtemp(tmpl.data())) {
-      std::perror("mkdtemp");
-      std::exit(1);
+  struct Dir {
+    Dir() {
+      const std::string name = std::string("ovbd-") + program_invocation_short_name + "-XXXXXX";
+      path = (std::filesystem::temp_directory_path() / name).string();
+      if (!mkdtemp(path.data())) {
+        std::perror("mkdtemp");
+        std::exit(1);
+      }
     }
-    std::atexit([] { std::filesystem::remove_all(dir); });
-    return tmpl;
-  }();
-  return dir;
+    ~Dir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+    std::string path;
+  };
+  static const Dir dir;
+  return dir.path;
 }
 
 }  // namespace ovbd::bench
