@@ -13,16 +13,14 @@
 // Both also run with 2 threads on the same blob (->Threads(2)), where the
 // blob's mutex and the LRU's are shared.
 #include <benchmark/benchmark.h>
-#include <stdlib.h>
 
-#include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "ovbd/io/env.h"
 #include "ovbd/remote/block_cache.h"
 
@@ -34,24 +32,6 @@ constexpr uint64_t kBlobBytes = 64ull << 20;
 constexpr size_t kRead = 4096;
 const std::string kDigest = "sha256:" + std::string(64, 'c');  // any valid name will do
 
-void Die(const std::string& what, const Status& s) {
-  std::fprintf(stderr, "block_cache_bench: %s: %s\n", what.c_str(), s.ToString().c_str());
-  std::exit(1);
-}
-
-const std::string& TempDir() {
-  static std::string dir = [] {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "ovbd-cbench-XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) {
-      std::perror("mkdtemp");
-      std::exit(1);
-    }
-    std::atexit([] { std::filesystem::remove_all(TempDir()); });
-    return tmpl;
-  }();
-  return dir;
-}
-
 struct Fixture {
   std::vector<char> content;
   std::shared_ptr<remote::BlockCache> cache;
@@ -62,20 +42,20 @@ struct Fixture {
     std::mt19937_64 rng(1);
     for (auto& c : content) c = static_cast<char>(rng());
     remote::BlockCacheOptions o;
-    o.dir = TempDir() + "/cache";
+    o.dir = bench::TempDir() + "/cache";
     auto c = remote::BlockCache::Open(Env::Default(), o);
-    if (!c.ok()) Die("open", c.status());
+    if (!c.ok()) bench::Die("open", c.status());
     cache = c.value();
     auto b = cache->Blob(kDigest, kBlobBytes);
-    if (!b.ok()) Die("blob", b.status());
+    if (!b.ok()) bench::Die("blob", b.status());
     blob = b.value();
     std::vector<char> buf(1 << 20);
     for (uint64_t off = 0; off < kBlobBytes; off += buf.size()) {
       Status s = blob->Read(off, buf.size(), buf.data(), Fetcher());
-      if (!s.ok()) Die("warm", s);
+      if (!s.ok()) bench::Die("warm", s);
     }
     auto f = Env::Default()->OpenReadable(o.dir + "/blobs/sha256-" + kDigest.substr(7) + ".data");
-    if (!f.ok()) Die("open data", f.status());
+    if (!f.ok()) bench::Die("open data", f.status());
     plain = std::move(f).value();
   }
   remote::BlockFetcher Fetcher() {
@@ -99,7 +79,7 @@ void CachedRead4k(benchmark::State& state) {
   for (auto _ : state) {
     const uint64_t off = (rng() % (kBlobBytes / kRead)) * kRead;
     Status s = f.blob->Read(off, kRead, buf, fetch);
-    if (!s.ok()) Die("read", s);
+    if (!s.ok()) bench::Die("read", s);
     benchmark::DoNotOptimize(buf);
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kRead));
@@ -114,7 +94,7 @@ void PlainPread4k(benchmark::State& state) {
     const uint64_t off = (rng() % (kBlobBytes / kRead)) * kRead;
     size_t got = 0;
     Status s = f.plain->ReadAt(off, kRead, buf, &got);
-    if (!s.ok() || got != kRead) Die("pread", s);
+    if (!s.ok() || got != kRead) bench::Die("pread", s);
     benchmark::DoNotOptimize(buf);
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kRead));

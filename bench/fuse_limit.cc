@@ -15,8 +15,9 @@
 // FUSE_BUF_FD_SEEK, keep_cache on open, no writeback cache, no automatic
 // invalidation, default_permissions, entry timeout 0 and attribute timeout
 // 1 s, and the multi-threaded loop with clone_fd and at most `threads`
-// workers (default 8) with no idle-thread limit. Keep it in step when
-// ovbdfs's session settings change.
+// workers (default 8) with no idle-thread limit. The malloc tunables,
+// max_read and the loop come from src/fuse/session_settings.h, as ovbdfs's
+// do; keep the rest in step when ovbdfs's session settings change.
 //
 // -o splice_move asks for FUSE_CAP_SPLICE_MOVE and passes
 // FUSE_BUF_SPLICE_MOVE with every reply (off by default, as in ovbdfs):
@@ -24,7 +25,6 @@
 #define FUSE_USE_VERSION 312
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
-#include <malloc.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -37,6 +37,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+
+#include "session_settings.h"
 
 namespace {
 
@@ -230,24 +232,10 @@ void StatFs(fuse_req_t req, fuse_ino_t) {
   fuse_reply_statfs(req, &sv);
 }
 
-// The largest power of two from 128 KiB to 1 MiB whose reply (plus header)
-// fits a pipe of fs.pipe-max-size, exactly as ovbdfs chooses it.
-unsigned MaxRead() {
-  unsigned max_read = 1u << 20;
-  unsigned long pipe_max = 1ul << 20;
-  if (FILE* f = std::fopen("/proc/sys/fs/pipe-max-size", "r")) {
-    if (std::fscanf(f, "%lu", &pipe_max) != 1) pipe_max = 1ul << 20;
-    std::fclose(f);
-  }
-  while (max_read > (128u << 10) && max_read + (64u << 10) > pipe_max) max_read /= 2;
-  return max_read;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  mallopt(M_MMAP_THRESHOLD, 64 << 20);
-  mallopt(M_TRIM_THRESHOLD, 128 << 20);
+  ovbd::fuse::TuneMallocForFuse();
 
   fuse_args args = FUSE_ARGS_INIT(argc, argv);
   Options o;
@@ -271,7 +259,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   server.size.store(st.st_size);
-  server.max_read = MaxRead();
+  server.max_read = ovbd::fuse::MaxRead();
   server.splice_move = o.splice_move != 0;
   server.uid = getuid();
   server.gid = getgid();
@@ -304,15 +292,7 @@ int main(int argc, char** argv) {
   if (fuse_set_signal_handlers(se) == 0) {
     if (fuse_session_mount(se, cl.mountpoint) == 0) {
       fuse_daemonize(cl.foreground);
-      if (cl.singlethread) {
-        ret = fuse_session_loop(se);
-      } else {
-        fuse_loop_config* lc = fuse_loop_cfg_create();
-        fuse_loop_cfg_set_clone_fd(lc, 1);
-        fuse_loop_cfg_set_max_threads(lc, static_cast<unsigned>(std::max(1, o.threads)));
-        ret = fuse_session_loop_mt(se, lc);
-        fuse_loop_cfg_destroy(lc);
-      }
+      ret = ovbd::fuse::RunSessionLoop(se, cl.singlethread, o.threads);
       fuse_session_unmount(se);
     }
     fuse_remove_signal_handlers(se);

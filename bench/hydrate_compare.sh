@@ -113,10 +113,7 @@ store_of() { echo "$WORK/store-$1"; }
 mnt_of() { echo "$WORK/mnt-$1"; }
 
 stop_qsd() {
-  if [[ -n $QSD_PID ]]; then
-    kill "$QSD_PID" 2>/dev/null || true
-    wait "$QSD_PID" 2>/dev/null || true
-  fi
+  stop_pid "$QSD_PID"
   QSD_PID=""
 }
 
@@ -140,29 +137,7 @@ LOAD_START=$(load_average)
 
 # --- the image -------------------------------------------------------------------
 log "hydrate_compare: a ${SIZE_MIB} MiB image in $WORK"
-python3 - "$RAW" "$SIZE_MIB" "$SEED" <<'EOF'
-import os, random, sys
-path, mib, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-r = random.Random(seed)
-MiB = 1 << 20
-# Compressible MiBs: lines of words from a small vocabulary (lz4 about 2:1),
-# made of a few pieces so that no two MiBs are the same.
-vocab = [bytes(r.choice(b"etaoinshrdlucmfwyp") for _ in range(r.randint(2, 10))) for _ in range(500)]
-pieces = [b" ".join(r.choice(vocab) for _ in range(20000))[:64 << 10] for _ in range(32)]
-fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-os.ftruncate(fd, mib * MiB)
-for i in range(mib):
-    k = r.random()
-    if k < 0.55:
-        data = r.randbytes(MiB)
-    elif k < 0.90:
-        data = b"".join(b"%08x" % (i * 16 + j) + r.choice(pieces)[8:] for j in range(16))
-    else:
-        continue
-    os.pwrite(fd, data, i * MiB)
-os.fsync(fd)
-os.close(fd)
-EOF
+make_mixed_image "$RAW" "$SIZE_MIB" "$SEED" 0.55
 DATA_MIB=$(($(du -k "$RAW" | cut -f1) / 1024))
 IMAGE_BYTES=$((SIZE_MIB << 20))
 
@@ -196,11 +171,6 @@ for v in "${VARIANTS[@]}"; do
 done
 sync
 
-drop_caches() {
-  sync
-  echo 3 >/proc/sys/vm/drop_caches
-}
-
 # The hydrate status line of VOL in STORE ("" when idle).
 hyd_line() { "$OVBD" status "$1" "$2" | grep -E '^[[:space:]]+hydrate: ' | head -1 || true; }
 hyd_state() {
@@ -226,8 +196,6 @@ delete_volume() { "$OVBD" delete "$1" "$2" >/dev/null 2>&1; }
 delete_clone() {
   wait_for 60 delete_volume "$1" "$2" || die "could not delete $2: $("$OVBD" delete "$1" "$2" 2>&1)"
 }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 rate_of() { awk -v s="$1" -v b="$IMAGE_BYTES" 'BEGIN { printf "%.1f", b / 1048576 / s }'; }
 
 # --- one timed run ---------------------------------------------------------------
@@ -369,26 +337,11 @@ LOAD_END=$(load_average)
 med() { median | awk '{ printf "%.1f", $1 }'; }
 spread() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {if (NR < 2 || lo == 0) print "–"; else printf "%.0f%%", (hi / lo - 1) * 100}'; }
 # ratio A B: median over the rounds of rate(A)/rate(B) = secs(B)/secs(A)
-ratio() {
-  local r vals="" a b
-  for ((r = 1; r <= RUNS; r++)); do
-    a=${SECS["$1 $r"]:-}
-    b=${SECS["$2 $r"]:-}
-    [[ -n $a && -n $b ]] && vals+="$(awk -v a="$a" -v b="$b" 'BEGIN { print b / a }') "
-  done
-  [[ -z $vals ]] && { echo "–"; return; }
-  printf "%.2f" "$(median <<<"$vals")"
-}
+ratio() { median_ratio SECS "$RUNS" "$2" "$1"; }
 has() { [[ " $CONTENDERS " == *" $1 "* ]]; }
 
 report() {
-  echo "## Hydration (\`bench/hydrate_compare.sh\`)"
-  echo
-  echo '```sh'
-  echo "$COMMAND"
-  echo '```'
-  echo
-  echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(cpu_model)), kernel $(uname -r); load average $LOAD_START at the start, $LOAD_END at the end (other work on the machine)."
+  report_head "Hydration (\`bench/hydrate_compare.sh\`)" "$COMMAND" "$LOAD_START" "$LOAD_END"
   echo "fio $(fio --version | sed 's/^fio-//'); $(qemu-storage-daemon --version | awk 'NR == 1' | sed 's/ (.*//'); coreutils $(cp --version | awk 'NR == 1 { print $NF }')."
   echo
   echo "The image: ${SIZE_MIB} MiB virtual, ${DATA_MIB} MiB of it data (per MiB: 55% random, 35% compressible text, 10% holes)."

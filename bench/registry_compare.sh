@@ -117,10 +117,7 @@ declare -A DAEMON_PID=() DAEMON_MNT=()
 mnt_of() { echo "$WORK/mnt-$1"; }
 
 stop_registry() {
-  if [[ -n $REG_PID ]]; then
-    kill "$REG_PID" 2>/dev/null || true
-    wait "$REG_PID" 2>/dev/null || true
-  fi
+  stop_pid "$REG_PID"
   REG_PID=""
 }
 
@@ -156,15 +153,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 LOAD_START=$(load_average)
-now() { echo "$EPOCHREALTIME"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 # mibs BYTES SECONDS: MiB/s
 mibs() { awk -v b="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.1f", b / 1048576 / s; else print 0 }'; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
-drop_caches() {
-  sync
-  echo 3 >/proc/sys/vm/drop_caches
-}
 
 # --- the registry ----------------------------------------------------------------
 REG_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -242,26 +233,7 @@ remote_digest() {
 # --- the sources: a raw volume and an ext4 image, pushed ----------------------------------
 RAW=$WORK/seq.raw
 log "making a ${SIZE_MIB} MiB volume image"
-python3 - "$RAW" "$SIZE_MIB" "$SEED" <<'EOF'
-import os, random, sys
-path, mib, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-r = random.Random(seed)
-MiB = 1 << 20
-vocab = [bytes(r.choice(b"etaoinshrdlucmfwyp") for _ in range(r.randint(2, 10))) for _ in range(500)]
-pieces = [b" ".join(r.choice(vocab) for _ in range(20000))[:64 << 10] for _ in range(32)]
-fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-os.ftruncate(fd, mib * MiB)
-for i in range(mib):
-    k = r.random()
-    if k < 0.50:
-        data = r.randbytes(MiB)
-    elif k < 0.90:
-        data = b"".join(b"%08x" % (i * 16 + j) + r.choice(pieces)[8:] for j in range(16))
-    else:
-        continue  # never written: a hole of the volume
-    os.pwrite(fd, data, i * MiB)
-os.close(fd)
-EOF
+make_mixed_image "$RAW" "$SIZE_MIB" "$SEED" 0.50
 
 TREE=$WORK/tree
 EXT4=$WORK/fs.img
@@ -548,29 +520,14 @@ med() {
   median <<<"$vals" | awk -v f="${2:-%.1f}" '{ printf f, $1 }'
 }
 # ratio A B: the median over the rounds of R[A]/R[B].
-ratio() {
-  local r vals="" a b
-  for ((r = 1; r <= RUNS; r++)); do
-    a=${R["$1 $r"]:-}
-    b=${R["$2 $r"]:-}
-    [[ -n $a && -n $b ]] && vals+="$(awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) print a / b }') "
-  done
-  [[ -z ${vals// /} ]] && { echo "–"; return; }
-  printf "%.2f" "$(median <<<"$vals")"
-}
+ratio() { median_ratio R "$RUNS" "$1" "$2"; }
 samples() {
   local r vals=""
   for ((r = 1; r <= RUNS; r++)); do vals+="${R["$1 $r"]:-–}, "; done
   echo "${vals%, }"
 }
 
-echo "## Layers in a registry (\`bench/registry_compare.sh\`)"
-echo
-echo '```sh'
-echo "$COMMAND"
-echo '```'
-echo
-echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(cpu_model)), kernel $(uname -r); load average $LOAD_START at the start, $LOAD_END at the end (other work on the machine)."
+report_head "Layers in a registry (\`bench/registry_compare.sh\`)" "$COMMAND" "$LOAD_START" "$LOAD_END"
 echo "ovbdfs commit $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')${OVBDFS_OPTS:+ (-o $OVBDFS_OPTS)}; $(docker-registry --version | awk '{ print $1, $3 }'), on 127.0.0.1; curl $(curl --version | awk 'NR == 1 { print $2 }'); fio $(fio --version | sed 's/^fio-//')."
 echo
 echo "Volume \`seq\`: $(mib "$VOL_BYTES") MiB (per MiB: 50% random, 40% compressible text, 10% never written), pushed as one lz4 ZFile blob of $(mib "$SEQ_BLOB_BYTES") MiB; block cache blocks of 1 MiB. ext4 image: $EXT4_MIB MiB holding ${TREE_FILES} files ($(mib "$TREE_BYTES") MiB; 60% of them random, 40% text), blob $(mib "$FS_BLOB_BYTES") MiB; a cold start reads ${#READ_LIST[@]} of the files ($(mib "$READ_BYTES") MiB)."

@@ -15,13 +15,11 @@
 // bytes_per_second counts decompressed (original) bytes everywhere.
 #include <benchmark/benchmark.h>
 #include <lz4.h>
-#include <stdlib.h>
 #include <unistd.h>
 #include <zstd.h>
 
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <random>
@@ -29,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench_util.h"
 #include "ovbd/io/env.h"
 #include "ovbd/layer/zfile.h"
 
@@ -39,25 +38,6 @@ using namespace ovbd;
 constexpr uint64_t kStreamBytes = 64ull << 20;
 constexpr uint32_t kBlock = 4096;
 constexpr size_t kChunk = 1 << 20;
-
-void Die(const std::string& what, const Status& s) {
-  std::fprintf(stderr, "zfile_bench: %s: %s\n", what.c_str(), s.ToString().c_str());
-  std::exit(1);
-}
-
-// The temp directory, removed at exit.
-const std::string& TempDir() {
-  static std::string dir = [] {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "ovbd-zbench-XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) {
-      std::perror("mkdtemp");
-      std::exit(1);
-    }
-    std::atexit([] { std::filesystem::remove_all(TempDir()); });
-    return tmpl;
-  }();
-  return dir;
-}
 
 // Mixed content, chosen per 4 KiB block: 15% zeros, 25% random bytes, 40%
 // text-like words and numbers, 20% a short pattern with sparse noise.
@@ -98,12 +78,12 @@ std::vector<char> MakeStream() {
 // The uncompressed stream as a file, written once.
 const std::string& PlainPath() {
   static std::string path = [] {
-    std::string p = TempDir() + "/plain.raw";
+    std::string p = bench::TempDir() + "/plain.raw";
     std::vector<char> data = MakeStream();
     auto f = Env::Default()->OpenRW(p, true);
-    if (!f.ok()) Die("create " + p, f.status());
+    if (!f.ok()) bench::Die("create " + p, f.status());
     Status s = f.value()->WriteAt(0, data.data(), data.size());
-    if (!s.ok()) Die("write " + p, s);
+    if (!s.ok()) bench::Die("write " + p, s);
     return p;
   }();
   return path;
@@ -124,37 +104,37 @@ const Layer& GetLayer(zfile::Algo algo, bool verify) {
   auto& slot = cache[{static_cast<int>(algo), verify}];
   if (slot) return *slot;
   auto l = std::make_unique<Layer>();
-  l->path = TempDir() + "/layer-" + (algo == zfile::Algo::kLz4 ? "lz4" : "zstd") +
+  l->path = bench::TempDir() + "/layer-" + (algo == zfile::Algo::kLz4 ? "lz4" : "zstd") +
             (verify ? "-crc" : "") + ".zfile";
   {
     auto src = Env::Default()->OpenReadable(PlainPath());
-    if (!src.ok()) Die("open " + PlainPath(), src.status());
+    if (!src.ok()) bench::Die("open " + PlainPath(), src.status());
     auto dst = Env::Default()->OpenRW(l->path, true);
-    if (!dst.ok()) Die("create " + l->path, dst.status());
+    if (!dst.ok()) bench::Die("create " + l->path, dst.status());
     zfile::Options o;
     o.block_size = kBlock;
     o.algo = algo;
     o.verify = verify;
     Status s = zfile::Write(*src.value(), dst.value().get(), o);
-    if (!s.ok()) Die("zfile::Write", s);
+    if (!s.ok()) bench::Die("zfile::Write", s);
   }
   auto base = Env::Default()->OpenReadable(l->path);
-  if (!base.ok()) Die("open " + l->path, base.status());
+  if (!base.ok()) bench::Die("open " + l->path, base.status());
   l->base = std::shared_ptr<const ReadableFile>(std::move(base).value());
   l->stored_bytes = l->base->Size();
   auto r = zfile::Reader::Open(l->base, /*cache_blocks=*/0);
-  if (!r.ok()) Die("zfile::Reader::Open", r.status());
+  if (!r.ok()) bench::Die("zfile::Reader::Open", r.status());
   l->reader = std::move(r).value();
 
   // Pull the stored blocks out through the jump table.
   const zfile::Info& info = l->reader->info();
   std::vector<char> table(info.num_blocks * 4);
   Status s = l->base->ReadExact(info.index_offset, table.size(), table.data());
-  if (!s.ok()) Die("jump table", s);
+  if (!s.ok()) bench::Die("jump table", s);
   const uint64_t data_start = zfile::kHeaderSize + info.dict_size;
   l->blob.resize(info.index_offset - data_start);
   s = l->base->ReadExact(data_start, l->blob.size(), l->blob.data());
-  if (!s.ok()) Die("blocks", s);
+  if (!s.ok()) bench::Die("blocks", s);
   size_t pos = 0;
   for (uint64_t i = 0; i < info.num_blocks; ++i) {
     uint32_t len;
@@ -211,7 +191,7 @@ void BM_RawDecompress(benchmark::State& state, zfile::Algo algo) {
 
 void BM_PlainPread(benchmark::State& state) {
   auto f = Env::Default()->OpenReadable(PlainPath());
-  if (!f.ok()) Die("open", f.status());
+  if (!f.ok()) bench::Die("open", f.status());
   std::vector<char> buf(kChunk);
   uint64_t off = 0;
   for (auto _ : state) {

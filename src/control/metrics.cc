@@ -73,13 +73,17 @@ void MetricsRegistry::Prune(const std::vector<VolumeInfo>& live) {
 
 // ---- the text format -----------------------------------------------------------------
 
-std::string EscapeLabelValue(std::string_view v) {
+namespace {
+
+// The text format escapes backslashes and newlines everywhere, and double
+// quotes only inside label values (which it quotes).
+std::string Escape(std::string_view v, bool quotes) {
   std::string out;
   out.reserve(v.size());
   for (char c : v) {
     if (c == '\\') {
       out += "\\\\";
-    } else if (c == '"') {
+    } else if (c == '"' && quotes) {
       out += "\\\"";
     } else if (c == '\n') {
       out += "\\n";
@@ -90,20 +94,10 @@ std::string EscapeLabelValue(std::string_view v) {
   return out;
 }
 
-std::string EscapeHelp(std::string_view v) {
-  std::string out;
-  out.reserve(v.size());
-  for (char c : v) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
+}  // namespace
+
+std::string EscapeLabelValue(std::string_view v) { return Escape(v, /*quotes=*/true); }
+std::string EscapeHelp(std::string_view v) { return Escape(v, /*quotes=*/false); }
 
 std::string FormatSeconds(uint64_t ns) {
   char buf[48];
@@ -233,18 +227,25 @@ void AppendVolumeStatusFamilies(const std::vector<VolumeInfo>& volumes, MetricsW
   auto hydrating = [](const VolumeInfo& v) {
     return !v.is_snapshot && v.hydrate.state != HydrateState::kIdle;
   };
-  GaugePerVolume(volumes, w, "ovbdfs_volume_hydrate_copied_bytes",
-                 "Bytes hydration has copied from the lowers into the upper (this run).", hydrating,
-                 [](const VolumeInfo& v) { return v.hydrate.copied; });
-  GaugePerVolume(volumes, w, "ovbdfs_volume_hydrate_total_bytes",
-                 "Bytes copied plus what is left to copy.", hydrating,
-                 [](const VolumeInfo& v) { return v.hydrate.total; });
-  GaugePerVolume(volumes, w, "ovbdfs_volume_hydrate_rate_bytes_per_second",
-                 "Hydration's recent copy rate.", hydrating,
-                 [](const VolumeInfo& v) { return v.hydrate.rate; });
-  GaugePerVolume(volumes, w, "ovbdfs_volume_hydrate_retries",
-                 "Failed hydration steps retried in this run.", hydrating,
-                 [](const VolumeInfo& v) { return v.hydrate.retries; });
+  struct HydrateGauge {
+    const char* name;
+    const char* help;
+    uint64_t HydrateInfo::*value;
+  };
+  static const HydrateGauge kHydrateGauges[] = {
+      {"ovbdfs_volume_hydrate_copied_bytes",
+       "Bytes hydration has copied from the lowers into the upper (this run).", &HydrateInfo::copied},
+      {"ovbdfs_volume_hydrate_total_bytes", "Bytes copied plus what is left to copy.",
+       &HydrateInfo::total},
+      {"ovbdfs_volume_hydrate_rate_bytes_per_second", "Hydration's recent copy rate.",
+       &HydrateInfo::rate},
+      {"ovbdfs_volume_hydrate_retries", "Failed hydration steps retried in this run.",
+       &HydrateInfo::retries},
+  };
+  for (const HydrateGauge& g : kHydrateGauges) {
+    GaugePerVolume(volumes, w, g.name, g.help, hydrating,
+                   [&g](const VolumeInfo& v) { return v.hydrate.*g.value; });
+  }
 }
 
 void AppendRemoteBlobFamilies(const std::vector<remote::BlobStats>& blobs, MetricsWriter* w) {

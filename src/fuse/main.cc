@@ -14,7 +14,6 @@
 //   cache_size=N            bound of that cache (K/M/G/T)
 //   credentials=FILE        registry credentials (docker config.json format)
 //   registry_config=FILE    mirrors, plain-HTTP registries, timeouts, retries
-#include <malloc.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
@@ -32,6 +31,7 @@
 #include "ovbd/io/http_server.h"
 #include "ovbd/version.h"
 #include "ovbd_fs.h"
+#include "session_settings.h"
 #include "startup_checks.h"
 
 namespace {
@@ -167,10 +167,7 @@ void Error(const std::string& text) { std::fprintf(stderr, "ovbdfs: %s\n", text.
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Request and reply buffers are 1 MiB: keep glibc from mmap/munmap-ing
-  // each one (a 2-3x cost on large I/O).
-  mallopt(M_MMAP_THRESHOLD, 64 << 20);
-  mallopt(M_TRIM_THRESHOLD, 128 << 20);
+  ovbd::fuse::TuneMallocForFuse();
 
   fuse_args args = FUSE_ARGS_INIT(argc, argv);
   ArgsGuard args_guard{&args};
@@ -281,19 +278,9 @@ int main(int argc, char** argv) {
   mo.allow_other = o.allow_other;
   mo.uid = getuid();
   mo.gid = getgid();
-  // Read replies are spliced from the layer files only when the pipe holds
-  // a whole reply; pipes cannot grow past fs.pipe-max-size (1 MiB by
-  // default, also for root without CAP_SYS_RESOURCE), so cap read requests
-  // at the largest power of two that fits with the header (512 KiB there).
-  unsigned max_read = 1u << 20;
-  {
-    unsigned long pipe_max = 1ul << 20;
-    if (FILE* f = std::fopen("/proc/sys/fs/pipe-max-size", "r")) {
-      if (std::fscanf(f, "%lu", &pipe_max) != 1) pipe_max = 1ul << 20;
-      std::fclose(f);
-    }
-    while (max_read > (128u << 10) && max_read + (64u << 10) > pipe_max) max_read /= 2;
-  }
+  // Read replies are spliced from the layer files: requests no larger than
+  // a pipe holds.
+  const unsigned max_read = ovbd::fuse::MaxRead();
   const std::string max_read_opt = "-omax_read=" + std::to_string(max_read);
   fuse_opt_add_arg(&args, max_read_opt.c_str());
   mo.max_read = max_read;
@@ -336,20 +323,7 @@ int main(int argc, char** argv) {
         });
         spdlog::info("metrics on http://{}/metrics", http->address());
       }
-      {
-        if (cl.singlethread) {
-          ret = fuse_session_loop(se);
-        } else {
-          fuse_loop_config* lc = fuse_loop_cfg_create();
-          fuse_loop_cfg_set_clone_fd(lc, 1);
-          fuse_loop_cfg_set_max_threads(lc, static_cast<unsigned>(std::max(1, o.threads)));
-          // No idle-thread limit: with one, libfuse ends and recreates
-          // workers continuously under queue depth (measured: hundreds of
-          // thread creations per second).
-          ret = fuse_session_loop_mt(se, lc);
-          fuse_loop_cfg_destroy(lc);
-        }
-      }
+      ret = ovbd::fuse::RunSessionLoop(se, cl.singlethread, o.threads);
       // libfuse's signal handlers end the loop with the signal's number: a
       // stop asked for (kill, Ctrl-C), as clean as an unmount when the
       // final commit below succeeds.

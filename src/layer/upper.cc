@@ -282,21 +282,16 @@ void Upper::ReleaseFailedWrite(uint64_t off, uint64_t len) {
   }
 }
 
-Status Upper::Zero(uint64_t off, uint64_t len) {
-  OVBD_RETURN_IF_ERROR(CheckWritable(off, len));
-  if (len == 0) return Status::OK();
-  RangeLocks::Guard range(ranges_, off, len, /*exclusive=*/false);
-  OVBD_RETURN_IF_ERROR(data_->PunchHole(DataOffset(off), len));
-  Apply(off / kSectorSize, len / kSectorSize, uj::kZero);
-  return Status::OK();
-}
+Status Upper::Zero(uint64_t off, uint64_t len) { return PunchAndRecord(off, len, uj::kZero); }
 
-Status Upper::Forget(uint64_t off, uint64_t len) {
+Status Upper::Forget(uint64_t off, uint64_t len) { return PunchAndRecord(off, len, uj::kForget); }
+
+Status Upper::PunchAndRecord(uint64_t off, uint64_t len, uint8_t type) {
   OVBD_RETURN_IF_ERROR(CheckWritable(off, len));
   if (len == 0) return Status::OK();
   RangeLocks::Guard range(ranges_, off, len, /*exclusive=*/false);
   OVBD_RETURN_IF_ERROR(data_->PunchHole(DataOffset(off), len));
-  Apply(off / kSectorSize, len / kSectorSize, uj::kForget);
+  Apply(off / kSectorSize, len / kSectorSize, type);
   return Status::OK();
 }
 

@@ -88,6 +88,16 @@ Status SplitRegistry(std::string_view text, std::string* reg, std::string_view* 
   return ValidateRegistry(*reg);
 }
 
+// Splits `text` at `pos` into what comes before it and the digest after it;
+// pos npos (no separator) is the error `missing`.
+Status SplitAtDigest(std::string_view text, size_t pos, const char* missing, std::string* before,
+                     std::string* digest) {
+  if (pos == std::string_view::npos) return Status::InvalidArgument(missing);
+  *before = std::string(text.substr(0, pos));
+  *digest = std::string(text.substr(pos + 1));
+  return Status::OK();
+}
+
 }  // namespace
 
 Status ValidateDigest(std::string_view digest) {
@@ -106,24 +116,17 @@ Result<BlobRef> BlobRef::Parse(std::string_view text) {
   if (text.substr(0, kScheme.size()) == kScheme) {
     std::string_view rest;
     OVBD_RETURN_IF_ERROR(SplitRegistry(text, &b.registry, &rest));
-    size_t at = rest.find('@');
-    if (at == std::string_view::npos) {
-      return Status::InvalidArgument("a blob address names its digest: registry://HOST/REPO@sha256:HEX");
-    }
-    b.repo = std::string(rest.substr(0, at));
-    b.digest = std::string(rest.substr(at + 1));
+    OVBD_RETURN_IF_ERROR(SplitAtDigest(rest, rest.find('@'),
+                                       "a blob address names its digest: registry://HOST/REPO@sha256:HEX",
+                                       &b.repo, &b.digest));
     OVBD_RETURN_IF_ERROR(ValidateRepo(b.repo));
     OVBD_RETURN_IF_ERROR(ValidateDigest(b.digest));
     b.kind = Kind::kRegistry;
     return b;
   }
   if (text.substr(0, 7) == "http://" || text.substr(0, 8) == "https://") {
-    size_t hash = text.rfind('#');
-    if (hash == std::string_view::npos) {
-      return Status::InvalidArgument("a blob URL names its digest: URL#sha256:HEX");
-    }
-    b.url = std::string(text.substr(0, hash));
-    b.digest = std::string(text.substr(hash + 1));
+    OVBD_RETURN_IF_ERROR(SplitAtDigest(text, text.rfind('#'), "a blob URL names its digest: URL#sha256:HEX",
+                                       &b.url, &b.digest));
     OVBD_RETURN_IF_ERROR(ValidateDigest(b.digest));
     auto u = Url::Parse(b.url);
     if (!u.ok()) return Status::InvalidArgument("bad blob URL: " + u.status().message());

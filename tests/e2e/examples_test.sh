@@ -102,12 +102,7 @@ install -m 755 "$OVBDFS" "$W/bin/ovbdfs"
 install -m 644 "$EX/rootless.sh" "$W/ex/rootless.sh"
 BOVBD=$W/bin/ovbd
 BOVBDFS=$W/bin/ovbdfs
-fuse_mode=$(stat -c %a /dev/fuse)
-if [[ $fuse_mode != 666 ]]; then
-  log "NOTE: setting /dev/fuse to 0666 (the distributions' default) for this test; restored after"
-  on_cleanup chmod "$fuse_mode" /dev/fuse
-  chmod 0666 /dev/fuse
-fi
+open_dev_fuse
 run_example rootless as "$U"
 ((${#FAILED_EXAMPLES[@]} == 0)) || fail "examples that failed: ${FAILED_EXAMPLES[*]}"
 log "PASS"

@@ -81,6 +81,7 @@ EOF
 ctl() {
   "$PY" - "$@" <<'EOF'
 import errno, os, sys
+from e2e_io import read_to_eof
 fd = os.open(sys.argv[1] + "/.control", os.O_RDWR)
 rc = 0
 try:
@@ -88,12 +89,7 @@ try:
 except OSError as e:
     print("errno=" + errno.errorcode.get(e.errno, str(e.errno)))
     rc = 1
-out = b""
-while True:
-    b = os.read(fd, 65536)
-    if not b:
-        break
-    out += b
+out = read_to_eof(fd)
 os.close(fd)
 sys.stdout.write(out.decode(errors="replace"))
 sys.exit(rc)
@@ -161,14 +157,10 @@ manifest_hydrate() {
 json_hydrate() {
   "$PY" - "$@" <<'EOF'
 import json, os, sys
+from e2e_io import read_to_eof
 fd = os.open(sys.argv[1] + "/.control", os.O_RDWR)
 os.write(fd, b"json\nstatus\n")
-out = b""
-while True:
-    b = os.read(fd, 65536)
-    if not b:
-        break
-    out += b
+out = read_to_eof(fd)
 os.close(fd)
 doc = json.loads(out)
 vol = [v for v in doc["volumes"] if v["name"] == sys.argv[2]]

@@ -443,6 +443,18 @@ kumount() {
   umount "$1" || fail "umount $1 failed"
 }
 
+# loop_mount_ro FILE DIR: the filesystem in FILE mounted read-only on DIR
+# through a read-only, direct-I/O loop device (in $LOOP). loop_umount DIR
+# unmounts it and detaches that device.
+loop_mount_ro() {
+  loop_attach "$1" -r --direct-io=on
+  kmount -o ro "$LOOP" "$2"
+}
+loop_umount() {
+  kumount "$1"
+  loop_detach "$LOOP"
+}
+
 # ---- users ---------------------------------------------------------------------------
 
 # add_user NAME: a real login user with a home directory, removed at cleanup.
@@ -452,6 +464,18 @@ add_user() {
   E2E_USERS+=("$u")
   useradd -m -U -s /bin/bash "$u" || fail "useradd $u failed"
   log "created user $u (uid $(id -u "$u"))"
+}
+
+# open_dev_fuse: sets /dev/fuse to mode 0666, what the mainstream
+# distributions ship (a udev rule) and what FUSE mounts by users other than
+# root need, for this test only: the mode it had is restored at cleanup.
+open_dev_fuse() {
+  local mode
+  mode=$(stat -c %a /dev/fuse)
+  [[ $mode == 666 ]] && return 0
+  log "NOTE: /dev/fuse is mode $mode here; 0666 (the distributions' default) for this test, restored at cleanup"
+  on_cleanup chmod "$mode" /dev/fuse
+  chmod 0666 /dev/fuse
 }
 
 # as_user USER CMD...: runs CMD as USER with a clean, system PATH (and the
@@ -501,6 +525,14 @@ tree_manifest() {
     done)
 }
 
+# expect_tree DIR MANIFEST SEEN WHY: the tree under DIR must be the one
+# recorded in MANIFEST (by tree_manifest); its own manifest goes to SEEN, and
+# a difference fails the test with WHY.
+expect_tree() {
+  tree_manifest "$1" >"$3"
+  diff -u "$2" "$3" >&2 || fail "$4"
+}
+
 # check_ext4_remounted STORE MNT VOL MANIFEST KDIR WHAT: mounts STORE on MNT
 # again; the ext4 on volume VOL must pass e2fsck -fn and, mounted read-only
 # on KDIR through a loop device, hold the tree recorded in MANIFEST (by
@@ -509,12 +541,9 @@ check_ext4_remounted() {
   local store=$1 mnt=$2 vol=$3 manifest=$4 kdir=$5 what=$6
   start_daemon "$store" "$mnt"
   e2fsck -fn "$mnt/$vol" >"$manifest.fsck" 2>&1 || { cat "$manifest.fsck" >&2; fail "e2fsck -fn found problems ($what)"; }
-  loop_attach "$mnt/$vol" -r --direct-io=on
-  kmount -o ro "$LOOP" "$kdir"
-  tree_manifest "$kdir" >"$manifest.after"
-  diff -u "$manifest" "$manifest.after" >&2 || fail "tree differs after remount ($what)"
-  kumount "$kdir"
-  loop_detach "$LOOP"
+  loop_mount_ro "$mnt/$vol" "$kdir"
+  expect_tree "$kdir" "$manifest" "$manifest.after" "tree differs after remount ($what)"
+  loop_umount "$kdir"
   stop_daemon "$mnt"
 }
 

@@ -151,12 +151,7 @@ umount_and_wait
 require_cmd useradd runuser
 U=ovbdmh$$
 add_user "$U"
-fuse_mode=$(stat -c %a /dev/fuse)
-if [[ $fuse_mode != 666 ]]; then
-  log "NOTE: /dev/fuse is mode $fuse_mode here; 0666 (the distributions' default) for this case, restored at cleanup"
-  on_cleanup chmod "$fuse_mode" /dev/fuse
-  chmod 0666 /dev/fuse
-fi
+open_dev_fuse
 ln -s "$P/sbin/mount.fuse.ovbdfs" "$HELPER"
 chmod 755 "$W" "$P"
 UD=$W/user

@@ -402,12 +402,7 @@ log "mirror 127.0.0.1:$DEAD down: the volume matches, read from the origin in ${
 
 # ==== 6. Not root (before 5, which takes the plain registry away) ========================
 log "case 6: a non-root user, their own store, ovbdfs and fuse2fs"
-fuse_mode=$(stat -c %a /dev/fuse)
-if [[ $fuse_mode != 666 ]]; then
-  log "NOTE: /dev/fuse is mode $fuse_mode; set to 0666 (what distributions ship) for this test only"
-  on_cleanup chmod "$fuse_mode" /dev/fuse
-  chmod 0666 /dev/fuse
-fi
+open_dev_fuse
 U=ovbdra$$
 add_user "$U"
 UH=$(getent passwd "$U" | cut -d: -f6)

@@ -131,16 +131,14 @@ RC=(--cache-dir "$W/cacheB" --registry-config "$W/registry.json")
 ls "$W/B/layers" | grep -q '\.layer$' && fail "a lazy volume's layers were downloaded"
 DOPTS=(-o "cache_dir=$W/cacheB,registry_config=$W/registry.json")
 start_daemon "$W/B" "$W/mB" "${DOPTS[@]}"
-loop_attach "$W/mB/vm" -r --direct-io=on
-kmount -o ro "$LOOP" "$W/k"
+loop_mount_ro "$W/mB/vm" "$W/k"
 f1=$(cd "$W/tree" && find . -type f -size +200k | LC_ALL=C sort | head -1)
 cmp "$W/tree/$f1" "$W/k/$f1" || fail "first file differs"
 one=$(fetched "$W/mB")
 total=$(blob_bytes "$W/mB")
 log "one file read: fetched $one of $total blob bytes"
 ((one > 0 && one * 2 < total)) || fail "reading one file fetched $one of $total bytes (want some, under half)"
-tree_manifest "$W/k" >"$W/B.manifest"
-diff -u "$W/tree.manifest" "$W/B.manifest" >&2 || fail "the tree on B differs"
+expect_tree "$W/k" "$W/tree.manifest" "$W/B.manifest" "the tree on B differs"
 cmp <(dd if="$W/mB/vm" bs=1M skip=60 count=1 status=none) "$W/marker" || fail "marker MiB differs"
 all=$(fetched "$W/mB")
 # .metrics counts the same per blob.
@@ -154,21 +152,17 @@ if "$OVBD" --cache-dir "$W/cacheB" cache status >"$W/cs.out" 2>&1; then
   fail "ovbd cache status opened a cache a mounted daemon holds"
 fi
 grep -q 'a mounted ovbdfs uses it' "$W/cs.out" || fail "ovbd cache status of a held cache: $(cat "$W/cs.out")"
-kumount "$W/k"
-loop_detach "$LOOP"
+loop_umount "$W/k"
 stop_daemon "$W/mB"
 
 # ---- restart: the same reads fetch nothing --------------------------------------------
 start_daemon "$W/B" "$W/mB" "${DOPTS[@]}"
 sync; echo 3 >/proc/sys/vm/drop_caches
-loop_attach "$W/mB/vm" -r --direct-io=on
-kmount -o ro "$LOOP" "$W/k"
-tree_manifest "$W/k" >"$W/B2.manifest"
-diff -u "$W/tree.manifest" "$W/B2.manifest" >&2 || fail "the tree differs after restart"
+loop_mount_ro "$W/mB/vm" "$W/k"
+expect_tree "$W/k" "$W/tree.manifest" "$W/B2.manifest" "the tree differs after restart"
 again=$(fetched "$W/mB")
 ((again == 0)) || fail "after a restart the same reads fetched $again bytes (first time: $all)"
-kumount "$W/k"
-loop_detach "$LOOP"
+loop_umount "$W/k"
 log "after restart: whole tree read, 0 bytes fetched (first time $all)"
 
 # ---- registry down: cached blocks serve, others fail in bounded time ----------------
@@ -202,12 +196,9 @@ stop_registry
 stop_daemon "$W/mB"
 rm -rf "$W/cacheB"
 start_daemon "$W/B" "$W/mB" "${DOPTS[@]}"
-loop_attach "$W/mB/vm" -r --direct-io=on
-kmount -o ro "$LOOP" "$W/k"
-tree_manifest "$W/k" >"$W/B3.manifest"
-diff -u "$W/tree.manifest" "$W/B3.manifest" >&2 || fail "the hydrated tree differs"
-kumount "$W/k"
-loop_detach "$LOOP"
+loop_mount_ro "$W/mB/vm" "$W/k"
+expect_tree "$W/k" "$W/tree.manifest" "$W/B3.manifest" "the hydrated tree differs"
+loop_umount "$W/k"
 stop_daemon "$W/mB"
 log "hydrated vm reads the whole tree with no registry and no cache"
 

@@ -33,14 +33,7 @@ BOVBD=$W/bin/ovbd
 BOVBDFS=$W/bin/ovbdfs
 FUSE2FS=$(command -v fuse2fs)
 
-fuse_mode=$(stat -c %a /dev/fuse)
-if [[ $fuse_mode != 666 ]]; then
-  log "NOTE: /dev/fuse is mode $fuse_mode on this machine. Setting 0666 -- the mode every"
-  log "NOTE: mainstream distribution ships (udev rule) and which non-root FUSE mounts need --"
-  log "NOTE: for this test only; it is set back to $fuse_mode at cleanup."
-  on_cleanup chmod "$fuse_mode" /dev/fuse
-  chmod 0666 /dev/fuse
-fi
+open_dev_fuse
 if [[ -e /etc/fuse.conf ]]; then
   cp -p /etc/fuse.conf "$W/fuse.conf.orig"
   on_cleanup cp -p "$W/fuse.conf.orig" /etc/fuse.conf

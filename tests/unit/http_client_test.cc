@@ -53,6 +53,27 @@ ScriptedHttpServer::Script Serve(std::function<std::string(const test::SeenReque
 
 int Errno(const Result<ClientResponse>& r) { return r.ok() ? 0 : r.status().os_errno(); }
 
+// GETs `url` with a Fast() client: it must fail with ETIMEDOUT at the
+// client's 300 ms deadline (not much before it, nor long after).
+void ExpectTimeoutAtTheDeadline(const std::string& url) {
+  auto client = HttpClient::Make(Fast());
+  const auto t0 = Clock::now();
+  auto r = client->Do(Get(url));
+  const auto took = Clock::now() - t0;
+  EXPECT_EQ(Errno(r), ETIMEDOUT) << (r.ok() ? "ok" : r.status().ToString());
+  EXPECT_GE(took, milliseconds(250));
+  EXPECT_LT(took, milliseconds(1500));
+}
+
+// GETs `url` twice with `client`; both answers must carry `body`.
+void ExpectGetTwice(HttpClient& client, const std::string& url, const std::string& body) {
+  for (int i = 0; i < 2; ++i) {
+    auto r = client.Do(Get(url));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->body, body);
+  }
+}
+
 TEST(HttpClientTest, GetReturnsStatusHeadersAndBody) {
   std::mutex mu;
   test::SeenRequest seen;
@@ -164,11 +185,7 @@ TEST(HttpClientTest, BodyUntilCloseWorksAndIsNotReused) {
     if (c.ReadRequest()) c.Write("HTTP/1.1 200 OK\r\n\r\nuntil the end");
   });
   auto client = HttpClient::Make();
-  for (int i = 0; i < 2; ++i) {
-    auto r = client->Do(Get(srv.Url("/")));
-    ASSERT_TRUE(r.ok()) << r.status().ToString();
-    EXPECT_EQ(r->body, "until the end");
-  }
+  ExpectGetTwice(*client, srv.Url("/"), "until the end");
   EXPECT_EQ(srv.connections(), 2);
 }
 
@@ -454,13 +471,7 @@ TEST(HttpClientTest, MalformedResponsesFailWithEPROTO) {
 
 TEST(HttpClientTest, ServerThatNeverAnswersTimesOut) {
   ScriptedHttpServer srv([](ScriptedConn& c) { c.WaitClosed(); });
-  auto client = HttpClient::Make(Fast());
-  const auto t0 = Clock::now();
-  auto r = client->Do(Get(srv.Url("/")));
-  const auto took = Clock::now() - t0;
-  EXPECT_EQ(Errno(r), ETIMEDOUT) << (r.ok() ? "ok" : r.status().ToString());
-  EXPECT_GE(took, milliseconds(250));
-  EXPECT_LT(took, milliseconds(1500));
+  ExpectTimeoutAtTheDeadline(srv.Url("/"));
 }
 
 TEST(HttpClientTest, TricklingServerTimesOutAtTheDeadline) {
@@ -470,13 +481,7 @@ TEST(HttpClientTest, TricklingServerTimesOutAtTheDeadline) {
     // One byte every 20 ms: each read makes progress, the whole never ends.
     for (int i = 0; i < 1000 && c.Write("x"); ++i) std::this_thread::sleep_for(milliseconds(20));
   });
-  auto client = HttpClient::Make(Fast());
-  const auto t0 = Clock::now();
-  auto r = client->Do(Get(srv.Url("/")));
-  const auto took = Clock::now() - t0;
-  EXPECT_EQ(Errno(r), ETIMEDOUT) << (r.ok() ? "ok" : r.status().ToString());
-  EXPECT_GE(took, milliseconds(250));
-  EXPECT_LT(took, milliseconds(1500));
+  ExpectTimeoutAtTheDeadline(srv.Url("/"));
   srv.Stop();
 }
 
@@ -539,35 +544,23 @@ TEST(HttpClientTest, ConnectTimeoutBoundsAnUnreachableHost) {
 
 class HttpsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    cert_ = test::MakeSelfSignedCert("127.0.0.1");
-    ca_file_ = dir_.Sub("ca.pem");
-    std::ofstream(ca_file_) << cert_.cert_pem;
-    ctx_ = test::MakeServerTlsContext(cert_);
-  }
-  void TearDown() override { SSL_CTX_free(ctx_); }
   test::TempDir dir_;
-  test::TestCert cert_;
-  std::string ca_file_;
-  SSL_CTX* ctx_ = nullptr;
+  test::LoopbackTls tls_{dir_.Sub("ca.pem")};
 };
 
 TEST_F(HttpsTest, TrustedCertificateWorksAndKeepsAlive) {
   ScriptedHttpServer srv(Serve([](const test::SeenRequest& r) { return HttpReply(200, "secure" + r.target); }),
-                         ctx_);
+                         tls_.server_context());
   HttpClientOptions o;
-  o.ca_file = ca_file_;
+  o.ca_file = tls_.ca_file();
   auto client = HttpClient::Make(o);
-  for (int i = 0; i < 2; ++i) {
-    auto r = client->Do(Get(srv.Url("/t")));
-    ASSERT_TRUE(r.ok()) << r.status().ToString();
-    EXPECT_EQ(r->body, "secure/t");
-  }
+  ExpectGetTwice(*client, srv.Url("/t"), "secure/t");
   EXPECT_EQ(srv.connections(), 1);
 }
 
 TEST_F(HttpsTest, UntrustedCertificateIsEACCES) {
-  ScriptedHttpServer srv(Serve([](const test::SeenRequest&) { return HttpReply(200, "no"); }), ctx_);
+  ScriptedHttpServer srv(Serve([](const test::SeenRequest&) { return HttpReply(200, "no"); }),
+                         tls_.server_context());
   // The system's CAs only. (Looking them up is slow under sanitizers: the
   // default timeouts, not the test's short ones.)
   auto client = HttpClient::Make();
@@ -580,9 +573,10 @@ TEST_F(HttpsTest, UntrustedCertificateIsEACCES) {
 
 TEST_F(HttpsTest, CertificateForAnotherNameIsEACCES) {
   // Trusted, but issued to 127.0.0.1, not "localhost".
-  ScriptedHttpServer srv(Serve([](const test::SeenRequest&) { return HttpReply(200, "no"); }), ctx_);
+  ScriptedHttpServer srv(Serve([](const test::SeenRequest&) { return HttpReply(200, "no"); }),
+                         tls_.server_context());
   HttpClientOptions o = Fast();
-  o.ca_file = ca_file_;
+  o.ca_file = tls_.ca_file();
   auto client = HttpClient::Make(o);
   auto r = client->Do(Get("https://localhost:" + std::to_string(srv.port()) + "/"));
   EXPECT_EQ(Errno(r), EACCES) << (r.ok() ? "ok" : r.status().ToString());

@@ -297,49 +297,57 @@ TEST(TokenCache, OneFetchServesManyThreads) {
   EXPECT_EQ(fetches, 1);
 }
 
-TEST(TokenCache, KeysAreSeparateAndFailuresAreNotCached) {
+// A TokenCache whose fetch hands out "t1", "t2", ... in turn, each good for
+// `ttl` seconds, and counts the fetches.
+struct NumberedTokens {
+  explicit NumberedTokens(int ttl = 300)
+      : fetch([this, ttl]() -> Result<TokenReply> { return TokenReply{"t" + std::to_string(++fetches), ttl}; }) {}
+  NumberedTokens(const NumberedTokens&) = delete;
+  NumberedTokens& operator=(const NumberedTokens&) = delete;
+
+  // The token for `key`, cached or fetched (`fetched` says which).
+  std::string Get(const std::string& key) { return cache.Get(key, fetch, &fetched).value(); }
+
   TokenCache cache;
   int fetches = 0;
   bool fetched = false;
-  auto ok = [&]() -> Result<TokenReply> { return TokenReply{"t" + std::to_string(++fetches), 300}; };
-  auto bad = [&]() -> Result<TokenReply> { ++fetches; return Status::IOError("token server: refused", EACCES); };
-  EXPECT_EQ(cache.Get("a", ok, &fetched).value(), "t1");
-  EXPECT_TRUE(fetched);
-  EXPECT_EQ(cache.Get("a", ok, &fetched).value(), "t1");
-  EXPECT_FALSE(fetched);
-  EXPECT_EQ(cache.Get("b", ok, &fetched).value(), "t2");
-  EXPECT_FALSE(cache.Get("c", bad, &fetched).ok());
-  EXPECT_EQ(cache.Get("c", ok, &fetched).value(), "t4");
-  EXPECT_EQ(fetches, 4);
+  const TokenCache::Fetch fetch;
+};
+
+TEST(TokenCache, KeysAreSeparateAndFailuresAreNotCached) {
+  NumberedTokens t;
+  auto bad = [&]() -> Result<TokenReply> { ++t.fetches; return Status::IOError("token server: refused", EACCES); };
+  EXPECT_EQ(t.Get("a"), "t1");
+  EXPECT_TRUE(t.fetched);
+  EXPECT_EQ(t.Get("a"), "t1");
+  EXPECT_FALSE(t.fetched);
+  EXPECT_EQ(t.Get("b"), "t2");
+  EXPECT_FALSE(t.cache.Get("c", bad, &t.fetched).ok());
+  EXPECT_EQ(t.Get("c"), "t4");
+  EXPECT_EQ(t.fetches, 4);
 }
 
 TEST(TokenCache, DropForgetsOnlyTheTokenGiven) {
-  TokenCache cache;
-  int fetches = 0;
-  bool fetched = false;
-  auto fetch = [&]() -> Result<TokenReply> { return TokenReply{"t" + std::to_string(++fetches), 300}; };
-  EXPECT_EQ(cache.Get("k", fetch, &fetched).value(), "t1");
-  cache.Drop("k", "t1");
-  EXPECT_EQ(cache.Get("k", fetch, &fetched).value(), "t2");
+  NumberedTokens t;
+  EXPECT_EQ(t.Get("k"), "t1");
+  t.cache.Drop("k", "t1");
+  EXPECT_EQ(t.Get("k"), "t2");
   // A thread still holding the old token drops nothing: t2 stays.
-  cache.Drop("k", "t1");
-  EXPECT_EQ(cache.Get("k", fetch, &fetched).value(), "t2");
-  EXPECT_EQ(fetches, 2);
+  t.cache.Drop("k", "t1");
+  EXPECT_EQ(t.Get("k"), "t2");
+  EXPECT_EQ(t.fetches, 2);
 }
 
 TEST(TokenCache, ReplacedBeforeItExpires) {
   EXPECT_EQ(TokenCache::Margin(std::chrono::seconds(300)), std::chrono::seconds(30));
   EXPECT_EQ(TokenCache::Margin(std::chrono::seconds(60)), std::chrono::seconds(15));
-  TokenCache cache;
-  int fetches = 0;
-  bool fetched = false;
-  auto fetch = [&]() -> Result<TokenReply> { return TokenReply{"t" + std::to_string(++fetches), 1}; };
+  NumberedTokens tokens(/*ttl=*/1);
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_EQ(cache.Get("k", fetch, &fetched).value(), "t1");
+  EXPECT_EQ(tokens.Get("k"), "t1");
   // A 1 s token is handed out for 0.75 s, then replaced.
   std::string t = "t1";
   while (t == "t1" && std::chrono::steady_clock::now() - start < std::chrono::seconds(3)) {
-    t = cache.Get("k", fetch, &fetched).value();
+    t = tokens.Get("k");
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   const auto took = std::chrono::steady_clock::now() - start;

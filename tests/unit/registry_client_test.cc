@@ -287,11 +287,15 @@ TEST(RegistryBasicAuth, RightCredentialsWorkWrongOnesAreRefusedClearly) {
   EXPECT_NE(s.message().find("wants credentials"), std::string::npos) << s.message();
 }
 
-// A token server and a registry that trusts it.
+// A token server, a registry that trusts it, and a client with the
+// credentials of the token server's user.
 struct TokenSetup {
   std::unique_ptr<TokenServer> tokens;
   std::unique_ptr<RegistryServer> registry;
   Status status;
+  TempDir dir;      // for the credentials files
+  std::string reg;  // the registry's address
+  std::unique_ptr<RegistryClient> client;
   explicit TokenSetup(int expires_in = 300) {
     TokenServer::Options t;
     t.expires_in = expires_in;
@@ -310,25 +314,31 @@ struct TokenSetup {
       return;
     }
     registry = std::move(*rs);
+    reg = registry->address();
+    client = LoggedInClient();
+  }
+
+  // A client with the credentials of the token server's user, and
+  // `password` (by default the right one).
+  std::unique_ptr<RegistryClient> LoggedInClient(const std::string& password = "") const {
+    RegistryOptions opts;
+    opts.credentials_file = CredentialsFile(dir, reg, tokens->options().user,
+                                            password.empty() ? tokens->options().password : password);
+    return Client(opts);
   }
 };
 
 TEST(RegistryTokenAuth, OneTokenPerScopeReusedAcrossManyReads) {
   TokenSetup setup;
   if (!setup.status.ok()) OVBD_SKIP_OR_FAIL(setup.status);
-  TempDir dir;
-  const std::string reg = setup.registry->address();
-  RegistryOptions opts;
-  opts.credentials_file = CredentialsFile(dir, reg, setup.tokens->options().user, setup.tokens->options().password);
-  auto c = Client(opts);
   const std::string blob = RandomBlob(50000, 10);
-  Status s = Upload(c.get(), reg, "ovbd/token", blob);
+  Status s = Upload(setup.client.get(), setup.reg, "ovbd/token", blob);
   ASSERT_TRUE(s.ok()) << s.ToString() << "\n" << setup.registry->log() << setup.tokens->log();
   EXPECT_EQ(setup.tokens->TokensIssued(), 1);  // pull,push
 
   // Many threads read at once, the first of them before any pull token
   // exists: one is fetched, and shared.
-  const BlobRef ref = Ref(reg, "ovbd/token", DigestOf(blob));
+  const BlobRef ref = Ref(setup.reg, "ovbd/token", DigestOf(blob));
   std::atomic<int> bad{0};
   std::vector<std::thread> ts;
   for (int t = 0; t < 4; ++t) {
@@ -336,7 +346,8 @@ TEST(RegistryTokenAuth, OneTokenPerScopeReusedAcrossManyReads) {
       for (int i = 0; i < 15; ++i) {
         const uint64_t off = static_cast<uint64_t>((t * 7919 + i * 104729) % 49000);
         std::string got(1000, '\0');
-        if (!c->ReadBlob(ref, off, got.size(), got.data()).ok() || got != blob.substr(off, 1000)) ++bad;
+        Status r = setup.client->ReadBlob(ref, off, got.size(), got.data());
+        if (!r.ok() || got != blob.substr(off, 1000)) ++bad;
       }
     });
   }
@@ -348,15 +359,10 @@ TEST(RegistryTokenAuth, OneTokenPerScopeReusedAcrossManyReads) {
 TEST(RegistryTokenAuth, ShortLivedTokensAreRefreshedAndReadsGoOn) {
   TokenSetup setup(/*expires_in=*/2);
   if (!setup.status.ok()) OVBD_SKIP_OR_FAIL(setup.status);
-  TempDir dir;
-  const std::string reg = setup.registry->address();
-  RegistryOptions opts;
-  opts.credentials_file = CredentialsFile(dir, reg, setup.tokens->options().user, setup.tokens->options().password);
-  auto c = Client(opts);
   const std::string blob = RandomBlob(8000, 11);
-  ASSERT_TRUE(Upload(c.get(), reg, "ovbd/short", blob).ok());
-  const BlobRef ref = Ref(reg, "ovbd/short", DigestOf(blob));
-  ExpectRange(c.get(), ref, blob, 0, 100);
+  ASSERT_TRUE(Upload(setup.client.get(), setup.reg, "ovbd/short", blob).ok());
+  const BlobRef ref = Ref(setup.reg, "ovbd/short", DigestOf(blob));
+  ExpectRange(setup.client.get(), ref, blob, 0, 100);
   const int first = setup.tokens->TokensIssued();
   EXPECT_EQ(first, 2);
 
@@ -364,7 +370,7 @@ TEST(RegistryTokenAuth, ShortLivedTokensAreRefreshedAndReadsGoOn) {
   int reads = 0;
   const auto start = Clock::now();
   while (setup.tokens->TokensIssued() < first + 2 && Clock::now() - start < std::chrono::seconds(8)) {
-    ExpectRange(c.get(), ref, blob, static_cast<uint64_t>(reads % 7000), 1000);
+    ExpectRange(setup.client.get(), ref, blob, static_cast<uint64_t>(reads % 7000), 1000);
     ++reads;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -377,24 +383,19 @@ TEST(RegistryTokenAuth, ShortLivedTokensAreRefreshedAndReadsGoOn) {
 TEST(RegistryTokenAuth, RevokedCachedTokenIsReplacedOnce) {
   TokenSetup setup;
   if (!setup.status.ok()) OVBD_SKIP_OR_FAIL(setup.status);
-  TempDir dir;
-  const std::string reg = setup.registry->address();
-  RegistryOptions opts;
-  opts.credentials_file = CredentialsFile(dir, reg, setup.tokens->options().user, setup.tokens->options().password);
-  auto c = Client(opts);
   const std::string blob = RandomBlob(3000, 12);
-  ASSERT_TRUE(Upload(c.get(), reg, "ovbd/rotate", blob).ok());
-  const BlobRef ref = Ref(reg, "ovbd/rotate", DigestOf(blob));
-  ExpectRange(c.get(), ref, blob, 0, 3000);
+  ASSERT_TRUE(Upload(setup.client.get(), setup.reg, "ovbd/rotate", blob).ok());
+  const BlobRef ref = Ref(setup.reg, "ovbd/rotate", DigestOf(blob));
+  ExpectRange(setup.client.get(), ref, blob, 0, 3000);
   ASSERT_EQ(setup.tokens->TokensIssued(), 2);
 
   // The issuer's key changes and the registry trusts only the new one: the
   // cached pull token is refused, dropped, and replaced by one fetch.
   ASSERT_TRUE(setup.tokens->RestartWithNewKey().ok()) << setup.tokens->log();
   ASSERT_TRUE(setup.registry->Restart().ok()) << setup.registry->log();
-  ExpectRange(c.get(), ref, blob, 100, 200);
+  ExpectRange(setup.client.get(), ref, blob, 100, 200);
   EXPECT_EQ(setup.tokens->TokensIssued(), 3);
-  ExpectRange(c.get(), ref, blob, 300, 200);
+  ExpectRange(setup.client.get(), ref, blob, 300, 200);
   EXPECT_EQ(setup.tokens->TokensIssued(), 3);
 }
 
@@ -426,12 +427,9 @@ TEST(RegistryTokenAuth, IdentityTokenIsTradedForAccessTokens) {
 TEST(RegistryTokenAuth, WrongCredentialsForTheTokenServer) {
   TokenSetup setup;
   if (!setup.status.ok()) OVBD_SKIP_OR_FAIL(setup.status);
-  TempDir dir;
-  const std::string reg = setup.registry->address();
+  const std::string& reg = setup.reg;
   const std::string wrong = "Not-The-Token-Pw";
-  RegistryOptions opts;
-  opts.credentials_file = CredentialsFile(dir, reg, setup.tokens->options().user, wrong);
-  auto c = Client(opts);
+  auto c = setup.LoggedInClient(wrong);
   char buf[8];
   Status s = c->ReadBlob(Ref(reg, "ovbd/x", DigestOf("x")), 0, sizeof buf, buf);
   ASSERT_FALSE(s.ok());

@@ -28,14 +28,6 @@ ScriptedHttpServer::Script BlobOfFive() {
 
 class RegistryConfigTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    cert_ = test::MakeSelfSignedCert("127.0.0.1");
-    ca_file_ = dir_.Sub("ca.pem");
-    std::ofstream(ca_file_) << cert_.cert_pem;
-    ctx_ = test::MakeServerTlsContext(cert_);
-  }
-  void TearDown() override { SSL_CTX_free(ctx_); }
-
   // Remote layers made as the daemon makes them, from a config file with `json`.
   Result<std::shared_ptr<RemoteBlobs>> Make(const std::string& json) {
     const std::string cfg = dir_.Sub("registry.json");
@@ -54,15 +46,13 @@ class RegistryConfigTest : public ::testing::Test {
   static std::string Timeouts() { return R"("timeout_ms": 3000, "connect_timeout_ms": 1000, "retries": 0)"; }
 
   test::TempDir dir_;
-  test::TestCert cert_;
-  std::string ca_file_;
-  SSL_CTX* ctx_ = nullptr;
+  test::LoopbackTls tls_{dir_.Sub("ca.pem")};
 };
 
 TEST_F(RegistryConfigTest, HttpsMakesALoopbackRegistrySpeakTls) {
-  ScriptedHttpServer tls(BlobOfFive(), ctx_);
+  ScriptedHttpServer tls(BlobOfFive(), tls_.server_context());
   const std::string reg = "127.0.0.1:" + std::to_string(tls.port());
-  auto remote = Make(R"({"https": [")" + reg + R"("], "ca_file": ")" + ca_file_ + R"(", )" + Timeouts() + "}");
+  auto remote = Make(R"({"https": [")" + reg + R"("], "ca_file": ")" + tls_.ca_file() + R"(", )" + Timeouts() + "}");
   ASSERT_TRUE(remote.ok()) << remote.status().ToString();
   auto size = (*remote)->Size(Blob(tls.port()));
   ASSERT_TRUE(size.ok()) << size.status().ToString();
@@ -72,9 +62,9 @@ TEST_F(RegistryConfigTest, HttpsMakesALoopbackRegistrySpeakTls) {
 TEST_F(RegistryConfigTest, LoopbackRegistryNotListedInHttpsIsPlainHttp) {
   // The same TLS server, not listed: spoken to in plain HTTP, which fails;
   // a plain server on loopback works without any setting.
-  ScriptedHttpServer tls(BlobOfFive(), ctx_);
+  ScriptedHttpServer tls(BlobOfFive(), tls_.server_context());
   ScriptedHttpServer plain(BlobOfFive());
-  auto remote = Make(R"({"ca_file": ")" + ca_file_ + R"(", )" + Timeouts() + "}");
+  auto remote = Make(R"({"ca_file": ")" + tls_.ca_file() + R"(", )" + Timeouts() + "}");
   ASSERT_TRUE(remote.ok()) << remote.status().ToString();
   EXPECT_FALSE((*remote)->Size(Blob(tls.port())).ok());
   auto size = (*remote)->Size(Blob(plain.port()));
@@ -83,7 +73,7 @@ TEST_F(RegistryConfigTest, LoopbackRegistryNotListedInHttpsIsPlainHttp) {
 }
 
 TEST_F(RegistryConfigTest, HttpsWithoutTheCaIsRefusedAsUntrusted) {
-  ScriptedHttpServer tls(BlobOfFive(), ctx_);
+  ScriptedHttpServer tls(BlobOfFive(), tls_.server_context());
   const std::string reg = "127.0.0.1:" + std::to_string(tls.port());
   auto remote = Make(R"({"https": [")" + reg + R"("]})");
   ASSERT_TRUE(remote.ok()) << remote.status().ToString();

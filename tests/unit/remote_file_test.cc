@@ -54,10 +54,20 @@ class RemoteFileTest : public ::testing::Test {
     EXPECT_TRUE(f.ok()) << f.status().ToString();
     return f.ok() ? *f : nullptr;
   }
-  static Status ReadSome(const ReadableFile& f) {
+  // Reading the start of `f` fails as reading a local layer that cannot be
+  // read does: an I/O error, EIO, here with `cause` in the message. The
+  // status goes to `*status` (if given) for more checks.
+  static void ExpectEio(const std::shared_ptr<const ReadableFile>& f, const std::string& cause,
+                        Status* status = nullptr) {
+    ASSERT_NE(f, nullptr);
     char buf[4096];
     size_t got = 0;
-    return f.ReadAt(0, sizeof buf, buf, &got);
+    Status s = f->ReadAt(0, sizeof buf, buf, &got);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.code(), Status::Code::kIOError) << s.ToString();
+    EXPECT_EQ(s.os_errno(), EIO) << s.ToString();
+    EXPECT_NE(s.message().find(cause), std::string::npos) << s.ToString();
+    if (status != nullptr) *status = s;
   }
   static std::string Registry(const ScriptedHttpServer& s) {
     return "registry://127.0.0.1:" + std::to_string(s.port()) + "/team/base@" + kDigest;
@@ -73,60 +83,32 @@ TEST_F(RemoteFileTest, CredentialsRefusedIsEioNamingTheCause) {
   // "user:Secret-Pa55" in base64.
   std::ofstream(creds) << R"({"auths": {"127.0.0.1:)" << srv.port()
                        << R"(": {"auth": "dXNlcjpTZWNyZXQtUGE1NQ=="}}})";
-  auto f = OpenLayer(Registry(srv), creds);
-  ASSERT_NE(f, nullptr);
-  Status s = ReadSome(*f);
-  ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.code(), Status::Code::kIOError) << s.ToString();
-  EXPECT_EQ(s.os_errno(), EIO) << s.ToString();
-  EXPECT_NE(s.message().find("were refused"), std::string::npos) << s.ToString();
+  Status s;
+  ASSERT_NO_FATAL_FAILURE(ExpectEio(OpenLayer(Registry(srv), creds), "were refused", &s));
   EXPECT_EQ(s.message().find("Secret-Pa55"), std::string::npos) << s.ToString();
   EXPECT_EQ(s.message().find("dXNlcjpTZWNyZXQtUGE1NQ"), std::string::npos) << s.ToString();
 }
 
 TEST_F(RemoteFileTest, NoCredentialsForARegistryThatWantsThemIsEio) {
   ScriptedHttpServer srv(Always(HttpReply(401, "", "WWW-Authenticate: Basic realm=\"r\"\r\n")));
-  auto f = OpenLayer(Registry(srv));
-  ASSERT_NE(f, nullptr);
-  Status s = ReadSome(*f);
-  ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.os_errno(), EIO) << s.ToString();
-  EXPECT_NE(s.message().find("credentials"), std::string::npos) << s.ToString();
+  ExpectEio(OpenLayer(Registry(srv)), "credentials");
 }
 
 TEST_F(RemoteFileTest, AccessDeniedIsEio) {
   ScriptedHttpServer srv(Always(HttpReply(403, "denied")));
-  auto f = OpenLayer(Registry(srv));
-  ASSERT_NE(f, nullptr);
-  Status s = ReadSome(*f);
-  ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.os_errno(), EIO) << s.ToString();
-  EXPECT_NE(s.message().find("access denied"), std::string::npos) << s.ToString();
+  ExpectEio(OpenLayer(Registry(srv)), "access denied");
 }
 
 TEST_F(RemoteFileTest, UntrustedCertificateIsEio) {
-  test::TestCert cert = test::MakeSelfSignedCert("127.0.0.1");
-  SSL_CTX* ctx = test::MakeServerTlsContext(cert);
-  ScriptedHttpServer srv(Always(HttpReply(206, "x")), ctx);
-  SSL_CTX_free(ctx);
-  // The CA is not given, so nothing trusts it.
-  auto f = OpenLayer(Registry(srv), "", "127.0.0.1:" + std::to_string(srv.port()));
-  ASSERT_NE(f, nullptr);
-  Status s = ReadSome(*f);
-  ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.os_errno(), EIO) << s.ToString();
-  EXPECT_NE(s.message().find("not trusted"), std::string::npos) << s.ToString();
+  test::LoopbackTls tls(dir_.Sub("ca.pem"));
+  ScriptedHttpServer srv(Always(HttpReply(206, "x")), tls.server_context());
+  // The CA file is not given, so nothing trusts the server.
+  ExpectEio(OpenLayer(Registry(srv), "", "127.0.0.1:" + std::to_string(srv.port())), "not trusted");
 }
 
 TEST_F(RemoteFileTest, BlobTheServerLacksIsEio) {
   ScriptedHttpServer srv(Always(HttpReply(404, "")));
-  auto f = OpenLayer(srv.Url("/blob") + "#" + kDigest);
-  ASSERT_NE(f, nullptr);
-  Status s = ReadSome(*f);
-  ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.code(), Status::Code::kIOError) << s.ToString();
-  EXPECT_EQ(s.os_errno(), EIO) << s.ToString();
-  EXPECT_NE(s.message().find("404"), std::string::npos) << s.ToString();
+  ExpectEio(OpenLayer(srv.Url("/blob") + "#" + kDigest), "404");
 }
 
 }  // namespace

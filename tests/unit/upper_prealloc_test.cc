@@ -10,6 +10,7 @@
 #include <random>
 
 #include "fault_env.h"
+#include "forwarding_file.h"
 #include "ovbd/layer/layer_open.h"
 #include "ovbd/layer/lsmt_writer.h"
 #include "ovbd/layer/upper.h"
@@ -234,31 +235,17 @@ TEST_F(UpperPreallocTest, NoReservationTakesTheLastFreeSpace) {
 
 // Data files whose next write stores its first half and then fails with
 // ENOSPC, as a filesystem filling up mid-write does.
-class ShortWriteFile : public RWFile {
+class ShortWriteFile : public test::ForwardingRWFile {
  public:
   ShortWriteFile(std::unique_ptr<RWFile> base, std::atomic<bool>* fail)
-      : base_(std::move(base)), fail_(fail) {}
-  Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override {
-    return base_->ReadAt(off, n, buf, got);
-  }
-  uint64_t Size() const override { return base_->Size(); }
-  const std::string& Name() const override { return base_->Name(); }
-  int NativeFd() const override { return base_->NativeFd(); }
-  Status CheckRange(uint64_t off, uint64_t n) const override { return base_->CheckRange(off, n); }
-  Result<DataRun> NextData(uint64_t off) const override { return base_->NextData(off); }
+      : ForwardingRWFile(std::move(base)), fail_(fail) {}
   Status WriteAt(uint64_t off, const char* buf, size_t n) override {
-    if (!fail_->exchange(false)) return base_->WriteAt(off, buf, n);
-    OVBD_RETURN_IF_ERROR(base_->WriteAt(off, buf, n / 2));
+    if (!fail_->exchange(false)) return ForwardingRWFile::WriteAt(off, buf, n);
+    OVBD_RETURN_IF_ERROR(ForwardingRWFile::WriteAt(off, buf, n / 2));
     return Status::NoSpace(Name() + ": full (test)");
   }
-  Status Sync() override { return base_->Sync(); }
-  Status PunchHole(uint64_t off, uint64_t len) override { return base_->PunchHole(off, len); }
-  Status Truncate(uint64_t size) override { return base_->Truncate(size); }
-  Result<uint64_t> AllocatedBytes() const override { return base_->AllocatedBytes(); }
-  Status Preallocate(uint64_t off, uint64_t len) override { return base_->Preallocate(off, len); }
 
  private:
-  std::unique_ptr<RWFile> base_;
   std::atomic<bool>* fail_;
 };
 

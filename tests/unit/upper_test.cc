@@ -14,6 +14,7 @@
 #include <set>
 
 #include "fault_env.h"
+#include "forwarding_file.h"
 #include "ovbd/layer/layer_open.h"
 #include "ovbd/layer/lsmt_writer.h"
 #include "ovbd/layer/upper.h"
@@ -71,6 +72,21 @@ class UpperTest : public ::testing::Test {
                                     std::shared_ptr<Upper>(std::move(u).value()), false);
   }
 
+  // Writes `len` random bytes (from `rng`) at `off` of `v`, and the same
+  // bytes into the shadow.
+  void WriteRandom(Volume& v, std::mt19937_64& rng, uint64_t off, uint64_t len) {
+    auto d = test::RandomBytes(rng, len);
+    auto n = v.Write(off, d.data(), len);
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    ASSERT_EQ(n.value(), len);
+    std::memcpy(shadow_.data() + off, d.data(), len);
+  }
+  // Discards [off, off+len) of `v`, and zeroes it in the shadow.
+  void Discard(Volume& v, uint64_t off, uint64_t len) {
+    ASSERT_TRUE(v.Discard(off, len).ok());
+    std::memset(shadow_.data() + off, 0, len);
+  }
+
   // Ten 4 KiB writes of `fill`, 8 KiB apart, each flushed (a journal record
   // each), by a volume closed afterwards.
   void WriteTenRecords(char fill) {
@@ -99,14 +115,9 @@ TEST_F(UpperTest, RandomIoMatchesShadowAcrossReopens) {
       uint64_t len = 1 + rng() % (op < 3 ? 600 : 200000);  // some tiny, unaligned
       len = std::min(len, kSize - off);
       if (op < 7) {
-        auto data = test::RandomBytes(rng, len);
-        auto n = v->Write(off, data.data(), len);
-        ASSERT_TRUE(n.ok()) << n.status().ToString();
-        ASSERT_EQ(n.value(), len);
-        std::memcpy(shadow_.data() + off, data.data(), len);
+        ASSERT_NO_FATAL_FAILURE(WriteRandom(*v, rng, off, len));
       } else if (op < 9) {
-        ASSERT_TRUE(v->Discard(off, len).ok());
-        std::memset(shadow_.data() + off, 0, len);
+        ASSERT_NO_FATAL_FAILURE(Discard(*v, off, len));
       } else {
         ASSERT_TRUE(v->Flush().ok());
       }
@@ -182,12 +193,9 @@ TEST_F(UpperTest, SealedUpperIsAValidLayerWithTheSameContent) {
   for (int i = 0; i < 200; ++i) {
     uint64_t off = rng() % kSize, len = std::min<uint64_t>(1 + rng() % 50000, kSize - off);
     if (i % 4 == 0) {
-      ASSERT_TRUE(v->Discard(off, len).ok());
-      std::memset(shadow_.data() + off, 0, len);
+      ASSERT_NO_FATAL_FAILURE(Discard(*v, off, len));
     } else {
-      auto d = test::RandomBytes(rng, len);
-      ASSERT_TRUE(v->Write(off, d.data(), len).ok());
-      std::memcpy(shadow_.data() + off, d.data(), len);
+      ASSERT_NO_FATAL_FAILURE(WriteRandom(*v, rng, off, len));
     }
   }
   auto upper = v->stack()->upper;
@@ -208,9 +216,7 @@ TEST_F(UpperTest, JournalCompactionKeepsContent) {
   for (int i = 0; i < 2000; ++i) {
     // Rewrites of a few sectors: many records, a small map.
     uint64_t off = (rng() % 64) * 1024;
-    auto d = test::RandomBytes(rng, 512);
-    ASSERT_TRUE(v->Write(off, d.data(), 512).ok());
-    std::memcpy(shadow_.data() + off, d.data(), 512);
+    ASSERT_NO_FATAL_FAILURE(WriteRandom(*v, rng, off, 512));
     if (i % 7 == 0) {
       ASSERT_TRUE(v->Flush().ok());
     }
@@ -306,29 +312,16 @@ class CountingEnv : public EnvWrapper {
   }
 
  private:
-  class File : public RWFile {
+  class File : public test::ForwardingRWFile {
    public:
-    File(std::unique_ptr<RWFile> f, std::atomic<uint64_t>* n) : f_(std::move(f)), n_(n) {}
+    File(std::unique_ptr<RWFile> f, std::atomic<uint64_t>* n) : ForwardingRWFile(std::move(f)), n_(n) {}
     Status ReadAt(uint64_t off, size_t n, char* buf, size_t* got) const override {
-      Status s = f_->ReadAt(off, n, buf, got);
+      Status s = ForwardingRWFile::ReadAt(off, n, buf, got);
       *n_ += *got;
       return s;
     }
-    uint64_t Size() const override { return f_->Size(); }
-    const std::string& Name() const override { return f_->Name(); }
-    int NativeFd() const override { return f_->NativeFd(); }
-    Status CheckRange(uint64_t off, uint64_t n) const override { return f_->CheckRange(off, n); }
-    Result<DataRun> NextData(uint64_t off) const override { return f_->NextData(off); }
-    Status WriteAt(uint64_t off, const char* buf, size_t n) override {
-      return f_->WriteAt(off, buf, n);
-    }
-    Status Sync() override { return f_->Sync(); }
-    Status PunchHole(uint64_t off, uint64_t len) override { return f_->PunchHole(off, len); }
-    Status Truncate(uint64_t size) override { return f_->Truncate(size); }
-    Result<uint64_t> AllocatedBytes() const override { return f_->AllocatedBytes(); }
 
    private:
-    std::unique_ptr<RWFile> f_;
     std::atomic<uint64_t>* n_;
   };
 };

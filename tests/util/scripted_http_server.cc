@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
 
 namespace ovbd::test {
 
@@ -270,5 +271,13 @@ SSL_CTX* MakeServerTlsContext(const TestCert& cert) {
   EVP_PKEY_free(key);
   return ctx;
 }
+
+LoopbackTls::LoopbackTls(std::string ca_file) : ca_file_(std::move(ca_file)) {
+  const TestCert cert = MakeSelfSignedCert("127.0.0.1");
+  std::ofstream(ca_file_) << cert.cert_pem;
+  ctx_ = MakeServerTlsContext(cert);
+}
+
+LoopbackTls::~LoopbackTls() { SSL_CTX_free(ctx_); }
 
 }  // namespace ovbd::test

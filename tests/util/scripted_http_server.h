@@ -99,4 +99,22 @@ TestCert MakeSelfSignedCert(const std::string& ip);
 // A TLS server context serving `cert`; SSL_CTX_free it.
 SSL_CTX* MakeServerTlsContext(const TestCert& cert);
 
+// What a test's TLS server on 127.0.0.1 and its clients need: a self-signed
+// certificate for 127.0.0.1, a server context serving it (freed with this),
+// and the certificate written to `ca_file`, for the clients that trust it.
+class LoopbackTls {
+ public:
+  explicit LoopbackTls(std::string ca_file);
+  ~LoopbackTls();
+  LoopbackTls(const LoopbackTls&) = delete;
+  LoopbackTls& operator=(const LoopbackTls&) = delete;
+
+  SSL_CTX* server_context() const { return ctx_; }
+  const std::string& ca_file() const { return ca_file_; }
+
+ private:
+  std::string ca_file_;
+  SSL_CTX* ctx_;
+};
+
 }  // namespace ovbd::test

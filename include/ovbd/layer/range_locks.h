@@ -30,35 +30,23 @@ class RangeLocks {
   // of a varying set of stripes is beyond the static analysis.
   class Guard {
    public:
-    Guard(RangeLocks& l, uint64_t off, uint64_t len, bool exclusive) NO_THREAD_SAFETY_ANALYSIS
-        : locks_(&l), exclusive_(exclusive) {
-      mask_ = StripesOf(off, len);
-      for (uint64_t m = mask_; m != 0; m &= m - 1) {
-        const int i = __builtin_ctzll(m);
-        if (exclusive_) {
-          locks_->stripes_[i].mu.Lock();
-        } else {
-          locks_->stripes_[i].mu.LockShared();
-        }
-      }
+    Guard(RangeLocks& l, uint64_t off, uint64_t len, bool exclusive)
+        : locks_(&l), exclusive_(exclusive), mask_(StripesOf(off, len)) {
+      ForEachStripe(exclusive_ ? &SharedMutex::Lock : &SharedMutex::LockShared);
     }
-    ~Guard() NO_THREAD_SAFETY_ANALYSIS {
-      for (uint64_t m = mask_; m != 0; m &= m - 1) {
-        const int i = __builtin_ctzll(m);
-        if (exclusive_) {
-          locks_->stripes_[i].mu.Unlock();
-        } else {
-          locks_->stripes_[i].mu.UnlockShared();
-        }
-      }
-    }
+    ~Guard() { ForEachStripe(exclusive_ ? &SharedMutex::Unlock : &SharedMutex::UnlockShared); }
     Guard(const Guard&) = delete;
     Guard& operator=(const Guard&) = delete;
 
    private:
+    // Calls `op` on the mutex of each stripe of the range, in index order.
+    void ForEachStripe(void (SharedMutex::*op)()) NO_THREAD_SAFETY_ANALYSIS {
+      for (uint64_t m = mask_; m != 0; m &= m - 1) (locks_->stripes_[__builtin_ctzll(m)].mu.*op)();
+    }
+
     RangeLocks* locks_;
     bool exclusive_;
-    uint64_t mask_ = 0;
+    uint64_t mask_;
   };
 
   // Bit i set: the range touches stripe i.

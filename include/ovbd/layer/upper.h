@@ -212,6 +212,9 @@ class Upper {
   Upper() = default;
   Status CheckWritable(uint64_t off, uint64_t len) const;
   void Apply(uint64_t off_sec, uint64_t len_sec, uint8_t type) EXCLUDES(mu_);
+  // Zero and Forget: frees the data of [off, off+len) and records `type`
+  // (uj::kZero or uj::kForget) for the range.
+  Status PunchAndRecord(uint64_t off, uint64_t len, uint8_t type);
   Status Replay(bool read_only) REQUIRES(commit_mu_) EXCLUDES(mu_);
   Status AppendRecords(const std::vector<PendingOp>& ops) REQUIRES(commit_mu_);
   Status Compact(const std::vector<Segment>& segs) REQUIRES(commit_mu_);
