@@ -71,8 +71,8 @@ class Store::Hydrator {
   // Copy of the scan's chunk at `off`: read ahead if it was (else read
   // now), with the reads of the chunks after it queued before the fill.
   Result<bool> CopyScan(uint64_t off, uint64_t len);
-  // Fills a chunk read into the upper; false when the stack changed.
-  Result<bool> Fill(const Volume::HydrateChunk& c);
+  // Accounts for what a copy wrote; false when the stack changed.
+  Result<bool> Copied(const Result<uint64_t>& written);
   // Queues reads on reader_ of the chunks from `from` on, up to
   // kReadAhead chunks ahead of the fill.
   void ReadAhead(uint64_t from);
@@ -207,7 +207,10 @@ milliseconds Store::Hydrator::RateWait(Clock::time_point now) {
 }
 
 Result<bool> Store::Hydrator::Copy(uint64_t off, uint64_t len) {
-  auto w = v_->HydrateRange(pass_, off, len, &scratch_);
+  return Copied(v_->HydrateRange(pass_, off, len, &scratch_));
+}
+
+Result<bool> Store::Hydrator::Copied(const Result<uint64_t>& w) {
   if (!w.ok()) {
     if (w.status().code() == Status::Code::kBusy && v_->stack() != pass_) return false;
     return w.status();
@@ -269,20 +272,7 @@ Result<bool> Store::Hydrator::CopyScan(uint64_t off, uint64_t len) {
     return read;
   }
   ReadAhead(off + len);
-  return Fill(*chunk_);
-}
-
-Result<bool> Store::Hydrator::Fill(const Volume::HydrateChunk& c) {
-  auto w = v_->FillHydrated(c);
-  if (!w.ok()) {
-    if (w.status().code() == Status::Code::kBusy && v_->stack() != pass_) return false;
-    return w.status();
-  }
-  copied_ += w.value();
-  since_commit_ += w.value();
-  tokens_ -= static_cast<double>(w.value());
-  if (w.value() > 0) progressed_ = Clock::now();
-  return true;
+  return Copied(v_->FillHydrated(*chunk_));
 }
 
 Status Store::Hydrator::CommitInBackground() {
