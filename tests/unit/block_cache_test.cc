@@ -405,6 +405,7 @@ TEST_F(BlockCacheTest, DamagedBlockOnDiskIsDetectedAndFetchedAgain) {
   EXPECT_EQ(remote.per_offset().at(kBs), 2);
   ExpectRead(*b, c, 0, c.size(), remote.fetcher());
   EXPECT_EQ(remote.calls(), before + 1);
+  cache->WaitIdle();  // the refetched block is kept after its read returns
   BlobStats st = StatsOf(*cache, c.digest);
   EXPECT_EQ(st.corrupt, 1u);
   EXPECT_EQ(st.cached_bytes, c.size());
