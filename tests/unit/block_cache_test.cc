@@ -942,6 +942,49 @@ TEST_F(BlockCacheTest, ConcurrentReadsEvictionsAndInvalidations) {
 // Power loss at random points of a workload: after reopening, every read
 // returns exactly the blob's bytes (the fetcher serves the true content),
 // never torn ones, and what the cache claims present is really there.
+// The keeper evicts after a read has returned: a block Cached() claims may
+// be dropped a moment later, and a crash that cuts the drop short can still
+// leave its record. Only what the cache answers once dead is a claim: the
+// block being evicted is not one, and the block kept is.
+TEST_F(BlockCacheTest, ABlockWhoseEvictionACrashCutsShortIsNotClaimed) {
+  Content c(2 * kBs, 25);
+  Remote remote(c);
+  FaultInjectionEnv fenv(env_, 3);
+  std::vector<uint64_t> claimed;
+  {
+    auto cache = OpenCache(&fenv, kBs);  // room for one block
+    ASSERT_TRUE(cache);
+    auto b = Get(*cache, c);
+    ASSERT_TRUE(b);
+    ExpectRead(*b, c, 0, 10, remote.fetcher());
+    cache->WaitIdle();
+    ASSERT_TRUE(b->Cached(0, kBs));
+    // Keeping block 1 commits its record, then evicts block 0: the process
+    // dies once the drop record is written, before it is synced.
+    int commits = 0;
+    fenv.OnCrashPoint("block_cache.before_records", [&] {
+      if (++commits == 2) fenv.CrashAfterOps(1);
+    });
+    ExpectRead(*b, c, kBs, 10, remote.fetcher());  // returns before the keeper is done
+    cache->WaitIdle();
+    fenv.OnCrashPoint("block_cache.before_records", {});
+    ASSERT_TRUE(fenv.crashed());
+    EXPECT_EQ(commits, 2);
+    for (uint64_t k = 0; k < 2; ++k) {
+      if (b->Cached(k * kBs, 1)) claimed.push_back(k);
+    }
+  }
+  EXPECT_EQ(claimed, std::vector<uint64_t>{1});
+  fenv.Revive();  // the process only: the kernel keeps the drop record it was given
+  auto cache = OpenCache(&fenv);
+  ASSERT_TRUE(cache);
+  auto b = Get(*cache, c);
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(b->Cached(0, 1));  // claimed before its eviction began, gone after it
+  EXPECT_TRUE(b->Cached(kBs, 1));
+  ExpectRead(*b, c, kBs, kBs, NoFetch());
+}
+
 TEST_F(BlockCacheTest, PowerLossAtRandomPointsNeverServesTornBytes) {
   const uint64_t iterations = CrashIterations();
   Content a(6 * kBs + 3000, 22), z(3 * kBs, 23);
@@ -996,7 +1039,13 @@ TEST_F(BlockCacheTest, PowerLossAtRandomPointsNeverServesTornBytes) {
             default: break;
           }
         }
-        if (!fenv.crashed()) fenv.CrashAfterOps(0);  // crash now if it has not yet
+        // Die now if it has not yet: the claims below are what the cache
+        // answers once dead. Arming a crash at the next operation instead
+        // would let the cache's threads, still keeping and evicting, change
+        // the answers after they are taken: an eviction that starts then
+        // drops a block claimed a moment before, and its record, written as
+        // the crash tears it, may well survive.
+        fenv.CrashNow();
         // What the cache claimed present when it died must survive, intact.
         claimed.clear();
         for (const auto& [c, b] : {std::pair{&a, ba}, std::pair{&z, bz}}) {
@@ -1071,7 +1120,7 @@ TEST_F(BlockCacheTest, PowerLossAroundCompactionKeepsEveryClaim) {
       (void)b->Read((i % 2) * kBs, buf.size(), buf.data(), remote.fetcher());
       cache->WaitIdle();  // each block kept, and the other evicted, before the next read
     }
-    if (!fenv.crashed()) fenv.CrashAfterOps(0);
+    fenv.CrashNow();  // the claims are what the dead cache answers
     std::vector<uint64_t> claimed;
     for (uint64_t k = 0; k < 2; ++k) {
       if (b->Cached(k * kBs, 1)) claimed.push_back(k);

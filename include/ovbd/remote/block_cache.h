@@ -26,7 +26,7 @@
 // blocks of one read go in one request. A fetch failure fails the reads
 // that waited for it and leaves nothing in the cache. A reader returns as
 // soon as it has the fetched bytes: writing them to the cache and making
-// their record durable happen on the cache's threads (Flush, or closing
+// their record durable happen on the cache's threads (WaitIdle, or closing
 // the cache, waits for that). A failure of the cache's own disk while
 // keeping a fetched block costs the cache that block, not the reader its
 // bytes.
@@ -135,7 +135,9 @@ class CachedBlob {
   // n bytes at off (off+n <= size), from the cache or through `fetch`.
   virtual Status Read(uint64_t off, size_t n, char* buf, const BlockFetcher& fetch) = 0;
   // Whether every byte of [off, off+n) is cached: present, its record
-  // durable (blocks still being kept after a read are waited for).
+  // durable (blocks still being kept after a read are waited for). An
+  // answer for the moment it is given: the cache's threads may evict the
+  // block right after (the keeper of another block does, past the bound).
   virtual bool Cached(uint64_t off, uint64_t n) = 0;
   // Forgets the blocks covering [off, off+n): for a reader that found them
   // bad (a ZFile block whose CRC fails). They are fetched again next time.
