@@ -760,8 +760,13 @@ TEST_F(BlockCacheTest, RecordFileIsCompactedWhenDeadRecordsDominate) {
     ASSERT_TRUE(cache);
     auto b = Get(*cache, c);
     ASSERT_TRUE(b);
-    // Each read evicts the other block: a block and a drop record each time.
-    for (int i = 0; i < 200; ++i) ExpectRead(*b, c, (i % 2) * kBs, 10, remote.fetcher());
+    // Each read evicts the other block: a block and a drop record each time
+    // (once the read's block is kept, on the cache's threads: waited for, so
+    // that the next read misses too and the last one read is the one left).
+    for (int i = 0; i < 200; ++i) {
+      ExpectRead(*b, c, (i % 2) * kBs, 10, remote.fetcher());
+      cache->WaitIdle();
+    }
     // Uncompacted, it would hold about 400 records.
     auto st = env_->Stat(IdxPath(c));
     ASSERT_TRUE(st.ok());
