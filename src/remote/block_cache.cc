@@ -9,6 +9,8 @@
 #include "ovbd/remote/block_cache.h"
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <atomic>
 #include <map>
 #include <utility>
@@ -75,10 +77,14 @@ class BlockCacheImpl final : public BlockCache,
       : env_(env),
         opts_(std::move(opts)),
         blobs_dir_(JoinPath(opts_.dir, "blobs")),
-        lock_(std::move(lock)) {}
+        lock_(std::move(lock)),
+        pool_(std::max<uint32_t>(1, opts_.threads)) {}
 
   ~BlockCacheImpl() override {
-    // Drop records of evictions may still be queued: make them durable.
+    // Readaheads and blocks being kept finish first (their fetches are
+    // bounded by the fetcher's timeouts); then drop records of evictions
+    // may still be queued: make them durable.
+    pool_.join();
     MutexLock l(&mu_);
     for (auto& [digest, e] : entries_) (void)e.blob->Flush();
   }
@@ -96,8 +102,28 @@ class BlockCacheImpl final : public BlockCache,
   uint64_t max_bytes() const { return opts_.max_bytes; }
   Result<uint64_t> Prune(uint64_t max_bytes) override;
   Status Remove(const std::string& digest) override;
+  void WaitIdle() override {
+    MutexLock l(&tasks_mu_);
+    tasks_cv_.Wait([&] {
+      tasks_mu_.AssertHeld();
+      return tasks_ == 0;
+    });
+  }
 
   // --- CacheOwner ---
+  void Post(std::function<void()> task) override {
+    {
+      MutexLock l(&tasks_mu_);
+      ++tasks_;
+    }
+    boost::asio::post(pool_, [this, task = std::move(task)] {
+      task();
+      MutexLock l(&tasks_mu_);
+      if (--tasks_ == 0) tasks_cv_.SignalAll();
+    });
+  }
+  uint64_t readahead_bytes() const override { return opts_.readahead_bytes; }
+  uint64_t fetch_run_bytes() const override { return opts_.fetch_run_bytes; }
   Env* env() override { return env_; }
   uint64_t NextStamp() override { return stamp_.fetch_add(1, std::memory_order_relaxed); }
   void AddCached(int64_t delta) override {
@@ -155,6 +181,12 @@ class BlockCacheImpl final : public BlockCache,
   Mutex evict_mu_;
   Mutex lru_mu_;
   BlockLru lru_ GUARDED_BY(lru_mu_);
+  // Tasks posted and not finished (WaitIdle); a leaf lock.
+  Mutex tasks_mu_;
+  CondVar tasks_cv_{&tasks_mu_};
+  uint64_t tasks_ GUARDED_BY(tasks_mu_) = 0;
+  // Last: its threads start once everything they may touch exists.
+  boost::asio::thread_pool pool_;
 };
 
 Status BlockCacheImpl::Load() {
@@ -431,6 +463,13 @@ Result<std::shared_ptr<BlockCache>> BlockCache::Open(Env* env, BlockCacheOptions
   if (bs < (64u << 10) || bs > (16u << 20) || (bs & (bs - 1)) != 0) {
     return Status::InvalidArgument("block cache: block size " + std::to_string(bs) +
                                    " is not a power of two from 64 KiB to 16 MiB");
+  }
+  if (opts.threads < 1 || opts.threads > 64) {
+    return Status::InvalidArgument("block cache: threads must be 1..64");
+  }
+  if (opts.fetch_run_bytes > (uint64_t{32} << 20) || opts.readahead_bytes > (uint64_t{1} << 30)) {
+    return Status::InvalidArgument(
+        "block cache: at most 32 MiB per request and 1 GiB of readahead");
   }
   OVBD_RETURN_IF_ERROR(MakeDirs(env, opts.dir).Annotate("block cache"));
   auto lock = env->LockFile(JoinPath(opts.dir, "cache.lock"));

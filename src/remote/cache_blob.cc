@@ -19,9 +19,14 @@
 //     fdatasyncs the data file (every block of the batch was pwritten before
 //     its record was queued), then appends the batch's records in one write
 //     and fdatasyncs the record file, and only then applies them in memory.
-//     Waiting fetchers of other blocks join the next batch, so concurrent
-//     misses share the syncs. A failed commit applies nothing: its blocks
-//     stay absent (their bytes were already given to their readers).
+//     Fetches of other blocks join the next batch, so concurrent misses
+//     share the syncs. The reader of a fetched block does not wait for any
+//     of this: it has the fetcher's bytes, and the keeping (pwrite, then the
+//     commit) runs on the cache's threads while the block's flight stays
+//     open, so later readers of it copy from the fetch buffer too, and
+//     nothing else touches the block's range. A failed commit applies
+//     nothing: its blocks stay absent (their bytes were already given to
+//     their readers).
 //  3. A block's bytes on disk change only by its hole being punched, and
 //     that happens only after a durable kDrop record (eviction and
 //     Invalidate sync the drop first). Rewriting a block (a refetch) writes
@@ -142,6 +147,30 @@ Status CacheBlob::Read(uint64_t off, size_t n, char* buf, const BlockFetcher& fe
                                    std::to_string(off) + " past the blob's size " +
                                    std::to_string(size_));
   }
+  if (n == 0) return Status::OK();
+  const uint64_t read_end = off + n;
+  {
+    // A read that starts in the block the last one ended in, or in the
+    // next, continues a sequential stream, which has then covered a number
+    // of new blocks. From two on, what lies ahead is fetched before it is
+    // asked for, in a window that doubles with each new block (two blocks,
+    // four, ...) up to readahead_bytes: a short run of sequential reads (a
+    // filesystem's metadata, a small file) fetches little it does not use.
+    MutexLock l(&mu_);
+    const uint64_t first = off >> shift_;
+    const uint64_t last = (read_end - 1) >> shift_;
+    if (seq_next_ != UINT64_MAX && (first == seq_next_ || first + 1 == seq_next_)) {
+      seq_blocks_ = std::min<uint64_t>(seq_blocks_ + (last + 1 - seq_next_), 64);
+    } else {
+      seq_blocks_ = 0;
+    }
+    seq_next_ = last + 1;
+    if (seq_blocks_ >= 2 && owner_->readahead_bytes() >= (uint64_t{1} << shift_)) {
+      const uint64_t most = owner_->readahead_bytes() >> shift_;
+      const uint64_t window = seq_blocks_ > 40 ? most : std::min(most, uint64_t{1} << (seq_blocks_ - 1));
+      ReadaheadLocked(last, window, fetch);
+    }
+  }
   while (n > 0) {
     const uint64_t b = off >> shift_;
     const uint64_t end = off + n;
@@ -182,7 +211,7 @@ Status CacheBlob::Read(uint64_t off, size_t n, char* buf, const BlockFetcher& fe
     }
     const size_t len = static_cast<size_t>(std::min<uint64_t>(end, (b + 1) << shift_) - off);
     bool retry = false;
-    OVBD_RETURN_IF_ERROR(ReadSlow(b, off, len, buf, fetch, &retry));
+    OVBD_RETURN_IF_ERROR(ReadSlow(b, off, len, read_end, buf, fetch, &retry));
     if (retry) continue;
     off += len;
     buf += len;
@@ -191,8 +220,8 @@ Status CacheBlob::Read(uint64_t off, size_t n, char* buf, const BlockFetcher& fe
   return Status::OK();
 }
 
-Status CacheBlob::ReadSlow(uint64_t b, uint64_t off, size_t n, char* dst, const BlockFetcher& fetch,
-                           bool* retry) {
+Status CacheBlob::ReadSlow(uint64_t b, uint64_t off, size_t n, uint64_t read_end, char* dst,
+                           const BlockFetcher& fetch, bool* retry) {
   std::shared_ptr<Flight> f;
   bool lead = false, check = false;
   {
@@ -201,12 +230,15 @@ Status CacheBlob::ReadSlow(uint64_t b, uint64_t off, size_t n, char* dst, const 
       auto it = flights_.find(b);
       if (it != flights_.end()) {
         std::shared_ptr<Flight> g = it->second;
+        const bool waited = !g->ready;
         cv_.Wait([&] {
           mu_.AssertHeld();
           return g->ready || g->done;
         });
         if (g->ready) {
-          if (g->fetching) {
+          // Bytes fetched already (being kept) are a hit; waiting for a
+          // fetch is a miss.
+          if (g->fetching && waited) {
             ++misses_;
           } else {
             ++hits_;
@@ -215,7 +247,7 @@ Status CacheBlob::ReadSlow(uint64_t b, uint64_t off, size_t n, char* dst, const 
           break;
         }
         if (!g->status.ok()) return g->status;  // the fetch we waited for failed
-        continue;                               // a drop ended: look again
+        continue;  // a drop ended, or a readahead failed: look again
       }
       const Block& k = blocks_[b];
       if (k.present && k.verified) {
@@ -230,26 +262,28 @@ Status CacheBlob::ReadSlow(uint64_t b, uint64_t off, size_t n, char* dst, const 
       break;
     }
   }
-  if (lead) return Fill(b, f, check, off, n, dst, fetch);
-  // A waiter: the leader's bytes are final once ready.
-  std::memcpy(dst, f->buf.data() + (off - (b << shift_)), n);
+  if (lead) return Fill(b, f, check, off, n, read_end, dst, fetch);
+  // A waiter: the leader's bytes are final once ready, and stay while f does.
+  std::memcpy(dst, f->bytes() + (off - (b << shift_)), n);
   return Status::OK();
 }
 
 Status CacheBlob::Fill(uint64_t b, const std::shared_ptr<Flight>& f, bool check, uint64_t off,
-                       size_t n, char* dst, const BlockFetcher& fetch) {
+                       size_t n, uint64_t read_end, char* dst, const BlockFetcher& fetch) {
   const uint64_t start = b << shift_;
   const size_t len = static_cast<size_t>(BlockLen(b));
-  f->buf.resize(len);  // only this thread touches buf until it is ready
 
   if (check) {
+    // Only this thread touches the buffer until the flight is ready.
+    f->run = std::make_shared<std::vector<char>>(len);
+    f->at = 0;
     uint32_t want = 0;
     {
       MutexLock l(&mu_);
       want = blocks_[b].crc;
     }
-    const Status rs = data_->ReadMapped(start, len, f->buf.data());
-    const bool good = rs.ok() && Crc32c(f->buf.data(), len) == want;
+    const Status rs = data_->ReadMapped(start, len, f->run->data());
+    const bool good = rs.ok() && Crc32c(f->run->data(), len) == want;
     bool pinned = false;
     {
       MutexLock l(&mu_);
@@ -268,49 +302,175 @@ Status CacheBlob::Fill(uint64_t b, const std::shared_ptr<Flight>& f, bool check,
       }
     }
     if (good) {
-      std::memcpy(dst, f->buf.data() + (off - start), n);
+      std::memcpy(dst, f->bytes() + (off - start), n);
       if (!pinned) owner_->Touch(this, b, b + 1);
       return Status::OK();
     }
   }
 
+  // The rest of this read's absent blocks come in the same request.
+  auto run = std::make_shared<Run>();
+  run->first = b;
+  run->flights.push_back(f);
   {
     MutexLock l(&mu_);
     ++misses_;
     f->fetching = true;
+    ExtendRunLocked(run.get(), std::min(block_count_, ((read_end - 1) >> shift_) + 1));
   }
-  Status fs = fetch(start, len, f->buf.data());
+  OVBD_RETURN_IF_ERROR(FetchRun(run.get(), fetch, /*fail_waiters=*/true));
+  std::memcpy(dst, f->bytes() + (off - start), n);
+
+  // Keep it: the reader has its bytes now, so the data write and the record
+  // commit (two syncs) run on the cache's threads. This reader waits only
+  // while too much already waits to be written: the cache's disk bounds
+  // how far fetches run ahead of it. A failure there costs the cache the
+  // blocks, not the reader its bytes.
+  MutexLock l(&mu_);
+  QueueKeepLocked(std::move(run));
+  cv_.Wait([&] {
+    mu_.AssertHeld();
+    return persisting_bytes_ <= kMaxPersistingBytes;
+  });
+  return Status::OK();
+}
+
+void CacheBlob::ExtendRunLocked(Run* run, uint64_t limit) {
+  const uint64_t max_blocks = std::max<uint64_t>(1, owner_->fetch_run_bytes() >> shift_);
+  uint64_t b = run->first + run->flights.size();
+  while (b < limit && run->flights.size() < max_blocks && !blocks_[b].present &&
+         flights_.count(b) == 0) {
+    auto g = std::make_shared<Flight>();
+    g->fetching = true;
+    flights_.emplace(b, g);
+    run->flights.push_back(std::move(g));
+    ++b;
+  }
+}
+
+Status CacheBlob::FetchRun(Run* run, const BlockFetcher& fetch, bool fail_waiters) {
+  const uint64_t start = run->first << shift_;
+  const uint64_t count = run->flights.size();
+  const uint64_t last = run->first + count - 1;
+  const size_t len = static_cast<size_t>((last << shift_) + BlockLen(last) - start);
+  run->bytes = std::make_shared<std::vector<char>>(len);
+  // Waiters read these only after `ready`, which is set under mu_ below.
+  for (uint64_t i = 0; i < count; ++i) {
+    run->flights[i]->run = run->bytes;
+    run->flights[i]->at = static_cast<size_t>(i << shift_);
+  }
+  Status fs = fetch(start, len, run->bytes->data());
   if (!fs.ok()) {
+    Status e = fs.Annotate(digest_ + ": fetch of block " + std::to_string(run->first) +
+                           (count > 1 ? ".." + std::to_string(last) : ""));
     MutexLock l(&mu_);
     ++errors_;
-    EndFlightLocked(b, f, fs.Annotate(digest_ + ": fetch of block " + std::to_string(b)));
-    return f->status;
+    // A reader's own fetch fails those who waited for it; a failed
+    // readahead lets each waiter try for itself.
+    for (uint64_t i = 0; i < count; ++i) {
+      EndFlightLocked(run->first + i, run->flights[i], fail_waiters ? e : Status::OK());
+    }
+    return e;
   }
-  const uint32_t crc = Crc32c(f->buf.data(), len);
-  {
-    MutexLock l(&mu_);
-    fetched_bytes_ += len;
-    f->ready = true;
-    cv_.SignalAll();
+  run->crcs.resize(count);
+  for (uint64_t i = 0; i < count; ++i) {
+    run->crcs[i] = Crc32c(run->bytes->data() + (i << shift_), BlockLen(run->first + i));
   }
-  std::memcpy(dst, f->buf.data() + (off - start), n);
-
-  // Keep it: data first, then its record through the group commit. A
-  // failure here costs the cache the block, not the reader its bytes.
-  Status ws = data_->WriteAt(start, f->buf.data(), len);
-  bool pinned = false;
-  {
-    MutexLock l(&mu_);
-    if (ws.ok()) ws = AwaitLocked(EnqueueLocked(Record{cache_record::kBlock, b, crc, 0}));
-    if (!ws.ok()) ++errors_;
-    pinned = pinned_;
-    EndFlightLocked(b, f, Status::OK());
-  }
-  if (ws.ok()) {
-    if (!pinned) owner_->Touch(this, b, b + 1);
-    owner_->AfterInsert();
-  }
+  MutexLock l(&mu_);
+  fetched_bytes_ += len;
+  persisting_bytes_ += len;
+  for (auto& g : run->flights) g->ready = true;
+  cv_.SignalAll();
   return Status::OK();
+}
+
+void CacheBlob::QueueKeepLocked(std::shared_ptr<Run> run) {
+  keep_queue_.push_back(std::move(run));
+  if (keeper_) return;
+  keeper_ = true;
+  owner_->Post([self = shared_from_this()] { self->Keep(); });
+}
+
+void CacheBlob::Keep() {
+  for (;;) {
+    std::vector<std::shared_ptr<Run>> runs;
+    {
+      MutexLock l(&mu_);
+      if (keep_queue_.empty()) {
+        keeper_ = false;
+        return;
+      }
+      runs.assign(keep_queue_.begin(), keep_queue_.end());
+      keep_queue_.clear();
+    }
+    // Data first, then the records of every run through one group commit.
+    std::vector<Status> ws(runs.size());
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const Run& r = *runs[i];
+      ws[i] = data_->WriteAt(r.first << shift_, r.bytes->data(), r.bytes->size());
+    }
+    std::vector<bool> kept(runs.size(), false);
+    bool pinned = false;
+    {
+      MutexLock l(&mu_);
+      std::shared_ptr<Batch> batch;
+      for (size_t i = 0; i < runs.size(); ++i) {
+        const Run& r = *runs[i];
+        persisting_bytes_ -= r.bytes->size();
+        if (!ws[i].ok()) continue;
+        for (uint64_t k = 0; k < r.flights.size(); ++k) {
+          batch = EnqueueLocked(Record{cache_record::kBlock, r.first + k, r.crcs[k], 0});
+        }
+      }
+      cv_.SignalAll();  // readers held back by persisting_bytes_
+      const Status cs = batch ? AwaitLocked(batch) : Status::OK();
+      for (size_t i = 0; i < runs.size(); ++i) {
+        const Run& r = *runs[i];
+        kept[i] = ws[i].ok() && cs.ok();
+        if (!kept[i]) ++errors_;
+        for (uint64_t k = 0; k < r.flights.size(); ++k) {
+          EndFlightLocked(r.first + k, r.flights[k], Status::OK());
+        }
+      }
+      pinned = pinned_;
+    }
+    bool any = false;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      if (!kept[i]) continue;
+      any = true;
+      if (!pinned) owner_->Touch(this, runs[i]->first, runs[i]->first + runs[i]->flights.size());
+    }
+    if (any) owner_->AfterInsert();
+  }
+}
+
+void CacheBlob::ReadaheadLocked(uint64_t last, uint64_t window, const BlockFetcher& fetch) {
+  const uint64_t run_blocks =
+      std::min(window, std::max<uint64_t>(1, owner_->fetch_run_bytes() >> shift_));
+  const uint64_t horizon = std::min(block_count_, last + 1 + window);
+  for (uint64_t b = last + 1; b < horizon; ++b) {
+    if (readaheads_ >= kMaxReadaheads || persisting_bytes_ > kMaxPersistingBytes) return;
+    if (blocks_[b].present || flights_.count(b) != 0) continue;
+    // A run starts only where a whole one fits before the horizon (or the
+    // blob ends there): the horizon moves a block per block read, and
+    // one-block requests would pay a request's latency for each.
+    if (b + run_blocks > horizon && horizon < block_count_) return;
+    auto run = std::make_shared<Run>();
+    run->first = b;
+    auto f = std::make_shared<Flight>();
+    f->fetching = true;
+    flights_.emplace(b, f);
+    run->flights.push_back(std::move(f));
+    ExtendRunLocked(run.get(), std::min(block_count_, b + run_blocks));
+    b += run->flights.size() - 1;
+    ++readaheads_;
+    owner_->Post([self = shared_from_this(), run, fetch] {
+      const Status s = self->FetchRun(run.get(), fetch, /*fail_waiters=*/false);
+      MutexLock l(&self->mu_);
+      --self->readaheads_;
+      if (s.ok()) self->QueueKeepLocked(run);
+    });
+  }
 }
 
 void CacheBlob::EndFlightLocked(uint64_t b, const std::shared_ptr<Flight>& f, Status s) {
@@ -336,6 +496,7 @@ bool CacheBlob::Cached(uint64_t off, uint64_t n) {
   if (off > size_ || n > size_ - off) return false;
   if (n == 0) return true;
   MutexLock l(&mu_);
+  WaitKeptLocked(off >> shift_, ((off + n - 1) >> shift_) + 1);
   for (uint64_t b = off >> shift_; (b << shift_) < off + n; ++b) {
     if (!blocks_[b].present) return false;
   }
@@ -423,8 +584,22 @@ Status CacheBlob::SetPinned(bool pinned) {
   return Status::OK();
 }
 
+void CacheBlob::WaitKeptLocked(uint64_t first, uint64_t last) {
+  // A block whose reader already has its bytes is being kept: its answer
+  // comes when its record is durable (or failed).
+  cv_.Wait([&] {
+    mu_.AssertHeld();
+    for (uint64_t b = first; b < last; ++b) {
+      auto it = flights_.find(b);
+      if (it != flights_.end() && it->second->fill && it->second->ready) return false;
+    }
+    return true;
+  });
+}
+
 Status CacheBlob::MarkVerified() {
   MutexLock l(&mu_);
+  WaitKeptLocked(0, block_count_);  // the caller read every block: all of them count
   if (present_ != block_count_) {
     return Status::Corruption(digest_ + ": marked verified with " + std::to_string(present_) +
                               " of " + std::to_string(block_count_) + " blocks cached");

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -36,6 +38,14 @@ class CacheOwner {
   virtual void TouchList(CacheBlob* blob, const std::vector<uint64_t>& blocks) = 0;
   // A block was added: evict past the bound.
   virtual void AfterInsert() = 0;
+  // Runs `task` on the cache's own threads (readahead fetches, and keeping
+  // what a reader already has). The cache waits for every posted task
+  // before it closes.
+  virtual void Post(std::function<void()> task) = 0;
+  // Bytes fetched ahead of a sequential reader (0: none), and the most one
+  // request fetches; both whole blocks.
+  virtual uint64_t readahead_bytes() const = 0;
+  virtual uint64_t fetch_run_bytes() const = 0;
 };
 
 class CacheBlob : public std::enable_shared_from_this<CacheBlob> {
@@ -78,7 +88,10 @@ class CacheBlob : public std::enable_shared_from_this<CacheBlob> {
   void Detach();
 
   // Makes every record queued so far durable (the drop records of blocks
-  // that failed their check are queued without waiting).
+  // that failed their check, or evicted, are queued without waiting). It
+  // does not wait for blocks still being kept after their reads: an evictor
+  // on the cache's own threads calls it, and those keeps may be queued
+  // behind it.
   Status Flush();
 
   // --- Eviction, driven by the cache ---
@@ -93,6 +106,12 @@ class CacheBlob : public std::enable_shared_from_this<CacheBlob> {
   void FinishEvict(uint64_t block, bool punch);
 
  private:
+  // Readahead requests of one blob in flight at once.
+  static constexpr uint32_t kMaxReadaheads = 2;
+  // Fetched bytes handed to readers and not yet written to the data file,
+  // past which readers keep their own blocks and readahead waits.
+  static constexpr uint64_t kMaxPersistingBytes = uint64_t{64} << 20;
+
   struct Block {
     uint64_t stamp = 0;     // of the record that made it present
     uint32_t crc = 0;       // CRC32C of its bytes, from its record
@@ -100,15 +119,26 @@ class CacheBlob : public std::enable_shared_from_this<CacheBlob> {
     bool present = false;   // its record is durable
     bool verified = false;  // its bytes were written or checked since open
   };
-  // A block being fetched, checked against its CRC, or dropped. Readers of
-  // the block wait on it instead of starting their own.
+  // A block being fetched, checked against its CRC, kept, or dropped.
+  // Readers of the block wait on it instead of starting their own. One
+  // fetch may fill a run of blocks: their flights share its buffer.
   struct Flight {
     bool fill = true;          // fetch or check (false: a drop)
-    bool fetching = false;     // the leader went to the fetcher (not a check that passed)
-    std::vector<char> buf;     // the block's true bytes once `ready`
-    bool ready = false;        // buf is final; waiters copy from it
+    bool fetching = false;     // its bytes come from the fetcher (not a check that passed)
+    std::shared_ptr<std::vector<char>> run;  // the bytes of the fetch (or check)
+    size_t at = 0;                           // where this block's bytes start in *run
+    bool ready = false;        // *run is final; waiters copy from it
     bool done = false;         // over and removed from flights_
-    Status status;             // a failed fetch: fails every waiter
+    Status status;             // a failed fetch: fails every waiter (OK and not
+                               // ready: look again, and lead a fetch if need be)
+    const char* bytes() const { return run->data() + at; }
+  };
+  // Blocks [first, first + flights.size()) fetched by one request.
+  struct Run {
+    uint64_t first = 0;
+    std::vector<std::shared_ptr<Flight>> flights;
+    std::shared_ptr<std::vector<char>> bytes;
+    std::vector<uint32_t> crcs;
   };
   // Records appended and synced together (group commit).
   struct Batch {
@@ -123,12 +153,32 @@ class CacheBlob : public std::enable_shared_from_this<CacheBlob> {
   }
   // One block, not served by the fast path: waits for a flight, or leads a
   // check or a fetch. *retry: the block became a plain hit; read it again.
-  Status ReadSlow(uint64_t b, uint64_t off, size_t n, char* dst, const BlockFetcher& fetch,
-                  bool* retry);
+  // `read_end`: where the whole read ends (its absent blocks are fetched
+  // in one request).
+  Status ReadSlow(uint64_t b, uint64_t off, size_t n, uint64_t read_end, char* dst,
+                  const BlockFetcher& fetch, bool* retry);
   // The leader of a flight for block b: checks its bytes (if present) or
   // fetches them, hands them to the waiters and to dst, and records them.
   Status Fill(uint64_t b, const std::shared_ptr<Flight>& f, bool check, uint64_t off, size_t n,
-              char* dst, const BlockFetcher& fetch);
+              uint64_t read_end, char* dst, const BlockFetcher& fetch);
+  // Claims the blocks after `run.first` (absent, nobody at them) up to
+  // block `limit` or the request bound, each with a new flight.
+  void ExtendRunLocked(Run* run, uint64_t limit) REQUIRES(mu_);
+  // Fetches a claimed run into one buffer and makes it ready for waiters;
+  // on failure ends its flights (with the error when `fail_waiters`).
+  Status FetchRun(Run* run, const BlockFetcher& fetch, bool fail_waiters);
+  // Hands a ready run to the blob's keeper (one task at a time per blob, so
+  // runs are kept, and enter the LRU, in the order they were fetched).
+  void QueueKeepLocked(std::shared_ptr<Run> run) REQUIRES(mu_);
+  // The keeper: writes the queued runs to the data file, records them
+  // through one group commit and ends their flights, until none is left.
+  void Keep();
+  // A sequential reader whose read ended in block `last`: claims what lies
+  // within `window` blocks past it and is absent, and fetches it on the
+  // cache's threads.
+  void ReadaheadLocked(uint64_t last, uint64_t window, const BlockFetcher& fetch) REQUIRES(mu_);
+  // Waits until no block of [first, last) is being kept after its read.
+  void WaitKeptLocked(uint64_t first, uint64_t last) REQUIRES(mu_);
   void EndFlightLocked(uint64_t b, const std::shared_ptr<Flight>& f, Status s) REQUIRES(mu_);
   void MarkAbsentLocked(uint64_t b) REQUIRES(mu_);
 
@@ -169,6 +219,14 @@ class CacheBlob : public std::enable_shared_from_this<CacheBlob> {
   bool committing_ GUARDED_BY(mu_) = false;
   bool detached_ GUARDED_BY(mu_) = false;  // removed: its files may name another blob now
   uint64_t records_in_file_ GUARDED_BY(mu_) = 0;
+  // The sequential-read detector: the block after the last read, and how
+  // many new blocks the stream of reads that led to it has covered.
+  uint64_t seq_next_ GUARDED_BY(mu_) = UINT64_MAX;
+  uint64_t seq_blocks_ GUARDED_BY(mu_) = 0;
+  uint32_t readaheads_ GUARDED_BY(mu_) = 0;      // readahead runs being fetched
+  uint64_t persisting_bytes_ GUARDED_BY(mu_) = 0;  // of ready runs not written yet
+  std::deque<std::shared_ptr<Run>> keep_queue_ GUARDED_BY(mu_);
+  bool keeper_ GUARDED_BY(mu_) = false;  // a Keep task is posted or running
 
   // The record file: touched only by the commit leader (the one thread that
   // set committing_), so no lock is held during its I/O.

@@ -88,6 +88,15 @@ RemoteBlobs::RemoteBlobs(Env* env, RemoteOptions opts, std::shared_ptr<HttpClien
                          std::unique_ptr<RegistryClient> registry)
     : env_(env), opts_(std::move(opts)), http_(std::move(http)), registry_(std::move(registry)) {}
 
+RemoteBlobs::~RemoteBlobs() {
+  std::shared_ptr<BlockCache> c;
+  {
+    MutexLock lk(&mu_);
+    c = cache_;
+  }
+  if (c) c->WaitIdle();
+}
+
 Result<std::shared_ptr<BlockCache>> RemoteBlobs::cache() {
   MutexLock lk(&mu_);
   if (!cache_) {

@@ -63,7 +63,8 @@ struct Content {
   uint64_t size() const { return bytes.size(); }
 };
 
-// The remote end: serves a Content, counts the fetches per block offset, and
+// The remote end: serves a Content, counts the requests and the fetches of
+// each block (by offset), and
 // can be told to fail or to hold every fetch until released.
 class Remote {
  public:
@@ -73,8 +74,9 @@ class Remote {
     return [this](uint64_t off, size_t n, char* buf) -> Status {
       calls_.fetch_add(1);
       {
+        // Per block: one request may fetch a run of them.
         std::lock_guard<std::mutex> l(mu_);
-        ++per_offset_[off];
+        for (uint64_t o = off; o < off + n; o += kBs) ++per_offset_[o];
       }
       if (hold_) {
         entered_.fetch_add(1);
@@ -123,6 +125,9 @@ class TestEnv : public EnvWrapper {
   TestEnv() : EnvWrapper(Env::Default()) {}
   std::atomic<bool> hold{false};
   std::atomic<int> held{0};
+  // Holds every sync of a data file until released.
+  std::atomic<bool> hold_sync{false};
+  std::atomic<int> syncs_held{0};
 
   Result<std::unique_ptr<RWFile>> OpenRW(const std::string& path, bool create) override {
     OVBD_ASSIGN_OR_RETURN(std::unique_ptr<RWFile> f, target()->OpenRW(path, create));
@@ -147,7 +152,13 @@ class TestEnv : public EnvWrapper {
     const std::string& Name() const override { return f_->Name(); }
     Result<DataRun> NextData(uint64_t off) const override { return f_->NextData(off); }
     Status WriteAt(uint64_t off, const char* buf, size_t n) override { return f_->WriteAt(off, buf, n); }
-    Status Sync() override { return Status::OK(); }
+    Status Sync() override {
+      if (data_ && env_->hold_sync.load()) {
+        env_->syncs_held.fetch_add(1);
+        if (!WaitUntil([this] { return !env_->hold_sync.load(); })) return Status::IOError("held", EIO);
+      }
+      return Status::OK();
+    }
     Status PunchHole(uint64_t off, uint64_t len) override { return f_->PunchHole(off, len); }
     Status Truncate(uint64_t size) override { return f_->Truncate(size); }
     Result<uint64_t> AllocatedBytes() const override { return f_->AllocatedBytes(); }
@@ -163,15 +174,20 @@ class BlockCacheTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_FALSE(tmp_.path().empty()) << "no temporary directory"; }
 
-  BlockCacheOptions Opts(uint64_t max_bytes = uint64_t{1} << 30) const {
+  // Readahead is off unless a test asks for it: most tests count exactly
+  // which blocks their reads fetch.
+  BlockCacheOptions Opts(uint64_t max_bytes = uint64_t{1} << 30, uint64_t readahead = 0) const {
     BlockCacheOptions o;
     o.dir = dir_;
     o.block_size = kBs;
     o.max_bytes = max_bytes;
+    o.readahead_bytes = readahead;
+    o.fetch_run_bytes = 4 * kBs;
     return o;
   }
-  std::shared_ptr<BlockCache> OpenCache(Env* env, uint64_t max_bytes = uint64_t{1} << 30) {
-    auto c = BlockCache::Open(env, Opts(max_bytes));
+  std::shared_ptr<BlockCache> OpenCache(Env* env, uint64_t max_bytes = uint64_t{1} << 30,
+                                        uint64_t readahead = 0) {
+    auto c = BlockCache::Open(env, Opts(max_bytes, readahead));
     EXPECT_TRUE(c.ok()) << c.status().ToString();
     return c.ok() ? c.value() : nullptr;
   }
@@ -289,7 +305,8 @@ TEST_F(BlockCacheTest, ReadsAcrossBlocksAndTheShortLastBlock) {
   ExpectRead(*b, c, c.size() - 500, 500, remote.fetcher());
   EXPECT_EQ(remote.per_offset().at(3 * kBs), 1);
   ExpectRead(*b, c, 0, c.size(), remote.fetcher());
-  EXPECT_EQ(remote.calls(), 4u);
+  EXPECT_EQ(remote.calls(), 2u);  // one request per read's absent blocks
+  cache->WaitIdle();
   EXPECT_EQ(cache->cached_bytes(), c.size());
   EXPECT_TRUE(b->Cached(0, c.size()));
   ExpectRead(*b, c, c.size(), 0, remote.fetcher());
@@ -364,7 +381,7 @@ TEST_F(BlockCacheTest, RestartServesCachedBlocksWithoutFetching) {
   ExpectRead(*b, c, 5, 100, NoFetch());  // checked once per open, then trusted
   EXPECT_EQ(StatsOf(*cache, c.digest).hits, 3u);
   ExpectRead(*b, c, 0, c.size(), remote.fetcher());
-  EXPECT_EQ(remote.calls(), 2u + 3u);
+  EXPECT_EQ(remote.calls(), 1u + 1u);  // blocks 0-1, then 2-4, each in one request
 }
 
 TEST_F(BlockCacheTest, DamagedBlockOnDiskIsDetectedAndFetchedAgain) {
@@ -388,6 +405,7 @@ TEST_F(BlockCacheTest, DamagedBlockOnDiskIsDetectedAndFetchedAgain) {
   EXPECT_EQ(remote.per_offset().at(kBs), 2);
   ExpectRead(*b, c, 0, c.size(), remote.fetcher());
   EXPECT_EQ(remote.calls(), before + 1);
+  cache->WaitIdle();  // the refetched block is kept after its read returns
   BlobStats st = StatsOf(*cache, c.digest);
   EXPECT_EQ(st.corrupt, 1u);
   EXPECT_EQ(st.cached_bytes, c.size());
@@ -474,7 +492,7 @@ TEST_F(BlockCacheTest, DamagedRecordFileHeaderDropsTheBlobWithAWarning) {
   ASSERT_TRUE(b);
   EXPECT_FALSE(b->Cached(0, 1));
   ExpectRead(*b, c, 0, c.size(), remote.fetcher());
-  EXPECT_EQ(remote.calls(), 4u);
+  EXPECT_EQ(remote.calls(), 2u);  // the whole blob, in one request each time
 }
 
 TEST_F(BlockCacheTest, LruEvictsTheLeastRecentlyUsedBlockAndStaysUnderTheBound) {
@@ -485,15 +503,24 @@ TEST_F(BlockCacheTest, LruEvictsTheLeastRecentlyUsedBlockAndStaysUnderTheBound) 
   auto ba = Get(*cache, a);
   auto bz = Get(*cache, z);
   ASSERT_TRUE(ba && bz);
-  ExpectRead(*ba, a, 0, 10, ra.fetcher());        // a0
-  ExpectRead(*bz, z, 0, 10, rz.fetcher());        // z0
-  ExpectRead(*ba, a, kBs, 10, ra.fetcher());      // a1
-  ExpectRead(*ba, a, 0, 10, ra.fetcher());        // a0 used again: z0 is now the oldest
-  ExpectRead(*ba, a, 2 * kBs, 10, ra.fetcher());  // a2: evicts z0
+  // Each block is kept (and the LRU told) on the cache's threads after its
+  // read returns: the test waits for that after each read, so the order of
+  // uses is the order of the reads. (A use of a block still being kept is
+  // not recorded: the keep itself marks it used right after.)
+  auto read = [&](CachedBlob& b, const Content& c, uint64_t off, Remote& r) {
+    ExpectRead(b, c, off, 10, r.fetcher());
+    cache->WaitIdle();
+  };
+  read(*ba, a, 0, ra);        // a0
+  read(*bz, z, 0, rz);        // z0
+  read(*ba, a, kBs, ra);      // a1
+  read(*ba, a, 0, ra);        // a0 used again: z0 is now the oldest
+  read(*ba, a, 2 * kBs, ra);  // a2: evicts z0
   EXPECT_LE(cache->cached_bytes(), 3u * kBs);
   EXPECT_FALSE(bz->Cached(0, 1));
   EXPECT_TRUE(ba->Cached(0, 3 * kBs));
   ExpectRead(*bz, z, 0, 10, rz.fetcher());  // z0 again: evicts a1
+  cache->WaitIdle();
   EXPECT_FALSE(ba->Cached(kBs, 1));
   EXPECT_TRUE(ba->Cached(0, 1));
   EXPECT_TRUE(ba->Cached(2 * kBs, 1));
@@ -513,6 +540,7 @@ TEST_F(BlockCacheTest, LruEvictsTheLeastRecentlyUsedBlockAndStaysUnderTheBound) 
   ba = Get(*cache, a);
   bz = Get(*cache, z);
   ExpectRead(*ba, a, 3 * kBs, 10, ra.fetcher());  // a3: evicts a0, the oldest record
+  cache->WaitIdle();
   EXPECT_FALSE(ba->Cached(0, 1));
   EXPECT_TRUE(ba->Cached(2 * kBs, 2 * kBs));
   EXPECT_TRUE(bz->Cached(0, 1));
@@ -537,6 +565,7 @@ TEST_F(BlockCacheTest, PinnedBlobsAreNeverEvictedAndStayPinnedAfterRestart) {
     ASSERT_TRUE(bp->SetPinned(true).ok());
     ExpectRead(*bp, p, 0, p.size(), rp.fetcher());  // the oldest blocks, but pinned
     for (uint64_t i = 0; i < 6; ++i) ExpectRead(*bo, o, i * kBs, 10, ro.fetcher());
+    cache->WaitIdle();
     EXPECT_TRUE(bp->Cached(0, p.size()));
     EXPECT_EQ(cache->cached_bytes(), 3u * kBs);
     EXPECT_TRUE(bo->Cached(5 * kBs, 1));
@@ -571,6 +600,7 @@ TEST_F(BlockCacheTest, ABlockBeingReadIsNotEvicted) {
   auto b = Get(*cache, c);
   ASSERT_TRUE(b);
   ExpectRead(*b, c, 0, c.size(), remote.fetcher());
+  cache->WaitIdle();  // kept: a block still being kept is busy, not evictable
   henv.hold = true;
   Status rs;
   std::vector<char> got(4096);
@@ -586,7 +616,7 @@ TEST_F(BlockCacheTest, ABlockBeingReadIsNotEvicted) {
   reader.join();
   ASSERT_TRUE(rs.ok()) << rs.ToString();
   EXPECT_TRUE(std::equal(got.begin(), got.end(), c.bytes.begin() + kBs + 100));
-  EXPECT_EQ(remote.calls(), 3u);
+  EXPECT_EQ(remote.calls(), 1u);  // the first read's one request
   ASSERT_TRUE(cache->Prune(0).ok());
   EXPECT_EQ(cache->cached_bytes(), 0u);
 }
@@ -613,7 +643,7 @@ TEST_F(BlockCacheTest, RemoveRefusesWhileHeldThenDropsEverything) {
   EXPECT_FALSE(b->Cached(0, 1));
   EXPECT_FALSE(StatsOf(*cache, c.digest).pinned);
   ExpectRead(*b, c, 0, 10, remote.fetcher());
-  EXPECT_EQ(remote.calls(), 3u);
+  EXPECT_EQ(remote.calls(), 2u);
 }
 
 TEST_F(BlockCacheTest, ASecondOpenerIsRefused) {
@@ -647,7 +677,7 @@ TEST_F(BlockCacheTest, MissingParentDirectoriesAreMade) {
   auto b = Get(**again, c);
   ASSERT_TRUE(b);
   ExpectRead(*b, c, 0, c.size(), remote.fetcher());
-  EXPECT_EQ(remote.calls(), 2u) << "what was fetched before the reopen is fetched again";
+  EXPECT_EQ(remote.calls(), 1u) << "what was fetched before the reopen is fetched again";
   // A file where a directory must be is an error, not a crash.
   ASSERT_TRUE(env_->WriteFileAtomic(tmp_.path() + "/file", "x").ok());
   o.dir = tmp_.path() + "/file/cache";
@@ -730,8 +760,13 @@ TEST_F(BlockCacheTest, RecordFileIsCompactedWhenDeadRecordsDominate) {
     ASSERT_TRUE(cache);
     auto b = Get(*cache, c);
     ASSERT_TRUE(b);
-    // Each read evicts the other block: a block and a drop record each time.
-    for (int i = 0; i < 200; ++i) ExpectRead(*b, c, (i % 2) * kBs, 10, remote.fetcher());
+    // Each read evicts the other block: a block and a drop record each time
+    // (once the read's block is kept, on the cache's threads: waited for, so
+    // that the next read misses too and the last one read is the one left).
+    for (int i = 0; i < 200; ++i) {
+      ExpectRead(*b, c, (i % 2) * kBs, 10, remote.fetcher());
+      cache->WaitIdle();
+    }
     // Uncompacted, it would hold about 400 records.
     auto st = env_->Stat(IdxPath(c));
     ASSERT_TRUE(st.ok());
@@ -747,12 +782,119 @@ TEST_F(BlockCacheTest, RecordFileIsCompactedWhenDeadRecordsDominate) {
   ExpectRead(*b, c, kBs, kBs, NoFetch());
 }
 
+// A sequential reader: readahead brings the blocks ahead of it in runs of
+// several blocks per request, each block fetched once; the reads return the
+// blob's bytes, and everything is kept.
+TEST_F(BlockCacheTest, SequentialReadsFetchAheadInFewRequests) {
+  Content c(64 * kBs + 777, 30);
+  Remote remote(c);
+  auto cache = OpenCache(env_, uint64_t{1} << 30, 16 * kBs);
+  ASSERT_TRUE(cache);
+  auto b = Get(*cache, c);
+  ASSERT_TRUE(b);
+  // The cache's threads get to run after each read, as on an idle machine:
+  // on a busy one they may not reach a readahead before the reader reaches
+  // its blocks, which it then fetches itself (its own read's blocks in one
+  // request), and the count below would measure the machine.
+  for (uint64_t off = 0; off < c.size(); off += 16 << 10) {
+    ExpectRead(*b, c, off, static_cast<size_t>(std::min<uint64_t>(16 << 10, c.size() - off)),
+               remote.fetcher());
+    cache->WaitIdle();
+  }
+  // Every block once, and far fewer requests than blocks: runs of up to
+  // fetch_run_bytes (4 blocks here) instead of one request per block.
+  std::map<uint64_t, int> once;
+  for (uint64_t k = 0; k * kBs < c.size(); ++k) once[k * kBs] = 1;
+  EXPECT_EQ(remote.per_offset(), once);
+  EXPECT_LE(remote.calls(), 65u / 4 + 4);
+  EXPECT_TRUE(b->Cached(0, c.size()));
+  EXPECT_EQ(StatsOf(*cache, c.digest).fetched_bytes, c.size());
+}
+
+// Random reads never trigger readahead: only the blocks read are fetched.
+TEST_F(BlockCacheTest, RandomReadsFetchOnlyWhatTheyTouch) {
+  Content c(64 * kBs, 31);
+  Remote remote(c);
+  auto cache = OpenCache(env_, uint64_t{1} << 30, 16 * kBs);
+  ASSERT_TRUE(cache);
+  auto b = Get(*cache, c);
+  ASSERT_TRUE(b);
+  const uint64_t blocks[] = {40, 3, 17, 60, 9, 33, 51, 1};
+  for (uint64_t k : blocks) ExpectRead(*b, c, k * kBs + 100, 4096, remote.fetcher());
+  cache->WaitIdle();
+  std::map<uint64_t, int> want;
+  for (uint64_t k : blocks) want[k * kBs] = 1;
+  EXPECT_EQ(remote.per_offset(), want);
+  EXPECT_EQ(StatsOf(*cache, c.digest).fetched_bytes, 8u * kBs);
+}
+
+// A reader has its bytes as soon as they are fetched: it does not wait for
+// the cache's syncs. The block counts as cached only once they are done.
+TEST_F(BlockCacheTest, AReaderDoesNotWaitForTheCacheToKeepItsBlock) {
+  Content c(4 * kBs, 32);
+  Remote remote(c);
+  auto cache = OpenCache(env_);
+  ASSERT_TRUE(cache);
+  auto b = Get(*cache, c);
+  ASSERT_TRUE(b);
+  test_env_.hold_sync = true;
+  std::atomic<bool> returned{false};
+  std::thread reader([&] {
+    ExpectRead(*b, c, kBs + 10, 1000, remote.fetcher());
+    returned = true;
+  });
+  EXPECT_TRUE(WaitUntil([&] { return returned.load(); }, 5s)) << "the read waited for a sync";
+  EXPECT_TRUE(WaitUntil([&] { return test_env_.syncs_held.load() >= 1; }, 5s));
+  // Another reader of the block copies the fetched bytes: no second fetch.
+  ExpectRead(*b, c, kBs, kBs, remote.fetcher());
+  EXPECT_EQ(remote.calls(), 1u);
+  EXPECT_EQ(StatsOf(*cache, c.digest).cached_bytes, 0u);
+  test_env_.hold_sync = false;
+  reader.join();
+  EXPECT_TRUE(b->Cached(kBs, kBs));
+  EXPECT_EQ(StatsOf(*cache, c.digest).cached_bytes, kBs);
+  // And it is durable: a restart serves it without a fetch.
+  b.reset();
+  cache.reset();
+  cache = OpenCache(env_);
+  ASSERT_TRUE(cache);
+  b = Get(*cache, c);
+  ASSERT_TRUE(b);
+  ExpectRead(*b, c, kBs, kBs, NoFetch());
+}
+
+// A readahead that fails leaves nothing behind and fails nobody: the reader
+// that reaches those blocks fetches them itself.
+TEST_F(BlockCacheTest, AFailedReadaheadLetsTheReaderFetchItself) {
+  Content c(32 * kBs, 33);
+  Remote remote(c);
+  auto cache = OpenCache(env_, uint64_t{1} << 30, 8 * kBs);
+  ASSERT_TRUE(cache);
+  auto b = Get(*cache, c);
+  ASSERT_TRUE(b);
+  for (uint64_t k = 0; k < 2; ++k) ExpectRead(*b, c, k * kBs, kBs, remote.fetcher());
+  cache->WaitIdle();
+  EXPECT_EQ(remote.calls(), 2u);  // not sequential yet: no readahead
+  remote.set_fail(true);
+  std::vector<char> got(kBs);
+  // The third read in a row starts readaheads; they fail, as its own fetch.
+  EXPECT_FALSE(b->Read(2 * kBs, kBs, got.data(), remote.fetcher()).ok());
+  cache->WaitIdle();
+  EXPECT_GE(remote.calls(), 4u);
+  EXPECT_GE(StatsOf(*cache, c.digest).errors, 2u);
+  EXPECT_FALSE(b->Cached(3 * kBs, 1));
+  remote.set_fail(false);
+  for (uint64_t k = 2; k < 32; ++k) ExpectRead(*b, c, k * kBs, kBs, remote.fetcher());
+  cache->WaitIdle();
+  EXPECT_TRUE(b->Cached(0, c.size()));
+}
+
 // Many threads reading two blobs through a small cache while others prune
 // and invalidate: every read returns the blob's bytes.
 TEST_F(BlockCacheTest, ConcurrentReadsEvictionsAndInvalidations) {
   Content a(8 * kBs + 100, 20), z(5 * kBs, 21);
   Remote ra(a), rz(z);
-  auto cache = OpenCache(env_, 4 * kBs);
+  auto cache = OpenCache(env_, 4 * kBs, 3 * kBs);
   ASSERT_TRUE(cache);
   auto ba = Get(*cache, a);
   auto bz = Get(*cache, z);
@@ -809,6 +951,49 @@ TEST_F(BlockCacheTest, ConcurrentReadsEvictionsAndInvalidations) {
 // Power loss at random points of a workload: after reopening, every read
 // returns exactly the blob's bytes (the fetcher serves the true content),
 // never torn ones, and what the cache claims present is really there.
+// The keeper evicts after a read has returned: a block Cached() claims may
+// be dropped a moment later, and a crash that cuts the drop short can still
+// leave its record. Only what the cache answers once dead is a claim: the
+// block being evicted is not one, and the block kept is.
+TEST_F(BlockCacheTest, ABlockWhoseEvictionACrashCutsShortIsNotClaimed) {
+  Content c(2 * kBs, 25);
+  Remote remote(c);
+  FaultInjectionEnv fenv(env_, 3);
+  std::vector<uint64_t> claimed;
+  {
+    auto cache = OpenCache(&fenv, kBs);  // room for one block
+    ASSERT_TRUE(cache);
+    auto b = Get(*cache, c);
+    ASSERT_TRUE(b);
+    ExpectRead(*b, c, 0, 10, remote.fetcher());
+    cache->WaitIdle();
+    ASSERT_TRUE(b->Cached(0, kBs));
+    // Keeping block 1 commits its record, then evicts block 0: the process
+    // dies once the drop record is written, before it is synced.
+    int commits = 0;
+    fenv.OnCrashPoint("block_cache.before_records", [&] {
+      if (++commits == 2) fenv.CrashAfterOps(1);
+    });
+    ExpectRead(*b, c, kBs, 10, remote.fetcher());  // returns before the keeper is done
+    cache->WaitIdle();
+    fenv.OnCrashPoint("block_cache.before_records", {});
+    ASSERT_TRUE(fenv.crashed());
+    EXPECT_EQ(commits, 2);
+    for (uint64_t k = 0; k < 2; ++k) {
+      if (b->Cached(k * kBs, 1)) claimed.push_back(k);
+    }
+  }
+  EXPECT_EQ(claimed, std::vector<uint64_t>{1});
+  fenv.Revive();  // the process only: the kernel keeps the drop record it was given
+  auto cache = OpenCache(&fenv);
+  ASSERT_TRUE(cache);
+  auto b = Get(*cache, c);
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(b->Cached(0, 1));  // claimed before its eviction began, gone after it
+  EXPECT_TRUE(b->Cached(kBs, 1));
+  ExpectRead(*b, c, kBs, kBs, NoFetch());
+}
+
 TEST_F(BlockCacheTest, PowerLossAtRandomPointsNeverServesTornBytes) {
   const uint64_t iterations = CrashIterations();
   Content a(6 * kBs + 3000, 22), z(3 * kBs, 23);
@@ -819,7 +1004,7 @@ TEST_F(BlockCacheTest, PowerLossAtRandomPointsNeverServesTornBytes) {
     std::mt19937_64 rng(1000 + it);
     FaultInjectionEnv fenv(env_, it);
     Remote ra(a), rz(z);
-    BlockCacheOptions o = Opts(4 * kBs);
+    BlockCacheOptions o = Opts(4 * kBs, rng() % 2 ? 3 * kBs : 0);
     o.dir = dir;
     const int phases = 1 + static_cast<int>(rng() % 3);
     std::vector<std::pair<const Content*, uint64_t>> claimed;  // (blob, block)
@@ -863,7 +1048,13 @@ TEST_F(BlockCacheTest, PowerLossAtRandomPointsNeverServesTornBytes) {
             default: break;
           }
         }
-        if (!fenv.crashed()) fenv.CrashAfterOps(0);  // crash now if it has not yet
+        // Die now if it has not yet: the claims below are what the cache
+        // answers once dead. Arming a crash at the next operation instead
+        // would let the cache's threads, still keeping and evicting, change
+        // the answers after they are taken: an eviction that starts then
+        // drops a block claimed a moment before, and its record, written as
+        // the crash tears it, may well survive.
+        fenv.CrashNow();
         // What the cache claimed present when it died must survive, intact.
         claimed.clear();
         for (const auto& [c, b] : {std::pair{&a, ba}, std::pair{&z, bz}}) {
@@ -886,7 +1077,9 @@ TEST_F(BlockCacheTest, PowerLossAtRandomPointsNeverServesTornBytes) {
     // Reopen with the same env (and room for all, so nothing is evicted on
     // open): every block claimed before the crash is there without a fetch,
     // and every block reads back exactly.
+    // No readahead: reads that must be hits would fetch what lies ahead.
     o.max_bytes = uint64_t{1} << 30;
+    o.readahead_bytes = 0;
     auto opened = BlockCache::Open(&fenv, o);
     ASSERT_TRUE(opened.ok()) << opened.status().ToString();
     auto cache = opened.value();
@@ -934,8 +1127,9 @@ TEST_F(BlockCacheTest, PowerLossAroundCompactionKeepsEveryClaim) {
     std::vector<char> buf(10);
     for (int i = 0; i < kReads && !fenv.crashed(); ++i) {
       (void)b->Read((i % 2) * kBs, buf.size(), buf.data(), remote.fetcher());
+      cache->WaitIdle();  // each block kept, and the other evicted, before the next read
     }
-    if (!fenv.crashed()) fenv.CrashAfterOps(0);
+    fenv.CrashNow();  // the claims are what the dead cache answers
     std::vector<uint64_t> claimed;
     for (uint64_t k = 0; k < 2; ++k) {
       if (b->Cached(k * kBs, 1)) claimed.push_back(k);

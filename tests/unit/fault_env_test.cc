@@ -679,6 +679,32 @@ TEST_F(FaultEnvTest, CrashAfterOps) {
   EXPECT_EQ(OnDisk(P("a")), old);
 }
 
+TEST_F(FaultEnvTest, CrashNowCrashesBetweenOperations) {
+  FaultInjectionEnv env;
+  MakeDurable(env, P("a"), "durable");
+  auto f = env.OpenRW(P("a"), false);
+  ASSERT_TRUE(f.ok());
+  Write(**f, 0, "D");
+  env.SetTearOnCrash(true);
+  env.CrashAfterOps(5);  // replaced: nothing waits for an operation to crash
+  const uint64_t before = env.mutating_ops();
+  env.CrashNow();
+  EXPECT_TRUE(env.crashed());
+  EXPECT_EQ(env.mutating_ops(), before);  // no operation was the crashing one
+  ExpectEIO((*f)->WriteAt(1, "U", 1));      // and none is torn
+  ExpectEIO(env.CrashPoint("x"));
+  env.CrashNow();  // already crashed: nothing changes
+  EXPECT_TRUE(env.crashed());
+  EXPECT_EQ(OnDisk(P("a")), "Durable");
+  env.Revive();
+  EXPECT_FALSE(env.crashed());
+  auto g = env.OpenRW(P("a"), false);
+  ASSERT_TRUE(g.ok());
+  Write(**g, 1, "U");  // CrashAfterOps(5) did not outlive the crash
+  ASSERT_TRUE(env.SimulatePowerLoss().ok());
+  EXPECT_EQ(OnDisk(P("a")), "durable");
+}
+
 TEST_F(FaultEnvTest, CrashAfterOpsCanCrashAnyMutatingCall) {
   FaultInjectionEnv env;
   MakeDurable(env, P("a"), "a");

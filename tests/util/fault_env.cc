@@ -885,6 +885,13 @@ void FaultInjectionEnv::CrashAfterOps(uint64_t n) {
   impl_->crash_after_total = n;
 }
 
+void FaultInjectionEnv::CrashNow() {
+  MutexLock l(&impl_->mu);
+  if (impl_->crashed) return;
+  impl_->crash_after_armed = false;
+  impl_->EnterCrashed();
+}
+
 void FaultInjectionEnv::SetTearOnCrash(bool tear) {
   MutexLock l(&impl_->mu);
   impl_->tear = tear;

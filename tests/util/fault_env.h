@@ -129,6 +129,12 @@ class FaultInjectionEnv : public EnvWrapper {
   // OpenRW with create): the first n succeed, the next one fails with EIO
   // without taking effect (see SetTearOnCrash) and the env is crashed.
   void CrashAfterOps(uint64_t n);
+  // Crashes now, between two operations (none is torn): the process dies at
+  // this instant, whatever its other threads were about to do. Unlike
+  // CrashAfterOps(0), which crashes at the next mutating operation and so
+  // lets a busy process change its state (and what it would answer) until
+  // then. No effect when already crashed.
+  void CrashNow();
   // When on, a WriteAt that is the crashing operation of CrashAfterOps()
   // writes a random strict prefix of its sectors (possibly none) before
   // failing. Off by default.

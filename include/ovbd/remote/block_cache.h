@@ -22,10 +22,23 @@
 //
 // Reads of a missing block call the caller's fetcher once per block, even
 // when many threads miss it at the same time (they wait for the one fetch,
-// so their wait is bounded by the fetcher's own timeouts). A fetch failure
-// fails the reads that waited for it and leaves nothing in the cache. A
-// failure of the cache's own disk while keeping a fetched block costs the
-// cache that block, not the reader its bytes.
+// so their wait is bounded by the fetcher's own timeouts); the absent
+// blocks of one read go in one request. A fetch failure fails the reads
+// that waited for it and leaves nothing in the cache. A reader returns as
+// soon as it has the fetched bytes: writing them to the cache and making
+// their record durable happen on the cache's threads (WaitIdle, or closing
+// the cache, waits for that). A failure of the cache's own disk while
+// keeping a fetched block costs the cache that block, not the reader its
+// bytes.
+//
+// Readahead: a blob read sequentially (reads each starting in the block the
+// last one ended in, or the next, that have covered two new blocks) has the
+// absent blocks ahead of it fetched on the cache's threads, at most two
+// requests at a time, so a cold sequential read overlaps its requests'
+// latency. The window starts at two blocks and doubles with each new block
+// the stream covers, up to readahead_bytes, so a short sequential run (a
+// filesystem's metadata, a small file) fetches little it does not use.
+// Random reads fetch only what they touch.
 //
 // Threads: every method may be called from any thread. A hit takes the
 // blob's own mutex twice, briefly, around one pread into the caller's
@@ -48,10 +61,19 @@ struct BlockCacheOptions {
   std::string dir;
   uint32_t block_size = 1 << 20;             // power of two, 64 KiB..16 MiB
   uint64_t max_bytes = uint64_t{16} << 30;   // data kept before eviction
+  // Fetched ahead of a sequential reader (0: no readahead), in at most two
+  // requests at a time; rounded down to whole blocks.
+  uint64_t readahead_bytes = uint64_t{16} << 20;
+  // The most one request fetches (whole blocks, at least one): the absent
+  // blocks of one read, or of one readahead, go in one ranged request.
+  uint64_t fetch_run_bytes = uint64_t{8} << 20;
+  // The cache's own threads: readahead, and keeping fetched blocks after
+  // their readers have them.
+  uint32_t threads = 4;
 };
 
-// Fills buf with exactly n bytes of the blob at off (one block, or the
-// blob's short last block).
+// Fills buf with exactly n bytes of the blob at off: a run of whole blocks
+// (the last of them may be the blob's short last block).
 using BlockFetcher = std::function<Status(uint64_t off, size_t n, char* buf)>;
 
 struct BlobStats {
@@ -99,6 +121,10 @@ class BlockCache {
   // Drops a blob's blocks and files, pinned or not (not while in use: kBusy;
   // kNotFound if the cache has nothing of it).
   virtual Status Remove(const std::string& digest) = 0;
+  // Waits until the cache's threads have nothing to do: every readahead
+  // ended, every fetched block kept (or failed). For an owner whose
+  // fetchers are about to go away.
+  virtual void WaitIdle() = 0;
 };
 
 class CachedBlob {
@@ -108,7 +134,10 @@ class CachedBlob {
   virtual uint64_t size() const = 0;
   // n bytes at off (off+n <= size), from the cache or through `fetch`.
   virtual Status Read(uint64_t off, size_t n, char* buf, const BlockFetcher& fetch) = 0;
-  // Whether every byte of [off, off+n) is cached (no fetch needed).
+  // Whether every byte of [off, off+n) is cached: present, its record
+  // durable (blocks still being kept after a read are waited for). An
+  // answer for the moment it is given: the cache's threads may evict the
+  // block right after (the keeper of another block does, past the bound).
   virtual bool Cached(uint64_t off, uint64_t n) = 0;
   // Forgets the blocks covering [off, off+n): for a reader that found them
   // bad (a ZFile block whose CRC fails). They are fetched again next time.

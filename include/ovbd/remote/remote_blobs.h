@@ -76,6 +76,11 @@ class RemoteBlobs {
   // (pull and push stream whole blobs and must not flood the cache).
   Status ReadDirect(const BlobRef& blob, uint64_t off, size_t n, char* buf);
 
+  // Waits for the cache's readaheads: their fetchers call back into this.
+  ~RemoteBlobs();
+  RemoteBlobs(const RemoteBlobs&) = delete;
+  RemoteBlobs& operator=(const RemoteBlobs&) = delete;
+
   RegistryClient& registry() { return *registry_; }
   // The cache, opened now if it was not. kBusy when another process has it.
   Result<std::shared_ptr<BlockCache>> cache();
