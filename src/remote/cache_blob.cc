@@ -698,14 +698,18 @@ Status CacheBlob::AwaitLocked(const std::shared_ptr<Batch>& mine) {
     mu_.Unlock();
     Status s = WriteBatch(*batch);
     mu_.Lock();
-    if (s.ok()) {
+    // Removed while the batch was being written: its blocks are already
+    // absent and counted out, and a compaction would write by path, where
+    // another blob's record file may stand now.
+    const bool live = !detached_;
+    if (s.ok() && live) {
       ApplyLocked(*batch);
       records_in_file_ += batch->records.size();
     }
     batch->status = s;
     batch->done = true;
     cv_.SignalAll();
-    if (s.ok() && NeedCompactionLocked()) {
+    if (s.ok() && live && NeedCompactionLocked()) {
       uint64_t records = 0;
       std::string image = CompactedImageLocked(&records);
       mu_.Unlock();
